@@ -1,0 +1,20 @@
+# Both quick-start commands set the machine up first (scripts/setup.sh is idempotent and fast when done).
+PYTHON ?= python3
+export PYTHON
+
+.PHONY: setup mnist test bench
+
+setup:
+	@bash scripts/setup.sh
+
+# The main job: LeNet on the real MNIST, from recipes/mnist.yaml.
+mnist: setup
+	$(PYTHON) -m lit_imgcls fit --recipe recipes/mnist.yaml
+
+# The whole test suite (slow tests included). pytest's exit code 5 (no tests collected) is not a failure here.
+test: setup
+	$(PYTHON) -m pytest -q tests; rc=$$?; if [ $$rc -eq 5 ]; then rc=0; fi; exit $$rc
+
+bench: setup
+	$(PYTHON) benchmarks/mnist_time_to_99.py
+	$(PYTHON) benchmarks/fit_vs_bare_loop.py

@@ -1,0 +1,3 @@
+from lit_imgcls.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,38 @@
+"""One checkpoint per epoch with the epoch in its name (``model/mnist-0008.ckpt``), as MXNet's --model-prefix."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import lightning as L
+
+from lit_imgcls.io import atomic_write_text
+
+
+class EpochCheckpoint(L.Callback):
+    """Saves ``{prefix}-{epoch:04d}.ckpt`` after every ``period`` epochs and the last, and the recipe beside them.
+
+    The end of the first epoch is saved as 0001, like MXNet; ``--load-epoch 1`` resumes from it at epoch 1.
+
+    Args:
+        prefix: path prefix of the files.
+        period: epochs between two checkpoints.
+        recipe_yaml: the resolved recipe, written to ``{prefix}-recipe.yaml``.
+    """
+
+    def __init__(self, prefix: str, period: int = 1, recipe_yaml: str | None = None) -> None:
+        self.prefix = prefix
+        self.period = period
+        self.recipe_yaml = recipe_yaml
+        self.last_path: str | None = None
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.is_global_zero and self.recipe_yaml is not None:
+            atomic_write_text(Path(f"{self.prefix}-recipe.yaml"), self.recipe_yaml)
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        done = trainer.current_epoch + 1
+        if done % self.period == 0 or done >= (trainer.max_epochs or done):
+            path = f"{self.prefix}-{done:04d}.ckpt"
+            trainer.save_checkpoint(path, weights_only=False)
+            self.last_path = path

@@ -1,0 +1,96 @@
+"""MXNet's Speedometer: samples/s and training accuracy every ``disp_batches`` batches and per epoch."""
+
+from __future__ import annotations
+
+import time
+
+import lightning as L
+from lightning.pytorch.utilities import rank_zero_only
+
+
+class Speedometer(L.Callback):
+    """Prints ``Epoch[E] Batch [a-b] Speed: S samples/sec accuracy=A loss=L lr=R`` and logs the same metrics.
+
+    Args:
+        disp_batches: batches between two reports.
+        verbose: print the lines (metrics are logged either way).
+    """
+
+    def __init__(self, disp_batches: int = 20, verbose: bool = True) -> None:
+        self.disp_batches = disp_batches
+        self.verbose = verbose
+        self.train_seconds = 0.0  # time inside training batches, all epochs, validation excluded
+        self.epoch_speed = float("nan")
+        self.history: list[dict[str, float]] = []
+
+    def _say(self, trainer: L.Trainer, text: str) -> None:
+        if not self.verbose:
+            return
+        bar = trainer.progress_bar_callback
+        if bar is not None and trainer.is_global_zero:
+            bar.print(text)
+        elif trainer.is_global_zero:
+            print(text, flush=True)
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._epoch_tic = self._tic = time.perf_counter()
+        self._epoch_samples = self._window_samples = 0
+        self._window_start = 0
+        self._epoch_end = self._epoch_tic
+        pl_module.take_train_window()
+        self._epoch_loss_sum = self._epoch_correct = 0.0
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
+        n = len(batch[1])
+        self._window_samples += n
+        self._epoch_samples += n
+        self._epoch_end = time.perf_counter()
+        if (batch_idx + 1) % self.disp_batches == 0:
+            self._report(trainer, pl_module, batch_idx)
+
+    def _report(self, trainer, pl_module, batch_idx: int) -> None:
+        now = time.perf_counter()
+        speed = self._window_samples / max(now - self._tic, 1e-9)
+        loss, acc, n = pl_module.take_train_window()
+        self._epoch_loss_sum += loss * n
+        self._epoch_correct += acc * n
+        lr = trainer.optimizers[0].param_groups[0]["lr"] if trainer.optimizers else float("nan")
+        metrics = {"train/samples_per_sec": speed, "train/acc": acc, "train/loss": loss, "lr": lr,
+                   "epoch": trainer.current_epoch}
+        self._log(trainer, metrics)
+        self._say(
+            trainer,
+            f"Epoch[{trainer.current_epoch}] Batch [{self._window_start}-{batch_idx + 1}]\tSpeed: {speed:.2f} samples/sec"
+            f"\taccuracy={acc:.6f}\tloss={loss:.6f}\tlr={lr:.6g}",
+        )
+        self._window_start = batch_idx + 1
+        self._window_samples = 0
+        self._tic = time.perf_counter()
+
+    @rank_zero_only
+    def _log(self, trainer, metrics: dict[str, float]) -> None:
+        self.history.append({"step": trainer.global_step, **metrics})
+        for logger in trainer.loggers:
+            logger.log_metrics(metrics, step=trainer.global_step)
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        seconds = self._epoch_end - self._epoch_tic
+        self.train_seconds += seconds
+        loss, acc, n = pl_module.take_train_window()
+        total = self._epoch_samples
+        if n:
+            self._epoch_loss_sum += loss * n
+            self._epoch_correct += acc * n
+        self.epoch_speed = total / max(seconds, 1e-9)
+        metrics = {"train/epoch_samples_per_sec": self.epoch_speed, "train/epoch_time": seconds, "epoch": trainer.current_epoch}
+        if total:
+            metrics["train/epoch_acc"] = self._epoch_correct / total
+            metrics["train/epoch_loss"] = self._epoch_loss_sum / total
+        self._log(trainer, metrics)
+        val = trainer.callback_metrics.get("val/acc")
+        val_text = f"\tValidation-accuracy={float(val):.6f}" if val is not None else ""
+        self._say(
+            trainer,
+            f"Epoch[{trainer.current_epoch}] Train-accuracy={metrics.get('train/epoch_acc', float('nan')):.6f}"
+            f"\tTime cost={seconds:.2f} s\tSpeed: {self.epoch_speed:.2f} samples/sec{val_text}",
+        )

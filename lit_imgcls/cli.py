@@ -1,0 +1,193 @@
+"""``lit-imgcls COMMAND``: each command is one typed function; its signature makes the flags, its docstring the help.
+
+A parameter typed as a dataclass (the Recipe) becomes one flag per field, readable from a YAML file with
+``--recipe FILE`` (alias ``--config``); flags on the command line override the file. Flags take MXNet's dashed
+spelling (``--lr-factor``) and the recipe's underscored one (``--lr_factor``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import importlib
+import inspect
+import sys
+import typing
+from typing import Any, Callable
+
+import docstring_parser
+
+from lit_imgcls.errors import DuplicateNameError, UsageError
+
+PROG = "lit-imgcls"
+
+COMMANDS: dict[str, str] = {
+    "fit": "lit_imgcls.commands.fit:fit",
+    "validate": "lit_imgcls.commands.validate:validate",
+    "test": "lit_imgcls.commands.test:test",
+    "list": "lit_imgcls.commands.list_plugins:list_plugins",
+}
+
+# MXNet's flags switch the LR schedule by being given: --lr-factor-epoch means step decay, --lr-step-epochs
+# multistep, even when the recipe names another schedule.
+_SCHEDULE_FLAGS = {"lr_factor_epoch": "step", "lr_step_epochs": "multistep"}
+
+
+def _resolve(target: str) -> Callable[..., Any]:
+    module, name = target.split(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def _doc_params(obj: Any) -> tuple[str, dict[str, str]]:
+    doc = docstring_parser.parse(inspect.getdoc(obj) or "")
+    text = "\n\n".join(p for p in (doc.short_description, doc.long_description) if p)
+    return text, {p.arg_name: " ".join((p.description or "").split()) for p in doc.params}
+
+
+def _flags(name: str) -> list[str]:
+    dashed = "--" + name.replace("_", "-")
+    return [dashed] if dashed == f"--{name}" else [dashed, f"--{name}"]
+
+
+def _recipe_type(func: Callable[..., Any]) -> tuple[str, type] | None:
+    for pname, hint in typing.get_type_hints(func).items():
+        if dataclasses.is_dataclass(hint):
+            return pname, hint
+    return None
+
+
+def build_parser(command: str, func: Callable[..., Any]):
+    """An ArgumentParser for ``func``: flags from its parameters (a dataclass parameter is flattened)."""
+    from jsonargparse import ActionConfigFile, ArgumentParser
+
+    description, params = _doc_params(func)
+    parser = ArgumentParser(prog=f"{PROG} {command}", description=description, exit_on_error=False)
+    hints = typing.get_type_hints(func)
+    for pname, param in inspect.signature(func).parameters.items():
+        hint = hints[pname]
+        if dataclasses.is_dataclass(hint):
+            parser.add_argument("--recipe", "--config", action=ActionConfigFile, help="YAML recipe file; later flags override its keys.")
+            parser.add_argument("--print-recipe", "--print_recipe", dest="print_recipe", action="store_true",
+                                help="Print the resolved recipe as YAML and exit.")
+            field_docs = _doc_params(hint)[1]
+            group = parser.add_argument_group(f"{hint.__name__} keys (YAML key = flag without dashes)")
+            for f in dataclasses.fields(hint):
+                ftype = typing.get_type_hints(hint)[f.name]
+                group.add_argument(*_flags(f.name), dest=f.name, type=ftype, default=f.default, help=field_docs.get(f.name, ""))
+        elif param.default is inspect.Parameter.empty:
+            parser.add_argument(pname, type=hint, help=params.get(pname, ""))
+        else:
+            parser.add_argument(*_flags(pname), dest=pname, type=hint, default=param.default, help=params.get(pname, ""))
+    return parser
+
+
+def _check_recipe_files(argv: list[str], recipe_cls: type) -> None:
+    """Unknown keys and unreadable files in a recipe get a clearer message than the parser's."""
+    import yaml
+
+    known = {f.name for f in dataclasses.fields(recipe_cls)}
+    for i, arg in enumerate(argv):
+        path = None
+        if arg in ("--recipe", "--config") and i + 1 < len(argv):
+            path = argv[i + 1]
+        elif arg.startswith(("--recipe=", "--config=")):
+            path = arg.split("=", 1)[1]
+        if path is None:
+            continue
+        try:
+            with open(path) as f:
+                data = yaml.safe_load(f)
+        except FileNotFoundError:
+            raise UsageError(f"recipe file not found: {path}") from None
+        except (OSError, yaml.YAMLError) as exc:
+            raise UsageError(f"cannot read recipe {path}: {' '.join(str(exc).split())}") from None
+        if data is None:
+            continue
+        if not isinstance(data, dict):
+            raise UsageError(f"recipe {path} must be a mapping of keys to values, got {type(data).__name__}")
+        for key in data:
+            if key not in known:
+                close = difflib.get_close_matches(str(key), sorted(known), n=3)
+                hint = f"; did you mean {', '.join(close)}?" if close else ""
+                raise UsageError(f"unknown recipe key {key!r} in {path}{hint} valid keys: {', '.join(sorted(known))}")
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    for long, short in (("<class 'float'>", "float"), ("<class 'int'>", "int"), ("<class 'str'>", "str"), ("<class 'bool'>", "bool")):
+        text = text.replace(long, short)
+    return text
+
+
+def _overview() -> str:
+    lines = [f"usage: {PROG} COMMAND [options]   ({PROG} COMMAND --help for a command's options)", "", "commands:"]
+    for name, target in COMMANDS.items():
+        module, func = target.split(":")
+        doc = _doc_first_line(module, func)
+        lines.append(f"  {name:<10} {doc}")
+    return "\n".join(lines)
+
+
+def _doc_first_line(module: str, func: str) -> str:
+    return (inspect.getdoc(_resolve(f"{module}:{func}")) or "").splitlines()[0]
+
+
+def run(argv: list[str]) -> None:
+    if not argv or argv[0] in ("-h", "--help"):
+        print(_overview())
+        return
+    if argv[0] in ("-V", "--version"):
+        from lit_imgcls import __version__
+
+        print(f"{PROG} {__version__}")
+        return
+    command, rest = argv[0], argv[1:]
+    if command not in COMMANDS:
+        close = difflib.get_close_matches(command, list(COMMANDS), n=1)
+        hint = f"; did you mean {close[0]}?" if close else ""
+        raise UsageError(f"unknown command {command!r}{hint} commands: {', '.join(COMMANDS)}")
+    func = _resolve(COMMANDS[command])
+    recipe_param = _recipe_type(func)
+    if recipe_param:
+        _check_recipe_files(rest, recipe_param[1])
+    parser = build_parser(command, func)
+    from jsonargparse import ArgumentError
+
+    try:
+        ns = parser.parse_args(rest)
+    except ArgumentError as exc:
+        raise UsageError(f"{command}: {_one_line(exc)}") from None
+    values = ns.as_dict()
+    kwargs = {}
+    if recipe_param:
+        pname, cls = recipe_param
+        fields = {f.name for f in dataclasses.fields(cls)}
+        recipe = cls(**{k: v for k, v in values.items() if k in fields})
+        given = {a.split("=", 1)[0].lstrip("-").replace("-", "_") for a in rest if a.startswith("--")}
+        if "lr_schedule" not in given:
+            for key, schedule in _SCHEDULE_FLAGS.items():
+                if key in given and getattr(recipe, "lr_schedule", None) not in (None, schedule):
+                    print(f"{PROG}: note: --{key.replace('_', '-')} given, so lr_schedule is {schedule} "
+                          f"(the recipe said {recipe.lr_schedule})", file=sys.stderr)
+                    recipe.lr_schedule = schedule
+        if values.get("print_recipe"):
+            print(recipe.to_yaml(), end="")
+            return
+        kwargs[pname] = recipe
+    else:
+        kwargs = {k: v for k, v in values.items() if k in inspect.signature(func).parameters}
+    func(**kwargs)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``lit-imgcls`` console script; returns the exit code."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        run(argv)
+    except (UsageError, DuplicateNameError) as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return 130
+    return 0

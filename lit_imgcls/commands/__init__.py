@@ -1,0 +1,1 @@
+"""One module per subcommand, each one typed function whose docstring is its --help."""

@@ -1,0 +1,26 @@
+from __future__ import annotations
+
+from lit_imgcls.recipe import Recipe
+
+
+def fit(recipe: Recipe) -> None:
+    """Train a network from a recipe; every recipe key is also a flag that overrides it.
+
+    Example: lit-imgcls fit --recipe recipes/mnist.yaml --lr .1 --lr-factor .9 --lr-factor-epoch .5
+    Checkpoints go to MODEL_PREFIX-NNNN.ckpt after each epoch; --load-epoch N resumes from one exactly.
+
+    Args:
+        recipe: the training recipe (--recipe FILE, then flags).
+    """
+    from lit_imgcls.engine import fit as run_fit
+
+    result = run_fit(recipe)
+    val = result.metrics.get("val/acc")
+    parts = [f"val top-1 accuracy {val:.4f}" if val is not None else "no validation set"]
+    if recipe.top_k > 1 and f"val/top{recipe.top_k}" in result.metrics:
+        parts.append(f"top-{recipe.top_k} {result.metrics[f'val/top{recipe.top_k}']:.4f}")
+    parts.append(f"training {result.train_seconds:.1f} s ({result.samples_per_sec:.0f} samples/s last epoch)")
+    parts.append(f"total {result.wall_seconds:.1f} s")
+    parts.append(f"checkpoint {result.checkpoint}" if result.checkpoint else "no checkpoint (set model_prefix)")
+    parts.append(f"logs {result.run_dir}")
+    print("final: " + " | ".join(parts), flush=True)

@@ -1,0 +1,23 @@
+from __future__ import annotations
+
+from typing import Literal
+
+
+def list_plugins(kind: Literal["networks", "datasets", "formats", "strategies"], timm: bool = False) -> None:
+    """List the names registered in one registry, with the distribution that provides each.
+
+    Args:
+        kind: which registry: networks, datasets, formats or strategies (kv-store modes).
+        timm: with networks, list every timm model name too.
+    """
+    from lit_imgcls.registry import ALL
+
+    registry = ALL[kind]
+    for name in registry.names():
+        print(f"{name}\t{registry.origin(name)}")
+    if kind == "networks" and timm:
+        import timm as timm_lib
+
+        for name in timm_lib.list_models():
+            if name not in registry:
+                print(f"{name}\ttimm")

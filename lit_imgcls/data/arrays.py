@@ -1,0 +1,230 @@
+"""In-memory arrays as a DataModule (MXNet's NDArrayIter): batches are slices of one tensor, no DataLoader."""
+
+from __future__ import annotations
+
+from typing import Iterator, Sequence
+
+import numpy as np
+import torch
+
+from lit_imgcls.data.base import ImageDataModule
+
+
+def epoch_generator(seed: int, epoch: int) -> torch.Generator:
+    """A generator that is a pure function of (seed, epoch), so data order survives a resume."""
+    return torch.Generator().manual_seed(int(seed) * 1_000_003 + int(epoch))
+
+
+def to_float_images(x: np.ndarray | torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
+    """uint8 (N, H, W), (N, H, W, C) or (N, C, H, W) -> normalised float32 (N, C, H, W)."""
+    t = torch.as_tensor(np.asarray(x))
+    if t.ndim == 3:
+        t = t.unsqueeze(1)
+    elif t.ndim == 4 and t.shape[-1] in (1, 3, 4) and t.shape[1] not in (1, 3, 4):
+        t = t.permute(0, 3, 1, 2)
+    if t.ndim != 4:
+        raise ValueError(f"images must have 3 or 4 dimensions, got shape {tuple(t.shape)}")
+    out = t.float()
+    if t.dtype == torch.uint8:
+        out = out.div_(255)
+    m = torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1)
+    s = torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1)
+    return out.sub_(m).div_(s).contiguous()
+
+
+def crop_flip(x: torch.Tensor, gen: torch.Generator, pad: int = 4) -> torch.Tensor:
+    """Random crop after zero padding by ``pad`` and random horizontal flip, for a whole batch at once."""
+    n, _, h, w = x.shape
+    padded = torch.nn.functional.pad(x, (pad, pad, pad, pad))
+    dy = torch.randint(0, 2 * pad + 1, (n,), generator=gen)
+    dx = torch.randint(0, 2 * pad + 1, (n,), generator=gen)
+    flip = torch.rand(n, generator=gen) < 0.5
+    rows = dy[:, None] + torch.arange(h)[None, :]
+    cols = torch.arange(w)[None, :].expand(n, w)
+    cols = torch.where(flip[:, None], cols.flip(1), cols) + dx[:, None]
+    idx = torch.arange(n)[:, None, None]
+    # (N, H, W, C) after advanced indexing on dims 0, 2, 3
+    out = padded.permute(0, 2, 3, 1)[idx, rows[:, :, None], cols[:, None, :]]
+    return out.permute(0, 3, 1, 2).contiguous()
+
+
+class TensorBatches:
+    """Iterates (x, y) batches sliced from in-memory tensors, in an order fixed by (seed, epoch).
+
+    Each of ``world_size`` ranks gets the same number of batches: the shuffled indices are cut to a multiple of
+    ``world_size`` (train) before striding, so no rank waits for another at the end of an epoch.
+    Lightning calls ``set_epoch`` through the ``sampler`` attribute, as it does for a DataLoader's sampler.
+    """
+
+    def __init__(
+        self,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        batch_size: int,
+        shuffle: bool,
+        seed: int = 0,
+        drop_last: bool = False,
+        augment: str | None = None,
+        rank: int = 0,
+        world_size: int = 1,
+        channels_last: bool = False,
+    ) -> None:
+        if len(x) != len(y):
+            raise ValueError(f"{len(x)} images but {len(y)} labels")
+        self.x, self.y = x, y
+        self.batch_size = int(batch_size)
+        self.shuffle, self.seed, self.drop_last = shuffle, seed, drop_last
+        self.augment = augment
+        self.rank, self.world_size = rank, world_size
+        self.channels_last = channels_last
+        self.epoch = 0
+        self.sampler = self
+        self.batch_sampler = None  # Lightning inspects both, as on a DataLoader
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def _per_rank(self) -> int:
+        n = len(self.x)
+        return n // self.world_size if self.shuffle or self.drop_last else -(-n // self.world_size)
+
+    def __len__(self) -> int:
+        n = self._per_rank()
+        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        gen = epoch_generator(self.seed, self.epoch)
+        n = len(self.x)
+        if self.shuffle:
+            order = torch.randperm(n, generator=gen)[: self._per_rank() * self.world_size]
+            mine = order[self.rank :: self.world_size]
+        else:
+            mine = torch.arange(self.rank, n, self.world_size)
+        for b in range(len(self)):
+            idx = mine[b * self.batch_size : (b + 1) * self.batch_size]
+            xb = self.x[idx] if self.shuffle or self.world_size > 1 else self.x[idx[0] : idx[-1] + 1]
+            if self.augment == "crop_flip":
+                xb = crop_flip(xb, gen)
+            if self.channels_last:
+                xb = xb.contiguous(memory_format=torch.channels_last)
+            yield xb, self.y[idx]
+
+
+class ArrayDataModule(ImageDataModule):
+    """A DataModule over numpy arrays or tensors held in memory.
+
+    Args:
+        x_train: training images, uint8 or float, (N, H, W), (N, H, W, C) or (N, C, H, W).
+        y_train: training labels, integers in [0, num_classes).
+        x_val: validation images (optional).
+        y_val: validation labels.
+        x_test: test images (optional; defaults to the validation set).
+        y_test: test labels.
+        batch_size: samples per batch on each device.
+        class_names: names of the classes; default "0".."K-1".
+        mean: per-channel mean subtracted after scaling uint8 to [0, 1].
+        std: per-channel standard deviation divided by.
+        seed: seed of the data order (a pure function of seed and epoch).
+        augment: None, or "crop_flip" (pad-4 random crop and horizontal flip, CIFAR style).
+        channels_last: hand batches over in channels-last memory format.
+        num_examples: use only the first N training examples.
+    """
+
+    def __init__(
+        self,
+        x_train=None,
+        y_train=None,
+        x_val=None,
+        y_val=None,
+        x_test=None,
+        y_test=None,
+        batch_size: int = 128,
+        class_names: Sequence[str] | None = None,
+        mean: Sequence[float] | None = None,
+        std: Sequence[float] | None = None,
+        seed: int = 0,
+        augment: str | None = None,
+        channels_last: bool = False,
+        num_examples: int | None = None,
+    ) -> None:
+        super().__init__()
+        self.batch_size = batch_size
+        self.seed = seed
+        self.augment = augment
+        self.channels_last = channels_last
+        self.num_examples = num_examples
+        self._raw = {"train": (x_train, y_train), "val": (x_val, y_val), "test": (x_test, y_test)}
+        if class_names is not None:
+            self.class_names = list(class_names)
+            self.num_classes = len(self.class_names)
+        if mean is not None:
+            self.mean = tuple(mean)
+        if std is not None:
+            self.std = tuple(std)
+        self._tensors: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        if x_train is not None:
+            self._describe(x_train, y_train)
+
+    def _describe(self, x, y) -> None:
+        shape = np.asarray(x[:1]).shape
+        if len(shape) == 3:
+            c, h, w = 1, shape[1], shape[2]
+        elif shape[-1] in (1, 3, 4) and shape[1] not in (1, 3, 4):
+            c, h, w = shape[3], shape[1], shape[2]
+        else:
+            c, h, w = shape[1], shape[2], shape[3]
+        self.image_shape = (int(c), int(h), int(w))
+        if not hasattr(self, "num_classes"):
+            self.num_classes = int(np.asarray(y).max()) + 1
+            self.class_names = [str(i) for i in range(self.num_classes)]
+        if len(self.mean) != c:
+            self.mean, self.std = (0.5,) * c, (0.5,) * c
+
+    def load_arrays(self) -> None:
+        """Subclasses fill ``self._raw`` here (read files); the base class has its arrays already."""
+
+    def setup(self, stage: str | None = None) -> None:
+        if self._tensors:
+            return
+        self.load_arrays()
+        x_train, y_train = self._raw["train"]
+        if x_train is None:
+            raise ValueError("ArrayDataModule needs x_train and y_train")
+        self._describe(x_train, y_train)
+        if self.num_examples:
+            self._raw["train"] = (x_train[: self.num_examples], y_train[: self.num_examples])
+        for split, (x, y) in self._raw.items():
+            if x is None:
+                continue
+            labels = torch.as_tensor(np.asarray(y)).long().view(-1)
+            if len(labels) and (int(labels.min()) < 0 or int(labels.max()) >= self.num_classes):
+                raise ValueError(f"{split} labels must lie in [0, {self.num_classes}), found {int(labels.min())}..{int(labels.max())}")
+            self._tensors[split] = (to_float_images(x, self.mean, self.std), labels)
+        if "val" not in self._tensors and "test" in self._tensors:
+            self._tensors["val"] = self._tensors["test"]
+        if "test" not in self._tensors and "val" in self._tensors:
+            self._tensors["test"] = self._tensors["val"]
+
+    def _loader(self, split: str, train: bool) -> TensorBatches:
+        x, y = self._tensors[split]
+        # Evaluation keeps no activations for backward, so bigger batches cost no memory and save per-step
+        # overhead.
+        batch = self.batch_size if train else max(self.batch_size, 500)
+        rank = self.trainer.global_rank if self.trainer is not None else 0
+        world = self.trainer.world_size if self.trainer is not None else 1
+        return TensorBatches(
+            x, y, batch, shuffle=train, seed=self.seed, drop_last=train,
+            augment=self.augment if train else None, rank=rank, world_size=world, channels_last=self.channels_last,
+        )
+
+    def train_dataloader(self) -> TensorBatches:
+        return self._loader("train", True)
+
+    def val_dataloader(self) -> TensorBatches | list:
+        return self._loader("val", False) if "val" in self._tensors else []
+
+    def test_dataloader(self) -> TensorBatches:
+        return self._loader("test", False)
+
+    def predict_dataloader(self) -> TensorBatches:
+        return self._loader("test", False)

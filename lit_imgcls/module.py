@@ -1,0 +1,184 @@
+"""ImageClassifier: any ``nn.Module`` in; loss, optimizer, LR schedule and accuracy metrics around it."""
+
+from __future__ import annotations
+
+from typing import Any, Literal, Sequence
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchmetrics.classification import MulticlassAccuracy
+
+from lit_imgcls.schedules import LRSchedule
+
+
+class ImageClassifier(L.LightningModule):
+    """Trains and evaluates a classifier network.
+
+    Args:
+        net: the network; maps an image batch (N, C, H, W) to logits (N, num_classes).
+        num_classes: number of classes.
+        optimizer: sgd or adamw.
+        lr: base learning rate.
+        momentum: SGD momentum (MXNet's ``--mom``); AdamW's beta1.
+        nesterov: Nesterov momentum for SGD.
+        weight_decay: L2 weight decay (MXNet's ``--wd``).
+        lr_schedule: constant, step, multistep, cosine or onecycle (see :class:`LRSchedule`).
+        lr_factor: decay factor for step and multistep.
+        lr_factor_epoch: epochs between decays for step (fractions allowed).
+        lr_step_epochs: epochs of the decays for multistep.
+        warmup_epochs: linear LR warm-up.
+        onecycle_pct: fraction of steps rising in onecycle.
+        label_smoothing: cross-entropy label smoothing.
+        top_k: also report top-k accuracy when > 1 (MXNet's ``--top-k``).
+        class_names: names of the classes, saved in checkpoints for prediction.
+    """
+
+    def __init__(
+        self,
+        net: nn.Module,
+        num_classes: int,
+        optimizer: Literal["sgd", "adamw"] = "sgd",
+        lr: float = 0.1,
+        momentum: float = 0.9,
+        nesterov: bool = False,
+        weight_decay: float = 1e-4,
+        lr_schedule: str = "constant",
+        lr_factor: float = 0.1,
+        lr_factor_epoch: float | None = None,
+        lr_step_epochs: Sequence[float] = (),
+        warmup_epochs: float = 0.0,
+        onecycle_pct: float = 0.25,
+        label_smoothing: float = 0.0,
+        top_k: int = 0,
+        class_names: Sequence[str] | None = None,
+    ) -> None:
+        super().__init__()
+        # Manual optimization: the same zero_grad/backward/step/schedule sequence as automatic optimization,
+        # without its per-step closure and hook machinery (about 0.2 ms a step, 3% of a LeNet step on 2 cores).
+        self.automatic_optimization = False
+        self._plain_backward = False
+        self.net = net
+        self.save_hyperparameters(ignore=["net"])
+        self.hparams["lr_step_epochs"] = list(lr_step_epochs)
+        self.val_acc = MulticlassAccuracy(num_classes, average="micro")
+        self.test_acc = MulticlassAccuracy(num_classes, average="micro")
+        self.val_topk = MulticlassAccuracy(num_classes, top_k=top_k, average="micro") if top_k > 1 else None
+        self.test_topk = MulticlassAccuracy(num_classes, top_k=top_k, average="micro") if top_k > 1 else None
+        # Running (loss*n, correct) and n over the batches since the Speedometer last read them.
+        self.register_buffer("train_window", torch.zeros(2, dtype=torch.float64), persistent=False)
+        self._window_count = [0]
+        self.meta: dict[str, Any] = {}  # saved into checkpoints (recipe, class names, version)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        x, y = batch
+        logits = self.net(x)
+        loss = F.cross_entropy(logits, y, label_smoothing=self.hparams.label_smoothing)
+        opt = self.optimizers()
+        opt.zero_grad(set_to_none=True)
+        if self._plain_backward:
+            loss.backward()
+        else:
+            self.manual_backward(loss)  # loss scaling (16-mixed), DDP/FSDP/DeepSpeed hooks
+        opt.step()  # through Lightning's optimizer wrapper, which counts global steps
+        self.lr_schedulers().step()
+        with torch.no_grad():
+            n = y.shape[0]
+            # In-place adds and a plain list: no per-step Module.__setattr__, no host-device sync.
+            self.train_window[0].add_(loss.detach(), alpha=n)
+            self.train_window[1].add_((logits.argmax(1) == y).sum())
+            self._window_count[0] += n
+        return loss
+
+    def transfer_batch_to_device(self, batch: Any, device: torch.device, dataloader_idx: int) -> Any:
+        # Lightning's generic version walks the batch collection on every step; an (x, y) pair already on the
+        # CPU needs none of that, which is measurable with small networks.
+        if isinstance(batch, (tuple, list)) and all(isinstance(t, torch.Tensor) for t in batch):
+            if all(t.device == device for t in batch):
+                return batch
+            return type(batch)(t.to(device, non_blocking=True) for t in batch)
+        return super().transfer_batch_to_device(batch, device, dataloader_idx)
+
+    def on_fit_start(self) -> None:
+        from lightning.pytorch.strategies import SingleDeviceStrategy
+
+        # One device and no loss scaling: Lightning's manual_backward adds only hook calls around
+        # loss.backward() there, ~0.1 ms a step, which is 1-2% of a small network's step on the CPU.
+        self._plain_backward = isinstance(self.trainer.strategy, SingleDeviceStrategy) and str(
+            self.trainer.precision
+        ) in ("32-true", "32", "bf16-mixed", "64-true")
+
+    def take_train_window(self) -> tuple[float, float, int]:
+        """Mean loss, accuracy and sample count since the last call; resets the window."""
+        loss_sum, correct = self.train_window.tolist()
+        n = self._window_count[0]
+        self.train_window.zero_()
+        self._window_count[0] = 0
+        if n == 0:
+            return float("nan"), float("nan"), 0
+        return loss_sum / n, correct / n, int(n)
+
+    def _evaluate(self, batch, acc: MulticlassAccuracy, topk: MulticlassAccuracy | None, prefix: str) -> None:
+        x, y = batch
+        logits = self.net(x)
+        loss = F.cross_entropy(logits, y)
+        acc(logits, y)
+        self.log(f"{prefix}/loss", loss, on_epoch=True, batch_size=y.shape[0], sync_dist=True)
+        self.log(f"{prefix}/acc", acc, on_epoch=True, prog_bar=True)
+        if topk is not None:
+            topk(logits, y)
+            self.log(f"{prefix}/top{self.hparams.top_k}", topk, on_epoch=True)
+
+    def validation_step(self, batch, batch_idx: int) -> None:
+        self._evaluate(batch, self.val_acc, self.val_topk, "val")
+
+    def test_step(self, batch, batch_idx: int) -> None:
+        self._evaluate(batch, self.test_acc, self.test_topk, "test")
+
+    def predict_step(self, batch, batch_idx: int) -> torch.Tensor:
+        x = batch[0] if isinstance(batch, (tuple, list)) else batch
+        return self.net(x).softmax(dim=1)
+
+    def configure_optimizers(self):
+        hp = self.hparams
+        # No weight decay on biases and normalisation parameters: decaying them only hurts accuracy.
+        decay, no_decay = [], []
+        for p in self.net.parameters():
+            if p.requires_grad:
+                (no_decay if p.ndim <= 1 else decay).append(p)
+        groups = [{"params": decay, "weight_decay": hp.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+        if hp.optimizer == "sgd":
+            opt = torch.optim.SGD(groups, lr=hp.lr, momentum=hp.momentum, nesterov=hp.nesterov and hp.momentum > 0)
+        elif hp.optimizer == "adamw":
+            opt = torch.optim.AdamW(groups, lr=hp.lr, betas=(hp.momentum, 0.999))
+        else:
+            raise ValueError(f"unknown optimizer {hp.optimizer!r}; choices: sgd, adamw")
+        total = int(self.trainer.estimated_stepping_batches)
+        per_epoch = max(1, total // max(1, self.trainer.max_epochs or 1))
+        schedule = LRSchedule(
+            kind=hp.lr_schedule,
+            steps_per_epoch=per_epoch,
+            total_steps=total,
+            factor=hp.lr_factor,
+            factor_epoch=hp.lr_factor_epoch,
+            step_epochs=tuple(hp.lr_step_epochs),
+            warmup_epochs=hp.warmup_epochs,
+            onecycle_pct=hp.onecycle_pct,
+        )
+        scheduler = torch.optim.lr_scheduler.LambdaLR(opt, schedule)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["lit_imgcls"] = dict(self.meta)
+        # The RNG state makes a resumed run draw the same random numbers (dropout, augmentation) as an
+        # uninterrupted one.
+        checkpoint["rng_torch"] = torch.get_rng_state()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.meta = dict(checkpoint.get("lit_imgcls", {}))
+        if isinstance(checkpoint.get("rng_torch"), torch.Tensor):
+            torch.set_rng_state(checkpoint["rng_torch"])

@@ -1,0 +1,171 @@
+"""Build any registered or timm network by name, and load weights from a local file."""
+
+from __future__ import annotations
+
+import inspect
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from torch import nn
+
+from lit_imgcls.errors import UsageError
+from lit_imgcls.registry import networks
+
+
+def _timm_register(key: str, fn) -> None:
+    """Puts a lit-imgcls/plugin factory into timm's registry so ``timm.create_model(key)`` builds it too."""
+    import timm
+    from timm.models import register_model
+
+    if timm.is_model(key) and getattr(timm.models.model_entrypoint(key), "_lit_imgcls_source", None) is fn:
+        return
+
+    def entry(**kwargs):
+        return fn(**kwargs)
+
+    entry.__name__ = key
+    entry.__qualname__ = key
+    entry.__module__ = fn.__module__
+    entry.__doc__ = fn.__doc__
+    entry._lit_imgcls_source = fn  # type: ignore[attr-defined]
+    entry._lit_imgcls_img_size = "img_size" in inspect.signature(fn).parameters  # type: ignore[attr-defined]
+    register_model(entry)
+
+
+def resolve_name(network: str, num_layers: int | None = None) -> str:
+    """MXNet's ``--network resnet --num-layers 50`` means timm's ``resnet50``; a full name is kept as is."""
+    name = network.strip()
+    if num_layers is not None and not re.search(r"\d", name):
+        name = f"{name}{num_layers}"
+    return name
+
+
+def create_network(
+    network: str,
+    num_classes: int,
+    in_chans: int = 3,
+    img_size: int | None = None,
+    num_layers: int | None = None,
+    pretrained: str | None = None,
+    **kwargs,
+) -> nn.Module:
+    """Builds ``network`` through ``timm.create_model``; lit-imgcls and plugin networks are registered into timm first.
+
+    Args:
+        network: a registry name (``lenet``, ``inception-bn``) or any timm model name (``resnet18``).
+        num_classes: classes of the classifier head.
+        in_chans: image channels.
+        img_size: image side, for networks whose layer sizes depend on it (lenet, mlp).
+        num_layers: MXNet's depth flag, appended to a name without digits (``resnet`` + 50).
+        pretrained: a local file with weights (lit-imgcls checkpoint, timm or plain state_dict, safetensors).
+        kwargs: passed to the network's factory.
+    """
+    import timm
+
+    name = resolve_name(network, num_layers)
+    found = networks.get(name)  # raises with the choices for an unknown name
+    key = networks._normalize(name)
+    if callable(found):
+        _timm_register(key, found)
+        if getattr(timm.models.model_entrypoint(key), "_lit_imgcls_img_size", False) and img_size:
+            kwargs["img_size"] = img_size
+    try:
+        model = timm.create_model(key, pretrained=False, num_classes=num_classes, in_chans=in_chans, **kwargs)
+    except TypeError as exc:
+        raise UsageError(f"network {key!r} does not accept these options {sorted(kwargs)}: {exc}") from exc
+    if pretrained:
+        load_pretrained(model, pretrained)
+    return model
+
+
+def network_names(include_timm: bool = False) -> list[str]:
+    """Registered names, and with ``include_timm`` every timm model name too."""
+    names = networks.names()
+    if include_timm:
+        import timm
+
+        names = sorted({*names, *timm.list_models()})
+    return names
+
+
+@dataclass
+class LoadReport:
+    """What :func:`load_pretrained` did with each tensor of the file."""
+
+    path: str
+    loaded: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)  # in the file, but shape differs from the model's
+    new: list[str] = field(default_factory=list)  # in the model, not in the file: freshly initialised
+    unused: list[str] = field(default_factory=list)  # in the file, no such tensor in the model
+
+    def summary(self) -> str:
+        parts = [f"loaded {len(self.loaded)} tensors from {self.path}"]
+        if self.skipped:
+            parts.append(f"skipped {len(self.skipped)} with other shapes ({', '.join(self.skipped[:4])})")
+        if self.new:
+            parts.append(f"{len(self.new)} new ({', '.join(self.new[:4])})")
+        if self.unused:
+            parts.append(f"{len(self.unused)} unused ({', '.join(self.unused[:4])})")
+        return "; ".join(parts)
+
+
+_PREFIXES = ("net.", "model.", "module.", "_orig_mod.")
+
+
+def read_state_dict(path: str | Path) -> dict:
+    """Reads tensors from a local file without running any code in it (``weights_only=True`` or safetensors)."""
+    import torch
+
+    text = str(path)
+    if re.match(r"^[a-z][a-z0-9+.-]*://|^hf[-_]hub:", text):
+        raise UsageError(f"pretrained weights come from a local file only, got {text!r}: download it first")
+    p = Path(text).expanduser()
+    if not p.is_file():
+        raise UsageError(f"pretrained weights file not found: {p}")
+    try:
+        if p.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            state = load_file(str(p))
+        else:
+            state = torch.load(p, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise UsageError(f"cannot read weights from {p}: {str(exc).splitlines()[0]}") from exc
+    if isinstance(state, dict):
+        for key in ("state_dict", "model", "state_dict_ema"):
+            if isinstance(state.get(key), dict):
+                state = state[key]
+                break
+    if not isinstance(state, dict) or not all(isinstance(k, str) for k in state):
+        raise UsageError(f"{p} holds no state_dict (a mapping of names to tensors)")
+    out = {}
+    for k, v in state.items():
+        if not isinstance(v, torch.Tensor):
+            continue
+        for pre in _PREFIXES:
+            if k.startswith(pre):
+                k = k[len(pre):]
+        out[k] = v
+    return out
+
+
+def load_pretrained(model: nn.Module, path: str | Path) -> LoadReport:
+    """Copies every tensor of ``path`` whose name and shape match into ``model``; reports the rest."""
+    state = read_state_dict(path)
+    own = model.state_dict()
+    report = LoadReport(str(path))
+    usable = {}
+    for k, v in state.items():
+        if k not in own:
+            report.unused.append(k)
+        elif own[k].shape != v.shape:
+            report.skipped.append(k)
+        else:
+            usable[k] = v
+            report.loaded.append(k)
+    report.new = [k for k in own if k not in usable]
+    if not usable:
+        raise UsageError(f"no tensor in {path} matches the network (first keys: {', '.join(list(state)[:5])})")
+    model.load_state_dict(usable, strict=False)
+    return report

@@ -1,0 +1,36 @@
+"""MXNet's multi-layer perceptron: flatten - fc(128) - relu - fc(64) - relu - fc(classes)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class MLP(nn.Module):
+    def __init__(self, num_classes: int = 10, in_chans: int = 1, img_size: int = 28, hidden: tuple[int, ...] = (128, 64)):
+        super().__init__()
+        layers: list[nn.Module] = [nn.Flatten()]
+        width = in_chans * img_size * img_size
+        for h in hidden:
+            layers += [nn.Linear(width, h), nn.ReLU()]
+            width = h
+        self.body = nn.Sequential(*layers)
+        self.num_classes = num_classes
+        self.head = nn.Linear(width, num_classes)
+
+    def get_classifier(self) -> nn.Module:
+        return self.head
+
+    def reset_classifier(self, num_classes: int) -> None:
+        self.num_classes = num_classes
+        self.head = nn.Linear(self.head.in_features, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.body(x))
+
+
+def mlp(pretrained: bool = False, num_classes: int = 10, in_chans: int = 1, img_size: int = 28, **kwargs) -> MLP:
+    """timm entry point for :class:`MLP`."""
+    for key in ("pretrained_cfg", "pretrained_cfg_overlay", "cache_dir"):
+        kwargs.pop(key, None)
+    return MLP(num_classes=num_classes, in_chans=in_chans, img_size=img_size, **kwargs)

@@ -1,0 +1,185 @@
+"""The recipe: every key of a training run, flat like MXNet's flags (``lr_factor`` is ``--lr-factor``)."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass
+from typing import Literal, Optional
+
+import yaml
+
+from lit_imgcls.errors import UsageError
+from lit_imgcls.schedules import SCHEDULES, parse_epochs
+
+
+@dataclass
+class Recipe:
+    """A training recipe; a YAML file of these keys, each also a command-line flag.
+
+    Args:
+        network: network name: lenet, mlp, inception-bn, inception-bn-small, a plugin's, or any timm model.
+        num_layers: depth appended to a network name without digits, as MXNet's flag (resnet + 50 = resnet50).
+        pretrained: local file with weights to start from (lit-imgcls checkpoint, timm or plain state_dict).
+        dataset: dataset name from the registry (mnist, cifar10, folder, or a plugin's).
+        data_dir: folder holding the dataset's files (downloaded there when the dataset can download).
+        data_url: base URL to download the dataset from, instead of the mirrors in its card.
+        data_train: training data (a folder for the folder dataset).
+        data_val: validation data.
+        image_shape: network input as "C,H,W"; default: the dataset's.
+        num_examples: train on the first N examples only (quick trials); default all.
+        data_nthreads: data-loading worker processes (in-memory datasets need none).
+        batch_size: samples per batch on each device (MXNet: per worker).
+        num_epochs: passes over the training set.
+        optimizer: sgd or adamw.
+        lr: base learning rate.
+        mom: momentum of SGD, beta1 of AdamW.
+        nesterov: Nesterov momentum for SGD.
+        wd: weight decay (not applied to biases and norm layers).
+        label_smoothing: cross-entropy label smoothing in [0, 1).
+        lr_schedule: constant, step, multistep, cosine or onecycle; default: step if lr_factor_epoch is set,
+            multistep if lr_step_epochs is set, else constant.
+        lr_factor: LR multiplier at each decay of step and multistep.
+        lr_factor_epoch: epochs between two decays of step (fractions allowed, applied per iteration).
+        lr_step_epochs: epochs of the decays of multistep, like "30,60".
+        warmup_epochs: linear LR warm-up, in epochs (not with onecycle).
+        onecycle_pct: fraction of the steps spent raising the LR in onecycle.
+        top_k: also report top-k accuracy when > 1.
+        gpus: CUDA devices like "0,1,3"; empty means CPU.
+        kv_store: how workers combine gradients: local, device, local_allreduce_device, dist_sync,
+            dist_device_sync, dist_async.
+        precision: Lightning precision: 32-true, 16-mixed, bf16-mixed.
+        threads: CPU threads for compute; default: all cores.
+        channels_last: channels-last memory format for network and batches.
+        seed: seed of initialisation and data order.
+        disp_batches: log speed and training accuracy every N batches.
+        progress_bar: show a progress bar.
+        model_prefix: checkpoints go to PREFIX-0001.ckpt, ... and the recipe to PREFIX-recipe.yaml.
+        save_period: save a checkpoint every N epochs (and after the last).
+        load_epoch: resume from PREFIX-NNNN.ckpt of that epoch: weights, optimizer, LR schedule, data order.
+        run_dir: folder for logs and metrics (a numbered run folder is made inside).
+    """
+
+    network: str = "lenet"
+    num_layers: Optional[int] = None
+    pretrained: Optional[str] = None
+    dataset: str = "mnist"
+    data_dir: Optional[str] = None
+    data_url: Optional[str] = None
+    data_train: Optional[str] = None
+    data_val: Optional[str] = None
+    image_shape: Optional[str] = None
+    num_examples: Optional[int] = None
+    data_nthreads: int = 4
+    batch_size: int = 128
+    num_epochs: int = 100
+    optimizer: Literal["sgd", "adamw"] = "sgd"
+    lr: float = 0.1
+    mom: float = 0.9
+    nesterov: bool = False
+    wd: float = 0.0001
+    label_smoothing: float = 0.0
+    lr_schedule: Optional[Literal["constant", "step", "multistep", "cosine", "onecycle"]] = None
+    lr_factor: float = 0.1
+    lr_factor_epoch: Optional[float] = None
+    lr_step_epochs: Optional[str] = None
+    warmup_epochs: float = 0.0
+    onecycle_pct: float = 0.25
+    top_k: int = 0
+    gpus: str = ""
+    kv_store: str = "device"
+    precision: str = "32-true"
+    threads: Optional[int] = None
+    channels_last: bool = False
+    seed: int = 0
+    disp_batches: int = 20
+    progress_bar: bool = True
+    model_prefix: Optional[str] = None
+    save_period: int = 1
+    load_epoch: Optional[int] = None
+    run_dir: str = "runs"
+
+    def schedule(self) -> str:
+        """The LR schedule in force, with MXNet's implicit choice when ``lr_schedule`` is unset."""
+        if self.lr_schedule:
+            return self.lr_schedule
+        if self.lr_factor_epoch:
+            return "step"
+        if self.lr_step_epochs:
+            return "multistep"
+        return "constant"
+
+    def gpu_ids(self) -> list[int]:
+        text = (self.gpus or "").strip()
+        if not text:
+            return []
+        try:
+            ids = [int(v) for v in text.split(",") if v.strip() != ""]
+        except ValueError:
+            raise UsageError(f"gpus must be comma-separated device numbers like '0,1,3' or empty for CPU, got {text!r}") from None
+        if len(set(ids)) != len(ids) or any(i < 0 for i in ids):
+            raise UsageError(f"gpus must be distinct non-negative device numbers, got {text!r}")
+        return ids
+
+    def checkpoint_path(self, epoch: int) -> str:
+        return f"{self.model_prefix}-{epoch:04d}.ckpt"
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(dataclasses.asdict(self), sort_keys=False)
+
+
+FIELDS = {f.name: f for f in dataclasses.fields(Recipe)}
+PRECISIONS = ("32-true", "32", "16-mixed", "bf16-mixed", "16-true", "bf16-true", "64-true")
+
+
+def validate(recipe: Recipe) -> Recipe:
+    """Checks values that types alone do not; raises :class:`UsageError` naming the key and what is valid."""
+
+    def need(cond: bool, msg: str) -> None:
+        if not cond:
+            raise UsageError(msg)
+
+    need(recipe.batch_size > 0, f"batch_size must be a positive integer, got {recipe.batch_size}")
+    need(recipe.num_epochs > 0, f"num_epochs must be a positive integer, got {recipe.num_epochs}")
+    need(recipe.lr > 0, f"lr must be positive, got {recipe.lr}")
+    need(0 <= recipe.mom < 1, f"mom must lie in [0, 1), got {recipe.mom}")
+    need(recipe.wd >= 0, f"wd must be >= 0, got {recipe.wd}")
+    need(0 <= recipe.label_smoothing < 1, f"label_smoothing must lie in [0, 1), got {recipe.label_smoothing}")
+    need(0 < recipe.lr_factor <= 1, f"lr_factor must lie in (0, 1], got {recipe.lr_factor}")
+    need(recipe.lr_factor_epoch is None or recipe.lr_factor_epoch > 0, f"lr_factor_epoch must be positive, got {recipe.lr_factor_epoch}")
+    need(recipe.warmup_epochs >= 0, f"warmup_epochs must be >= 0, got {recipe.warmup_epochs}")
+    need(0 < recipe.onecycle_pct < 1, f"onecycle_pct must lie in (0, 1), got {recipe.onecycle_pct}")
+    need(recipe.top_k >= 0, f"top_k must be >= 0, got {recipe.top_k}")
+    need(recipe.disp_batches > 0, f"disp_batches must be positive, got {recipe.disp_batches}")
+    need(recipe.save_period > 0, f"save_period must be positive, got {recipe.save_period}")
+    need(recipe.data_nthreads >= 0, f"data_nthreads must be >= 0, got {recipe.data_nthreads}")
+    need(recipe.threads is None or recipe.threads > 0, f"threads must be positive, got {recipe.threads}")
+    need(recipe.num_examples is None or recipe.num_examples > 0, f"num_examples must be positive, got {recipe.num_examples}")
+    need(recipe.load_epoch is None or recipe.load_epoch > 0, f"load_epoch must be a positive epoch number, got {recipe.load_epoch}")
+    need(recipe.load_epoch is None or bool(recipe.model_prefix), "load_epoch needs model_prefix (where the checkpoints are)")
+    need(recipe.precision in PRECISIONS, f"precision must be one of {', '.join(PRECISIONS)}, got {recipe.precision!r}")
+    need(recipe.schedule() in SCHEDULES, f"lr_schedule must be one of {', '.join(SCHEDULES)}")
+    need(recipe.schedule() != "step" or bool(recipe.lr_factor_epoch), "lr_schedule 'step' needs lr_factor_epoch")
+    need(recipe.schedule() != "multistep" or bool(recipe.lr_step_epochs), "lr_schedule 'multistep' needs lr_step_epochs like '30,60'")
+    try:
+        parse_epochs(recipe.lr_step_epochs)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    if recipe.image_shape:
+        parts = recipe.image_shape.split(",")
+        need(len(parts) == 3 and all(p.strip().isdigit() and int(p) > 0 for p in parts),
+             f"image_shape must be 'C,H,W' with positive integers, got {recipe.image_shape!r}")
+    recipe.gpu_ids()
+    if recipe.data_dir and "://" not in recipe.data_dir:
+        need(os.path.isdir(os.path.expanduser(recipe.data_dir)), f"data_dir does not exist: {recipe.data_dir}")
+    for key in ("data_train", "data_val", "pretrained"):
+        value = getattr(recipe, key)
+        if value and "://" not in value:
+            need(os.path.exists(os.path.expanduser(value)), f"{key} does not exist: {value}")
+    from lit_imgcls.registry import datasets, networks, strategies
+    from lit_imgcls.networks.factory import resolve_name
+
+    datasets.get(recipe.dataset)
+    strategies.get(recipe.kv_store)
+    networks.get(resolve_name(recipe.network, recipe.num_layers))
+    return recipe

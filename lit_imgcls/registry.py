@@ -1,0 +1,152 @@
+"""Named registries filled from Python entry points.
+
+Each registry maps a name to an object (a network factory, a DataModule class, a format, a strategy factory).
+lit-imgcls's own plugins are declared as entry points in its ``pyproject.toml``, exactly like a third party's, so
+there is one path for both: install a distribution that declares ``[project.entry-points."lit_imgcls.networks"]``
+and its names appear here, no edit of lit-imgcls needed.
+"""
+
+from __future__ import annotations
+
+import difflib
+from importlib.metadata import entry_points
+from typing import Callable, Generic, Iterator, TypeVar
+
+from lit_imgcls.errors import DuplicateNameError, UnknownNameError
+
+T = TypeVar("T")
+
+
+class Registry(Generic[T]):
+    """A name -> object table with lazily loaded entry points.
+
+    Args:
+        kind: what the entries are, for messages ("network").
+        group: the entry-point group that fills it ("lit_imgcls.networks").
+        normalize: maps a user-typed name to its key (e.g. dashes to underscores).
+        fallback: names (and a lookup) served by another library when not registered here; the lookup returns
+            ``None`` for names it does not know either.
+        fallback_hint: how to list the fallback's names, for the unknown-name message.
+    """
+
+    def __init__(
+        self,
+        kind: str,
+        group: str,
+        normalize: Callable[[str], str] = lambda name: name,
+        fallback: Callable[[str], T | None] | None = None,
+        fallback_hint: str = "",
+    ) -> None:
+        self.kind = kind
+        self.group = group
+        self._normalize = normalize
+        self._fallback = fallback
+        self._fallback_hint = fallback_hint
+        self._entries: dict[str, T] = {}
+        self._origins: dict[str, str] = {}
+        self._pending: dict[str, object] = {}  # entry points discovered but not imported yet
+        self._discovered = False
+
+    def register(self, name: str, obj: T, *, override: bool = False, origin: str = "runtime") -> T:
+        """Adds ``obj`` under ``name``; a second registration of a name raises unless ``override``."""
+        key = self._normalize(name)
+        self._discover()
+        if not override and (key in self._entries or key in self._pending):
+            raise DuplicateNameError(
+                f"{self.kind} {key!r} is already registered by {self._origins[key]}; "
+                f"pass override=True to replace it with the one from {origin}"
+            )
+        self._pending.pop(key, None)
+        self._entries[key] = obj
+        self._origins[key] = origin
+        return obj
+
+    def get(self, name: str) -> T:
+        """Returns the entry for ``name``; an unknown name raises with the list of choices."""
+        key = self._normalize(name)
+        self._discover()
+        if key in self._pending:
+            self._load(key)
+        if key in self._entries:
+            return self._entries[key]
+        if self._fallback is not None:
+            found = self._fallback(key)
+            if found is not None:
+                return found
+        close = difflib.get_close_matches(key, self.names(), n=3)
+        hint = f"; did you mean {', '.join(close)}?" if close else ""
+        extra = f" {self._fallback_hint}" if self._fallback_hint else ""
+        raise UnknownNameError(f"unknown {self.kind} {name!r}{hint} choices: {', '.join(self.names())}{extra}")
+
+    def origin(self, name: str) -> str:
+        """Which distribution (or 'runtime') registered ``name``."""
+        self._discover()
+        return self._origins[self._normalize(name)]
+
+    def names(self) -> list[str]:
+        """All registered names, sorted, without importing their plugins."""
+        self._discover()
+        return sorted({*self._entries, *self._pending})
+
+    def __contains__(self, name: str) -> bool:
+        self._discover()
+        key = self._normalize(name)
+        return key in self._entries or key in self._pending
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.names())
+
+    def _discover(self) -> None:
+        if self._discovered:
+            return
+        self._discovered = True
+        for ep in entry_points(group=self.group):
+            key = self._normalize(ep.name)
+            origin = f"{ep.dist.name if ep.dist else '?'} ({ep.value})"
+            if key in self._pending or key in self._entries:
+                # Two installed distributions claim one name: refuse to guess which one the user meant.
+                raise DuplicateNameError(
+                    f"{self.kind} {key!r} is declared twice: by {self._origins[key]} and by {origin}"
+                )
+            self._pending[key] = ep
+            self._origins[key] = origin
+
+    def _load(self, key: str) -> None:
+        ep = self._pending.pop(key)
+        try:
+            obj = ep.load()  # type: ignore[attr-defined]
+        except Exception as exc:  # a broken plugin must name itself, not crash with a bare ImportError
+            raise UnknownNameError(f"{self.kind} {key!r} from {self._origins[key]} failed to load: {exc}") from exc
+        self._entries[key] = obj
+
+
+def _timm_network(name: str):
+    import timm
+
+    return name if timm.is_model(name) else None
+
+
+def _normalize_network(name: str) -> str:
+    # timm names use underscores; MXNet's use dashes ("inception-bn").
+    return name.strip().replace("-", "_")
+
+
+networks: Registry = Registry(
+    "network",
+    "lit_imgcls.networks",
+    normalize=_normalize_network,
+    fallback=_timm_network,
+    fallback_hint="(or any timm model: `lit-imgcls list networks --timm`)",
+)
+"""Network factories (timm-style: ``fn(pretrained=False, num_classes=..., in_chans=..., **kw) -> nn.Module``)."""
+
+datasets: Registry = Registry("dataset", "lit_imgcls.datasets")
+"""DataModule classes with a ``from_recipe(recipe)`` class method."""
+
+formats: Registry = Registry("data format", "lit_imgcls.formats")
+"""Packed-shard formats (FFCV, WebDataset): writers and DataModules."""
+
+strategies: Registry = Registry("kv-store", "lit_imgcls.strategies")
+"""kv-store names -> ``fn(recipe, num_devices) -> Lightning strategy (name or object)``."""
+
+ALL: dict[str, Registry] = {"networks": networks, "datasets": datasets, "formats": formats, "strategies": strategies}

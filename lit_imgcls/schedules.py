@@ -1,0 +1,88 @@
+"""Learning-rate schedules as pure functions of the iteration, applied every optimizer step.
+
+Each schedule returns a multiplier of the base LR for iteration ``step`` (0-based), so resuming at any step
+gives the same LR as an uninterrupted run, and each value can be checked by hand.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+SCHEDULES = ("constant", "step", "multistep", "cosine", "onecycle")
+
+ONECYCLE_START = 1 / 25  # one-cycle starts at lr/25 ...
+ONECYCLE_END = ONECYCLE_START / 1e4  # ... and ends 1e4 times lower, as torch's OneCycleLR does
+
+
+@dataclass
+class LRSchedule:
+    """Multiplier of the base LR at each iteration.
+
+    Args:
+        kind: constant; step (MXNet's FactorScheduler: times ``factor`` every ``factor_epoch`` epochs, fractions
+            allowed); multistep (times ``factor`` at each of ``step_epochs``); cosine (to zero at the last step);
+            onecycle (cosine up from lr/25 over ``onecycle_pct`` of the steps, then cosine down to lr/25e4).
+        steps_per_epoch: optimizer steps in one epoch.
+        total_steps: optimizer steps in the whole run (cosine and onecycle).
+        factor: decay factor of step and multistep.
+        factor_epoch: epochs between two decays of ``step``.
+        step_epochs: epochs at which ``multistep`` decays.
+        warmup_epochs: linear warm-up from lr/warmup_steps to lr before any schedule but onecycle.
+        onecycle_pct: fraction of the steps spent rising in onecycle.
+    """
+
+    kind: str
+    steps_per_epoch: int
+    total_steps: int
+    factor: float = 0.1
+    factor_epoch: float | None = None
+    step_epochs: tuple[float, ...] = ()
+    warmup_epochs: float = 0.0
+    onecycle_pct: float = 0.25
+
+    def __post_init__(self) -> None:
+        if self.kind not in SCHEDULES:
+            raise ValueError(f"unknown lr_schedule {self.kind!r}; choices: {', '.join(SCHEDULES)}")
+        if self.kind == "step" and not self.factor_epoch:
+            raise ValueError("lr_schedule 'step' needs lr_factor_epoch > 0")
+        self.steps_per_epoch = max(1, int(self.steps_per_epoch))
+        self.total_steps = max(1, int(self.total_steps))
+
+    @property
+    def warmup_steps(self) -> int:
+        return 0 if self.kind == "onecycle" else int(round(self.warmup_epochs * self.steps_per_epoch))
+
+    def __call__(self, step: int) -> float:
+        warm = self.warmup_steps
+        if step < warm:
+            return (step + 1) / warm
+        if self.kind == "constant":
+            return 1.0
+        if self.kind == "step":
+            every = max(1, int(self.factor_epoch * self.steps_per_epoch))  # type: ignore[operator]
+            return self.factor ** (step // every)
+        if self.kind == "multistep":
+            passed = sum(step >= int(e * self.steps_per_epoch) for e in self.step_epochs)
+            return self.factor**passed
+        if self.kind == "cosine":
+            t = min(1.0, (step - warm) / max(1, self.total_steps - warm))
+            return 0.5 * (1 + math.cos(math.pi * t))
+        up = max(1, int(self.onecycle_pct * self.total_steps))
+        if step < up:
+            return ONECYCLE_START + (1 - ONECYCLE_START) * 0.5 * (1 - math.cos(math.pi * step / up))
+        t = min(1.0, (step - up) / max(1, self.total_steps - 1 - up))
+        return ONECYCLE_END + (1 - ONECYCLE_END) * 0.5 * (1 + math.cos(math.pi * t))
+
+
+def parse_epochs(text: str | None) -> tuple[float, ...]:
+    """``"30,60"`` -> ``(30.0, 60.0)``, as MXNet's ``--lr-step-epochs``."""
+    if not text:
+        return ()
+    try:
+        values = tuple(float(v) for v in str(text).split(",") if v.strip())
+    except ValueError:
+        raise ValueError(f"lr_step_epochs must be comma-separated epochs like '30,60', got {text!r}") from None
+    if list(values) != sorted(values) or any(v <= 0 for v in values):
+        raise ValueError(f"lr_step_epochs must be positive and increasing, got {text!r}")
+    return values

@@ -1,0 +1,1 @@
+"""kv-store modes (MXNet's names) mapped onto Lightning strategies."""
