@@ -58,10 +58,16 @@ def _recipe_type(func: Callable[..., Any]) -> tuple[str, type] | None:
 
 def build_parser(command: str, func: Callable[..., Any]):
     """An ArgumentParser for ``func``: flags from its parameters (a dataclass parameter is flattened)."""
-    from jsonargparse import ActionConfigFile, ArgumentParser
+    import argparse
+
+    from jsonargparse import ActionConfigFile, ArgumentParser, DefaultHelpFormatter
+
+    class Formatter(DefaultHelpFormatter, argparse.RawDescriptionHelpFormatter):
+        """Keeps the docstring's line breaks in the description."""
 
     description, params = _doc_params(func)
-    parser = ArgumentParser(prog=f"{PROG} {command}", description=description, exit_on_error=False)
+    parser = ArgumentParser(prog=f"{PROG} {command}", description=description, exit_on_error=False,
+                            formatter_class=Formatter)
     hints = typing.get_type_hints(func)
     for pname, param in inspect.signature(func).parameters.items():
         hint = hints[pname]

@@ -78,14 +78,14 @@ class ImageClassifier(L.LightningModule):
         x, y = batch
         logits = self.net(x)
         loss = F.cross_entropy(logits, y, label_smoothing=self.hparams.label_smoothing)
-        opt = self.optimizers()
-        opt.zero_grad(set_to_none=True)
+        opt, scheduler = self._step_objects
+        opt.optimizer.zero_grad(set_to_none=True)
         if self._plain_backward:
             loss.backward()
         else:
             self.manual_backward(loss)  # loss scaling (16-mixed), DDP/FSDP/DeepSpeed hooks
         opt.step()  # through Lightning's optimizer wrapper, which counts global steps
-        self.lr_schedulers().step()
+        scheduler.step()
         with torch.no_grad():
             n = y.shape[0]
             # In-place adds and a plain list: no per-step Module.__setattr__, no host-device sync.
@@ -102,6 +102,10 @@ class ImageClassifier(L.LightningModule):
                 return batch
             return type(batch)(t.to(device, non_blocking=True) for t in batch)
         return super().transfer_batch_to_device(batch, device, dataloader_idx)
+
+    def on_train_start(self) -> None:
+        # Looked up once: self.optimizers() and self.lr_schedulers() cost a few microseconds every call.
+        self._step_objects = (self.optimizers(), self.lr_schedulers())
 
     def on_fit_start(self) -> None:
         from lightning.pytorch.strategies import SingleDeviceStrategy
