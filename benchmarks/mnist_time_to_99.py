@@ -1,7 +1,8 @@
 """Time to 99% top-1 on the real MNIST test set with `lit-imgcls fit --recipe recipes/mnist.yaml`.
 
 Runs the recipe for several seeds on this machine and reports, per seed, the training seconds (validation
-excluded) until the first epoch whose test accuracy is >= 99%, and the wall time of the whole command.
+excluded) until the first epoch whose test accuracy is >= 99%, and the wall time of the whole command. For scale,
+the same seeds also train the bare PyTorch loop of fit_vs_bare_loop.py with the recipe's settings.
 
     python benchmarks/mnist_time_to_99.py [--seeds 0 1 2] [--threads 2]
 """
@@ -16,7 +17,10 @@ import sys
 import time
 from pathlib import Path
 
+import torch
+
 from _common import save
+from fit_vs_bare_loop import bare_loop, recipe
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -49,6 +53,27 @@ def one_run(seed: int, threads: int, workdir: Path) -> dict:
             "per_epoch": {str(e): epochs[e] for e in sorted(epochs)}}
 
 
+def bare_run(seed: int, threads: int, epochs: int = 2) -> dict:
+    from lit_imgcls.data.mnist import MNISTDataModule
+
+    torch.set_num_threads(threads)
+    dm = MNISTDataModule(batch_size=64)
+    dm.setup()
+    x, y = dm._tensors["train"]
+    xt, yt = dm._tensors["test"]
+
+    def evaluate(net) -> float:
+        with torch.no_grad():
+            return sum(int((net(xt[i : i + 1000]).argmax(1) == yt[i : i + 1000]).sum()) for i in range(0, len(xt), 1000)) / len(xt)
+
+    r = recipe(None)
+    r.seed = seed
+    bare_loop(x, y, r, epochs=epochs, evaluate=evaluate)
+    hist = bare_loop.history
+    reached = next((sec for sec, acc in hist if acc >= 0.99), None)
+    return {"seed": seed, "seconds_to_99": reached, "per_epoch": hist}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
@@ -61,11 +86,14 @@ def main() -> None:
         runs.append(r)
         t = f"{r['seconds_to_99']:.1f} s" if r["seconds_to_99"] is not None else "not reached"
         print(f"seed {seed}: 99% after {t} of training; final {r['final_acc']:.4f}; command wall time {r['wall_seconds']:.1f} s")
+    bare = [bare_run(seed, args.threads) for seed in args.seeds]
+    for b in bare:
+        print(f"bare loop seed {b['seed']}: " + ", ".join(f"epoch {i + 1}: {acc:.4f} after {sec:.1f} s" for i, (sec, acc) in enumerate(b["per_epoch"])))
     reached = [r["seconds_to_99"] for r in runs if r["seconds_to_99"] is not None]
     med = statistics.median(reached) if reached else None
     print(f"reached 99% in {len(reached)}/{len(runs)} runs; median time to 99%: {med:.1f} s" if med else "never reached 99%")
     save("mnist_time_to_99", {"threads": args.threads, "runs": runs, "median_seconds_to_99": med,
-                               "reached": len(reached), "of": len(runs)})
+                               "reached": len(reached), "of": len(runs), "bare_loop": bare})
 
 
 if __name__ == "__main__":
