@@ -10,7 +10,14 @@ APT_PACKAGES=(pkg-config libturbojpeg0-dev libopencv-dev)
 stamp=".setup-stamp"
 want=$(cat pyproject.toml constraints.txt scripts/setup.sh | sha256sum | cut -d' ' -f1)
 
-if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && "$PY" -c "import lit_imgcls, ffcv, timm, torchvision" 2>/dev/null; then
+# Done already if the stamp matches and lit_imgcls imports from this checkout (not another clone's install).
+here=$(pwd -P)
+if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && "$PY" - "$here" <<'PYCHECK' 2>/dev/null; then
+import importlib.util, os, sys
+import lit_imgcls
+assert all(importlib.util.find_spec(m) for m in ("ffcv", "timm", "torchvision", "lightning", "pytest"))
+sys.exit(0 if os.path.realpath(lit_imgcls.__file__).startswith(sys.argv[1] + os.sep) else 1)
+PYCHECK
   exit 0
 fi
 
