@@ -228,3 +228,51 @@ class ArrayDataModule(ImageDataModule):
 
     def predict_dataloader(self) -> TensorBatches:
         return self._loader("test", False)
+
+
+class CardDataModule(ArrayDataModule):
+    """An in-memory dataset described by a card in ``datasets/`` and read by a loader function.
+
+    Subclasses set ``card`` (the card's name), ``augment`` and ``load`` (``(data_dir, data_url) -> arrays`` with
+    ``train_images``, ``train_labels``, ``test_images``, ``test_labels``); validation and test use the test split.
+
+    Args:
+        data_dir: folder with the dataset's files (downloaded there when missing).
+        data_url: where to download from instead of the card's mirrors.
+        batch_size: samples per batch on each device.
+        seed: seed of the data order (and augmentation).
+        channels_last: hand batches over in channels-last memory format.
+        num_examples: train on the first N examples only.
+    """
+
+    card: str = ""
+    augment_train: str | None = None
+
+    def __init__(
+        self,
+        data_dir: str | None = None,
+        data_url: str | None = None,
+        batch_size: int = 128,
+        seed: int = 0,
+        channels_last: bool = False,
+        num_examples: int | None = None,
+    ) -> None:
+        from lit_imgcls.data.cards import load_card
+
+        card = load_card(self.card)
+        super().__init__(
+            batch_size=batch_size, class_names=card["classes"], mean=card["mean"], std=card["std"], seed=seed,
+            augment=self.augment_train, channels_last=channels_last, num_examples=num_examples,
+        )
+        self.image_shape = tuple(card["image_shape"])  # type: ignore[assignment]
+        self.data_dir, self.data_url = data_dir, data_url
+        self.source = ""
+
+    def read(self) -> tuple[dict, str]:
+        """The four arrays and a description of where they came from."""
+        raise NotImplementedError
+
+    def load_arrays(self) -> None:
+        arrays, self.source = self.read()
+        self._raw["train"] = (arrays["train_images"], arrays["train_labels"])
+        self._raw["test"] = (arrays["test_images"], arrays["test_labels"])

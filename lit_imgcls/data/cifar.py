@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lit_imgcls.data.arrays import ArrayDataModule
+from lit_imgcls.data.arrays import CardDataModule
 from lit_imgcls.data.cards import load_card
 from lit_imgcls.data.download import default_cache, download
 from lit_imgcls.data.safe_pickle import load_data_pickle
@@ -83,7 +83,7 @@ def load_cifar10(data_dir: str | Path | None = None, data_url: str | None = None
     }
 
 
-class CIFAR10DataModule(ArrayDataModule):
+class CIFAR10DataModule(CardDataModule):
     """CIFAR-10 in memory, with pad-4 random crops and flips for training.
 
     Args:
@@ -95,24 +95,8 @@ class CIFAR10DataModule(ArrayDataModule):
         num_examples: train on the first N examples only.
     """
 
-    def __init__(
-        self,
-        data_dir: str | None = None,
-        data_url: str | None = None,
-        batch_size: int = 128,
-        seed: int = 0,
-        channels_last: bool = False,
-        num_examples: int | None = None,
-    ) -> None:
-        card = load_card("cifar10")
-        super().__init__(
-            batch_size=batch_size, class_names=card["classes"], mean=card["mean"], std=card["std"], seed=seed,
-            augment="crop_flip", channels_last=channels_last, num_examples=num_examples,
-        )
-        self.image_shape = tuple(card["image_shape"])  # type: ignore[assignment]
-        self.data_dir, self.data_url = data_dir, data_url
+    card = "cifar10"
+    augment_train = "crop_flip"
 
-    def load_arrays(self) -> None:
-        arrays = load_cifar10(self.data_dir, self.data_url)
-        self._raw["train"] = (arrays["train_images"], arrays["train_labels"])
-        self._raw["test"] = (arrays["test_images"], arrays["test_labels"])
+    def read(self) -> tuple[dict, str]:
+        return load_cifar10(self.data_dir, self.data_url), f"CIFAR-10 python batches from {self.data_dir or 'the cache'}"

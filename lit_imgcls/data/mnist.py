@@ -10,7 +10,7 @@ from typing import Sequence
 
 import numpy as np
 
-from lit_imgcls.data.arrays import ArrayDataModule
+from lit_imgcls.data.arrays import CardDataModule
 from lit_imgcls.data.cards import load_card
 from lit_imgcls.data.download import default_cache, download, file_digest
 from lit_imgcls.errors import UsageError
@@ -119,7 +119,7 @@ def load_mnist(data_dir: str | Path | None = None, data_url: str | None = None) 
     return arrays, f"IDX files in {folder}"
 
 
-class MNISTDataModule(ArrayDataModule):
+class MNISTDataModule(CardDataModule):
     """MNIST held in memory as normalised tensors; validation and test use the official 10,000-image test set.
 
     Args:
@@ -131,28 +131,10 @@ class MNISTDataModule(ArrayDataModule):
         num_examples: train on the first N examples only.
     """
 
-    def __init__(
-        self,
-        data_dir: str | None = None,
-        data_url: str | None = None,
-        batch_size: int = 64,
-        seed: int = 0,
-        channels_last: bool = False,
-        num_examples: int | None = None,
-    ) -> None:
-        card = load_card("mnist")
-        super().__init__(
-            batch_size=batch_size, class_names=card["classes"], mean=card["mean"], std=card["std"], seed=seed,
-            channels_last=channels_last, num_examples=num_examples,
-        )
-        self.image_shape = tuple(card["image_shape"])  # type: ignore[assignment]
-        self.data_dir, self.data_url = data_dir, data_url
-        self.source = ""
+    card = "mnist"
 
-    def load_arrays(self) -> None:
-        arrays, self.source = load_mnist(self.data_dir, self.data_url)
-        self._raw["train"] = (arrays["train_images"], arrays["train_labels"])
-        self._raw["test"] = (arrays["test_images"], arrays["test_labels"])
+    def read(self) -> tuple[dict, str]:
+        return load_mnist(self.data_dir, self.data_url)
 
 
 __all__: Sequence[str] = ("MNISTDataModule", "load_mnist", "read_idx", "write_idx", "file_digest")

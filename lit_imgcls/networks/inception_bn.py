@@ -9,6 +9,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from lit_imgcls.networks.head import HeadMixin
+
 
 def _conv(cin: int, cout: int, k: int, stride: int = 1, pad: int = 0) -> nn.Sequential:
     return nn.Sequential(nn.Conv2d(cin, cout, k, stride, pad, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
@@ -51,7 +53,7 @@ def _block_b(cin: int, c3r: int, c3: int, cd3r: int, cd3: int) -> tuple[nn.Modul
     return block, c3 + cd3 + cin
 
 
-class InceptionBN(nn.Module):
+class InceptionBN(HeadMixin, nn.Module):
     """Inception-BN; ``small=True`` builds the 28/32-px variant."""
 
     def __init__(self, num_classes: int = 1000, in_chans: int = 3, small: bool = False, drop_rate: float = 0.0):
@@ -81,12 +83,6 @@ class InceptionBN(nn.Module):
         self.num_features = width
         self.head = nn.Linear(width, num_classes)
 
-    def get_classifier(self) -> nn.Module:
-        return self.head
-
-    def reset_classifier(self, num_classes: int) -> None:
-        self.num_classes = num_classes
-        self.head = nn.Linear(self.num_features, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.pool(self.features(x)))

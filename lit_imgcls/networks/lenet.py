@@ -5,10 +5,12 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from lit_imgcls.networks.head import HeadMixin
+
 _ACTS = {"relu": nn.ReLU, "tanh": nn.Tanh}
 
 
-class LeNet(nn.Module):
+class LeNet(HeadMixin, nn.Module):
     """conv5x5(20) - act - maxpool - conv5x5(50) - act - maxpool - fc(500) - act - fc(classes).
 
     MXNet's LeNet uses tanh; ReLU is the default here because it reaches 99% on MNIST in fewer steps.
@@ -31,12 +33,6 @@ class LeNet(nn.Module):
         self.fc = nn.Sequential(nn.Linear(50 * side * side, 500), act_layer())
         self.head = nn.Linear(500, num_classes)
 
-    def get_classifier(self) -> nn.Module:
-        return self.head
-
-    def reset_classifier(self, num_classes: int) -> None:
-        self.num_classes = num_classes
-        self.head = nn.Linear(self.head.in_features, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.fc(self.features(x)))

@@ -5,8 +5,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from lit_imgcls.networks.head import HeadMixin
 
-class MLP(nn.Module):
+
+class MLP(HeadMixin, nn.Module):
     def __init__(self, num_classes: int = 10, in_chans: int = 1, img_size: int = 28, hidden: tuple[int, ...] = (128, 64)):
         super().__init__()
         layers: list[nn.Module] = [nn.Flatten()]
@@ -18,12 +20,6 @@ class MLP(nn.Module):
         self.num_classes = num_classes
         self.head = nn.Linear(width, num_classes)
 
-    def get_classifier(self) -> nn.Module:
-        return self.head
-
-    def reset_classifier(self, num_classes: int) -> None:
-        self.num_classes = num_classes
-        self.head = nn.Linear(self.head.in_features, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.body(x))
