@@ -26,6 +26,9 @@ COMMANDS: dict[str, str] = {
     "validate": "lit_imgcls.commands.validate:validate",
     "test": "lit_imgcls.commands.test:test",
     "list": "lit_imgcls.commands.list_plugins:list_plugins",
+    "dataset pack": "lit_imgcls.commands.dataset_pack:pack",
+    "dataset inspect": "lit_imgcls.commands.dataset_inspect:inspect_pack",
+    "dataset verify": "lit_imgcls.commands.dataset_verify:verify",
 }
 
 # MXNet's flags switch the LR schedule by being given: --lr-factor-epoch means step decay, --lr-step-epochs
@@ -82,6 +85,13 @@ def build_parser(command: str, func: Callable[..., Any]):
                 group.add_argument(*_flags(f.name), dest=f.name, type=ftype, default=f.default, help=field_docs.get(f.name, ""))
         elif param.default is inspect.Parameter.empty:
             parser.add_argument(pname, type=hint, help=params.get(pname, ""))
+        elif hint is bool:
+            # A switch, as im2rec had: --recursive turns on, --no-shuffle turns off.
+            if param.default:
+                parser.add_argument(f"--no-{pname.replace('_', '-')}", dest=pname, action="store_false", default=True,
+                                    help=params.get(pname, ""))
+            else:
+                parser.add_argument(*_flags(pname), dest=pname, action="store_true", default=False, help=params.get(pname, ""))
         else:
             parser.add_argument(*_flags(pname), dest=pname, type=hint, default=param.default, help=params.get(pname, ""))
     return parser
@@ -148,6 +158,15 @@ def run(argv: list[str]) -> None:
         print(f"{PROG} {__version__}")
         return
     command, rest = argv[0], argv[1:]
+    groups = {name.split()[0] for name in COMMANDS if " " in name}
+    if command in groups:
+        subs = [name.split()[1] for name in COMMANDS if name.startswith(command + " ")]
+        if not rest or rest[0] in ("-h", "--help"):
+            print(f"usage: {PROG} {command} {{{','.join(subs)}}} ...\n")
+            for sub in subs:
+                print(f"  {sub:<10} {_doc_first_line(*COMMANDS[f'{command} {sub}'].split(':'))}")
+            return
+        command, rest = f"{command} {rest[0]}", rest[1:]
     if command not in COMMANDS:
         close = difflib.get_close_matches(command, list(COMMANDS), n=1)
         hint = f"; did you mean {close[0]}?" if close else ""

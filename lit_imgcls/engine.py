@@ -199,7 +199,7 @@ def fit(recipe: Recipe, datamodule=None) -> RunResult:
     ckpt = resume_path(recipe)
     if ckpt and recipe.load_epoch >= recipe.num_epochs:
         raise UsageError(f"load_epoch {recipe.load_epoch} is not before num_epochs {recipe.num_epochs}: nothing left to train")
-    speedometer = Speedometer(recipe.disp_batches, verbose=recipe.progress_bar)
+    speedometer = Speedometer(recipe.disp_batches)
     callbacks: list = [speedometer, RunRecord(recipe.to_yaml())]
     saver = None
     if recipe.model_prefix:

@@ -1,0 +1,1 @@
+"""Packed-shard formats: WebDataset tar shards and FFCV .beton files (writers and DataModules)."""

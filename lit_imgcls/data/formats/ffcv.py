@@ -1,0 +1,173 @@
+"""FFCV ``.beton`` files: written from the packed tar shards, read by an FFCV Loader (CPU or GPU).
+
+FFCV is imported inside the functions that need it: importing lit-imgcls never requires it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import numpy as np
+
+from lit_imgcls.data.encode import EncodeOptions, decode
+from lit_imgcls.data.formats.packed import PackedDataModule, is_remote, local_path
+from lit_imgcls.data.formats.tar_shards import SampleLocation, ShardInfo, read_location
+from lit_imgcls.errors import UsageError
+
+
+class _ShardImages:
+    """An indexable view of the images in tar shards (what FFCV's writer wants), decoded on demand."""
+
+    def __init__(self, folder: Path, shards: list[ShardInfo], locations: list[SampleLocation]) -> None:
+        self.paths = [str(folder / s.file) for s in shards]
+        self.locations = locations
+
+    def __len__(self) -> int:
+        return len(self.locations)
+
+    def __getitem__(self, i: int) -> tuple[np.ndarray, int]:
+        loc = self.locations[i]
+        img = decode(read_location(self.paths[loc.shard], loc), "RGB")
+        return np.asarray(img, dtype=np.uint8), loc.label
+
+
+def write_beton(work: Path, split: str, shards: list[ShardInfo], locations: list[SampleLocation],
+                enc: EncodeOptions, num_workers: int) -> dict:
+    """Writes ``ffcv/<split>.beton`` from the split's shards; returns its manifest entry."""
+    from ffcv.fields import IntField, RGBImageField
+    from ffcv.writer import DatasetWriter
+
+    out = work / "ffcv"
+    out.mkdir(exist_ok=True)
+    path = out / f"{split}.beton"
+    tmp = out / f".{split}.beton.tmp"
+    # JPEG stays JPEG (FFCV re-encodes at the pack's quality); lossless sources stay raw pixels, exactly.
+    mode = "raw" if enc.encoding == ".png" else "jpg"
+    fields = {"image": RGBImageField(write_mode=mode, jpeg_quality=enc.quality), "label": IntField()}
+    writer = DatasetWriter(str(tmp), fields, num_workers=max(1, num_workers))
+    writer.from_indexed_dataset(_ShardImages(work / "wds", shards, locations), chunksize=64)
+    with open(tmp, "rb") as f:
+        os.fsync(f.fileno())
+    digest = hashlib.sha256()
+    with open(tmp, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    os.replace(tmp, path)
+    return {"file": f"ffcv/{split}.beton", "samples": len(locations), "bytes": path.stat().st_size,
+            "sha256": digest.hexdigest(), "write_mode": mode}
+
+
+def _epoch_order(rank: int, world: int, shuffle: bool):
+    """An FFCV traversal order: a permutation fixed by (seed, epoch), cut to an equal share per rank.
+
+    FFCV 1.0.2's Loader accepts a custom order only as an *instance* of TraversalOrder, which it then calls with
+    the loader; so this returns such an instance (made without TraversalOrder's loader-bound __init__) whose
+    call builds the real, loader-bound order.
+    """
+    from ffcv.traversal_order.base import TraversalOrder
+
+    class EpochOrder(TraversalOrder):
+        def sample_order(self, epoch: int):
+            indices = np.asarray(self.indices)
+            if shuffle:
+                indices = np.random.default_rng(int(self.seed) * 1_000_003 + int(epoch)).permutation(indices)
+                per = len(indices) // world
+                return indices[: per * world][rank::world]
+            return indices[rank::world]
+
+    class Factory(TraversalOrder):
+        def __call__(self, loader):
+            return EpochOrder(loader)
+
+        def sample_order(self, epoch: int):  # never used: FFCV calls the factory first
+            raise NotImplementedError
+
+    return object.__new__(Factory)
+
+
+class FFCVBatches:
+    """An FFCV Loader with ``set_epoch`` and ``len``; copies each batch out of FFCV's reused buffers as it
+    converts it to normalised float (NCHW), so a batch stays valid while the next one is decoded."""
+
+    def __init__(self, loader, mean: tuple, std: tuple, channels: int, channels_last: bool) -> None:
+        import torch
+
+        self.loader = loader
+        self.mean = torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1) * 255
+        self.std = torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1) * 255
+        self.channels, self.channels_last = channels, channels_last
+        self.sampler = self
+        self.batch_sampler = None
+
+    def set_epoch(self, epoch: int) -> None:
+        self.loader.next_epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self):
+        import torch
+
+        for images, labels in self.loader:
+            x = images[:, : self.channels].float()  # NCHW view of NHWC uint8 -> a new float tensor
+            x = x.sub_(self.mean).div_(self.std)
+            x = x.contiguous(memory_format=torch.channels_last if self.channels_last else torch.contiguous_format)
+            yield x, labels.view(-1).long()
+
+
+class FFCVDataModule(PackedDataModule):
+    """Trains from the FFCV .beton files of a pack, decoding with FFCV's compiled pipelines on the CPU.
+
+    Args:
+        data_train: the pack to train from (a local folder); its train split.
+        data_val: the pack to validate on (default: data_train); its val split, else test.
+        data_dir: the pack, when data_train is not given.
+        batch_size: samples per batch on each device.
+        data_nthreads: FFCV decoding threads.
+        image_shape: "C,H,W" of the network input; default: the pack's size for small images, else 3,224,224.
+        seed: seed of the data order and augmentation.
+        channels_last: hand batches over in channels-last memory format.
+    """
+
+    format_name = "ffcv"
+
+    def _path(self, location: str, manifest: dict, split: str) -> str:
+        if is_remote(location):
+            raise UsageError(f"FFCV reads local files only (memory-mapped); copy {location} here or use dataset wds")
+        return str(local_path(location) / manifest["splits"][split]["ffcv"]["file"])
+
+    def _loader(self, location: str, manifest: dict, split: str, train: bool) -> FFCVBatches:
+        from ffcv.fields.decoders import (CenterCropRGBImageDecoder, IntDecoder, RandomResizedCropRGBImageDecoder,
+                                          SimpleRGBImageDecoder)
+        from ffcv.loader import Loader
+        from ffcv.transforms import RandomHorizontalFlip, ToTensor, ToTorchImage
+
+        _, h, w = self.image_shape
+        if self.small:
+            image = [SimpleRGBImageDecoder()]
+        elif train:
+            image = [RandomResizedCropRGBImageDecoder((h, w)), RandomHorizontalFlip()]
+        else:
+            image = [CenterCropRGBImageDecoder((h, w), ratio=0.875)]
+        rank, world = self.rank_world()
+        loader = Loader(
+            self._path(location, manifest, split), batch_size=self.batch_size, num_workers=max(1, self.workers),
+            order=_epoch_order(rank, world, train), seed=self.seed, drop_last=train, os_cache=True,
+            pipelines={"image": [*image, ToTensor(), ToTorchImage(channels_last=True)], "label": [IntDecoder(), ToTensor()]},
+        )
+        if train:
+            self.batches_per_rank(manifest["splits"][split]["count"])  # too few samples: a clear error, not 0 batches
+        return FFCVBatches(loader, self.mean, self.std, self.image_shape[0], self.channels_last)
+
+    def train_dataloader(self) -> FFCVBatches:
+        return self._loader(self.train_location, self.manifest, self.train_split, True)
+
+    def val_dataloader(self):
+        if self.val_split is None:
+            return []
+        return self._loader(self.val_location, self.val_manifest, self.val_split, False)
+
+    def test_dataloader(self):
+        return self.val_dataloader()

@@ -1,0 +1,119 @@
+"""What the WebDataset and FFCV DataModules share: finding a pack, its manifest, classes and transforms."""
+
+from __future__ import annotations
+
+import json
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from lit_imgcls.data.base import ImageDataModule
+from lit_imgcls.data.manifest import FORMAT_VERSION, MANIFEST, read_manifest
+from lit_imgcls.errors import UsageError
+
+SMALL = 64  # packs of same-size images up to this side are used as they are (MNIST, CIFAR): no crop, no resize
+
+
+def is_remote(location: str) -> bool:
+    return "://" in location and not location.startswith("file://")
+
+
+def local_path(location: str) -> Path:
+    return Path(location[len("file://"):] if location.startswith("file://") else location).expanduser()
+
+
+def load_pack_manifest(location: str) -> dict[str, Any]:
+    """The manifest of a pack folder, given as a path, ``file://``, or ``http(s)://`` URL."""
+    if not is_remote(location):
+        return read_manifest(local_path(location))
+    url = location.rstrip("/") + "/" + MANIFEST
+    try:
+        with urllib.request.urlopen(url, timeout=30) as resp:  # noqa: S310
+            data = json.loads(resp.read())
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"cannot read the pack manifest {url}: {exc}") from None
+    if not isinstance(data, dict) or data.get("format_version") != FORMAT_VERSION:
+        raise UsageError(f"{url} is not a lit-imgcls pack manifest")
+    return data
+
+
+def pick_split(manifest: dict, wanted: tuple[str, ...], where: str) -> str:
+    for split in wanted:
+        if manifest["splits"].get(split, {}).get("count"):
+            return split
+    raise UsageError(f"pack {where} has none of the splits {', '.join(wanted)} (it has {', '.join(manifest['splits'])})")
+
+
+class PackedDataModule(ImageDataModule):
+    """A DataModule over a pack made by ``lit-imgcls dataset pack``.
+
+    Args:
+        data_train: the pack to train from (folder, file:// or http(s):// URL); its train split.
+        data_val: the pack to validate on (default: data_train); its val split, else test.
+        data_dir: the pack, when data_train is not given.
+        batch_size: samples per batch on each device.
+        data_nthreads: loader worker processes decoding images.
+        image_shape: "C,H,W" of the network input; default: the pack's size for small images, else 3,224,224.
+        seed: seed of the data order and augmentation.
+        channels_last: hand batches over in channels-last memory format.
+    """
+
+    format_name = ""
+
+    def __init__(
+        self,
+        data_train: str | None = None,
+        data_val: str | None = None,
+        data_dir: str | None = None,
+        batch_size: int = 64,
+        data_nthreads: int = 4,
+        image_shape: str | None = None,
+        seed: int = 0,
+        channels_last: bool = False,
+    ) -> None:
+        super().__init__()
+        train = data_train or data_dir
+        if not train:
+            raise UsageError(f"dataset {self.format_name} needs data_train (or data_dir): a pack made by `lit-imgcls dataset pack`")
+        self.train_location, self.val_location = train, data_val or train
+        self.manifest = load_pack_manifest(self.train_location)
+        self.val_manifest = self.manifest if self.val_location == train else load_pack_manifest(self.val_location)
+        for where, m in ((self.train_location, self.manifest), (self.val_location, self.val_manifest)):
+            if self.format_name not in m["formats"]:
+                raise UsageError(f"pack {where} has no {self.format_name} files (it has {', '.join(m['formats'])}); re-pack with --format {self.format_name} or both")
+        if self.val_manifest["class_names"] != self.manifest["class_names"]:
+            raise UsageError(f"packs {self.train_location} and {self.val_location} have different classes")
+        self.train_split = pick_split(self.manifest, ("train",), self.train_location)
+        if data_val:
+            self.val_split: str | None = pick_split(self.val_manifest, ("val", "test", "train"), self.val_location)
+        else:  # the training pack's own held-out split, if it has one
+            self.val_split = next((s for s in ("val", "test") if self.manifest["splits"].get(s, {}).get("count")), None)
+        self.class_names = list(self.manifest["class_names"])
+        self.num_classes = len(self.class_names)
+        self.mean, self.std = tuple(self.manifest.get("mean", (0.5,))), tuple(self.manifest.get("std", (0.5,)))
+        self.batch_size, self.workers, self.seed, self.channels_last = batch_size, data_nthreads, seed, channels_last
+        size = self.manifest["splits"][self.train_split].get("image_size") or {"min": [0, 0], "max": [0, 0]}
+        self.small = size["min"] == size["max"] and max(size["max"]) <= SMALL
+        channels = int(self.manifest.get("channels", 3))
+        if image_shape:
+            c, h, w = (int(v) for v in image_shape.split(","))
+        elif self.small:
+            c, (w, h) = channels, size["max"]
+        else:
+            c, h, w = 3, 224, 224
+        self.image_shape = (c, h, w)
+        if len(self.mean) != c:
+            self.mean, self.std = (sum(self.mean) / len(self.mean),) * c, (sum(self.std) / len(self.std),) * c
+
+    def rank_world(self) -> tuple[int, int]:
+        if self.trainer is None:
+            return 0, 1
+        return self.trainer.global_rank, self.trainer.world_size
+
+    def batches_per_rank(self, count: int) -> int:
+        """Equal on every rank: the samples one rank can count on, in whole batches."""
+        _, world = self.rank_world()
+        n = count // world // self.batch_size
+        if n < 1:
+            raise UsageError(f"{count} training samples are too few for batch_size {self.batch_size} on {world} workers")
+        return n

@@ -1,0 +1,180 @@
+"""WebDataset loader: shuffled shards and a sample shuffle buffer, split by rank and by worker, equal batches.
+
+The pipeline is a list of small webdataset stages; webdataset and torchvision are imported inside the
+factories that build it.
+"""
+
+from __future__ import annotations
+
+import itertools
+import random
+from typing import Any, Iterator
+
+import torch
+
+from lit_imgcls.data.formats.packed import PackedDataModule, is_remote, local_path
+
+IMAGE_KEYS = ("jpg", "jpeg", "png", "webp")
+
+
+def shard_urls(location: str, manifest: dict, split: str) -> list[str]:
+    files = [s["file"] for s in manifest["splits"][split]["wds"]]
+    if is_remote(location):
+        return [f"{location.rstrip('/')}/wds/{f}" for f in files]
+    return [str(local_path(location) / "wds" / f) for f in files]
+
+
+class SampleDecoder:
+    """Turns a webdataset sample dict into (image tensor, label); a picklable stage for worker processes."""
+
+    def __init__(self, transform: Any, mode: str) -> None:
+        self.transform, self.mode = transform, mode
+
+    def __call__(self, sample: dict) -> tuple[torch.Tensor, int]:
+        from lit_imgcls.data.encode import decode
+
+        key = next((k for k in IMAGE_KEYS if k in sample), None)
+        if key is None or "cls" not in sample:
+            raise ValueError(f"sample {sample.get('__key__')} in {sample.get('__url__')} lacks an image or a label")
+        return self.transform(decode(sample[key], self.mode)), int(sample["cls"])
+
+
+class ShardStream(torch.utils.data.IterableDataset):
+    """This rank's and this worker's share of the shards, as batches.
+
+    Training: shards shuffled by (seed, epoch) and dealt round-robin to the (rank, worker) slots (or, with
+    fewer shards than slots, every slot reads all shards and keeps every n-th sample); the slot's stream repeats
+    its shards if it runs short, and stops after exactly its quota of batches, so every rank yields the same
+    number of batches whatever the shard sizes. Validation: every sample exactly once, in order.
+    """
+
+    def __init__(self, urls: list[str], decoder: SampleDecoder, batch_size: int, train: bool, seed: int,
+                 rank: int, world: int, batches: int | None, buffer: int) -> None:
+        super().__init__()
+        self.urls, self.decoder, self.batch_size, self.train = urls, decoder, batch_size, train
+        self.seed, self.rank, self.world, self.batches, self.buffer = seed, rank, world, batches, buffer
+        self.epoch = 0
+
+    def _slot(self) -> tuple[int, int, int]:
+        info = torch.utils.data.get_worker_info()
+        workers, worker = (info.num_workers, info.id) if info else (1, 0)
+        return self.rank * workers + worker, self.world * workers, workers
+
+    def _quota(self, slot: int, workers: int) -> int:
+        worker = slot % workers
+        return self.batches // workers + (1 if worker < self.batches % workers else 0)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        import webdataset as wds
+
+        slot, slots, workers = self._slot()
+        rng = random.Random(self.seed * 1_000_003 + self.epoch)
+        urls = list(self.urls)
+        if self.train:
+            rng.shuffle(urls)
+        by_shard = len(urls) >= slots
+        mine = urls[slot::slots] if by_shard else urls
+
+        def shard_source():
+            passes = itertools.count() if self.train else range(1)
+            for p in passes:
+                order = list(mine)
+                if self.train and p:
+                    random.Random(self.seed * 7919 + self.epoch * 131 + p).shuffle(order)
+                yield from ({"url": u} for u in order)
+
+        stages: list[Any] = [shard_source, wds.tarfile_to_samples(handler=wds.reraise_exception)]
+        if not by_shard:
+            stages.append(wds.select(_EveryNth(slot, slots)))
+        if self.train:
+            stages.append(wds.shuffle(self.buffer, initial=min(self.buffer, 1000), rng=random.Random(rng.random() + slot)))
+        stages += [wds.map(self.decoder), wds.batched(self.batch_size, partial=not self.train)]
+        pipeline = wds.DataPipeline(*stages)
+        it = iter(pipeline)
+        if self.train:
+            it = itertools.islice(it, self._quota(slot, workers))
+        for images, labels in it:
+            yield images, torch.as_tensor(labels, dtype=torch.long)
+
+
+class _EveryNth:
+    """Keeps samples slot, slot + n, slot + 2n, ... of the stream (webdataset's select stage)."""
+
+    def __init__(self, slot: int, n: int) -> None:
+        self.slot, self.n, self.i = slot, n, -1
+
+    def __call__(self, sample: dict) -> bool:
+        self.i += 1
+        return self.i % self.n == self.slot
+
+
+class EpochLoader:
+    """A DataLoader over a ShardStream with a length and ``set_epoch`` (through ``sampler``), as Lightning expects."""
+
+    def __init__(self, stream: ShardStream, workers: int, channels_last: bool) -> None:
+        self.stream, self.workers, self.channels_last = stream, workers, channels_last
+        self.sampler = self
+        self.batch_sampler = None
+        self.dataset = stream
+
+    def set_epoch(self, epoch: int) -> None:
+        self.stream.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        if self.stream.batches is None:
+            raise TypeError("validation streams have no fixed length")
+        return self.stream.batches
+
+    def __iter__(self):
+        loader = torch.utils.data.DataLoader(self.stream, batch_size=None, num_workers=self.workers,
+                                             pin_memory=torch.cuda.is_available(), persistent_workers=False)
+        for x, y in loader:
+            yield (x.contiguous(memory_format=torch.channels_last) if self.channels_last else x), y
+
+
+class WDSDataModule(PackedDataModule):
+    """Trains from the WebDataset shards of a pack (local folder, file:// or http(s):// URL).
+
+    Args:
+        data_train: the pack to train from (folder, file:// or http(s):// URL); its train split.
+        data_val: the pack to validate on (default: data_train); its val split, else test.
+        data_dir: the pack, when data_train is not given.
+        batch_size: samples per batch on each device.
+        data_nthreads: loader worker processes decoding images.
+        image_shape: "C,H,W" of the network input; default: the pack's size for small images, else 3,224,224.
+        seed: seed of the data order and augmentation.
+        channels_last: hand batches over in channels-last memory format.
+    """
+
+    format_name = "wds"
+    shuffle_buffer = 5000
+
+    def _transform(self, train: bool):
+        from torchvision import transforms as T
+
+        from lit_imgcls.data.folder import image_transforms
+
+        if self.small:
+            return T.Compose([T.ToTensor(), T.Normalize(self.mean, self.std)])
+        return image_transforms(self.image_shape[1], train, self.mean, self.std)
+
+    def _loader(self, location: str, manifest: dict, split: str, train: bool) -> EpochLoader:
+        rank, world = self.rank_world()
+        mode = "L" if self.image_shape[0] == 1 else "RGB"
+        count = manifest["splits"][split]["count"]
+        stream = ShardStream(
+            shard_urls(location, manifest, split), SampleDecoder(self._transform(train), mode), self.batch_size, train,
+            self.seed, rank, world, self.batches_per_rank(count) if train else None, self.shuffle_buffer,
+        )
+        return EpochLoader(stream, self.workers, self.channels_last)
+
+    def train_dataloader(self) -> EpochLoader:
+        return self._loader(self.train_location, self.manifest, self.train_split, True)
+
+    def val_dataloader(self):
+        if self.val_split is None:
+            return []
+        return self._loader(self.val_location, self.val_manifest, self.val_split, False)
+
+    def test_dataloader(self):
+        return self.val_dataloader()

@@ -1,0 +1,227 @@
+"""`dataset pack`: list, shuffle, split, check and encode images, write shards and a manifest (im2rec's successor).
+
+Everything is written into a hidden work folder inside OUT and moved into place at the end, the manifest last:
+an interrupted pack (Ctrl-C, kill -9, full disk) leaves no manifest, so nothing that looks valid, and a rerun
+clears the leftovers and starts again.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import multiprocessing as mp
+import os
+import random
+import shutil
+import sys
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Iterator
+
+from lit_imgcls import __version__
+from lit_imgcls.data.encode import EncodeOptions, Encoded, encode_array, encode_file
+from lit_imgcls.data.formats.tar_shards import TarShardWriter, parse_shard_size
+from lit_imgcls.data.manifest import FORMAT_VERSION, MANIFEST, unshuffled_warning
+from lit_imgcls.data.sources import Item, Source, open_source
+from lit_imgcls.errors import UsageError
+from lit_imgcls.io import atomic_write_text
+
+SPLITS = ("train", "val", "test")
+
+
+@dataclass
+class PackOptions:
+    format: str = "wds"
+    shuffle: bool = True
+    seed: int = 0
+    train_ratio: float = 1.0
+    test_ratio: float = 0.0
+    shard_size: str = "10000"
+    num_workers: int = 1
+
+
+def split_items(source: Source, opts: PackOptions) -> dict[str, list[Item]]:
+    """Shuffled (unless told not to) and split by ratio; built-in datasets keep their official splits."""
+    rng = random.Random(opts.seed)
+    if source.splits is not None:
+        splits = {k: list(v) for k, v in source.splits.items()}
+        if opts.shuffle:
+            for items in splits.values():
+                rng.shuffle(items)
+        return splits
+    items = list(source.items)
+    if opts.shuffle:
+        rng.shuffle(items)
+    n = len(items)
+    n_train = int(round(n * opts.train_ratio))
+    n_test = int(round(n * opts.test_ratio))
+    if n_train + n_test > n:
+        raise UsageError(f"train_ratio {opts.train_ratio} + test_ratio {opts.test_ratio} exceed 1")
+    return {"train": items[:n_train], "test": items[n_train : n_train + n_test], "val": items[n_train + n_test :]}
+
+
+def write_lists(out: Path, splits: dict[str, list[Item]], class_names: list[str]) -> list[Path]:
+    """im2rec's --list: ``index<TAB>label<TAB>path`` files, one per non-empty split."""
+    written = []
+    for split, items in splits.items():
+        if not items:
+            continue
+        if any(it.path is None for it in items):
+            raise UsageError("--list needs a folder, .lst or .csv source (built-in datasets have no files to list)")
+        path = out / f"{split}.lst"
+        atomic_write_text(path, "".join(f"{i}\t{it.label}\t{it.path}\n" for i, it in enumerate(items)))
+        written.append(path)
+    return written
+
+
+# Worker-process state: the options and, for built-in datasets, the arrays (shared by fork, not pickled per item).
+_WORKER: dict = {}
+
+
+def _init_worker(opts: EncodeOptions, arrays: dict) -> None:
+    _WORKER["opts"], _WORKER["arrays"] = opts, arrays
+
+
+def _encode(job: tuple[str, int, Item]) -> tuple[str, int, Item, Encoded]:
+    split, n, item = job
+    opts = _WORKER["opts"]
+    if item.path is not None:
+        return split, n, item, encode_file(item.path, opts)
+    return split, n, item, encode_array(_WORKER["arrays"][split][item.index], opts)
+
+
+def _jobs(splits: dict[str, list[Item]]) -> Iterator[tuple[str, int, Item]]:
+    for split in SPLITS:
+        for n, item in enumerate(splits.get(split, [])):
+            yield split, n, item
+
+
+def _progress(total: int, desc: str):
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, unit="img", disable=None, file=sys.stderr, dynamic_ncols=True)
+
+
+def pack_dataset(src: str, out: str, opts: PackOptions, enc: EncodeOptions, root: str | None = None,
+                 recursive: bool = False, exts: tuple[str, ...] = (), data_dir: str | None = None,
+                 list_only: bool = False) -> dict:
+    """Packs ``src`` into ``out``; returns the manifest (also written to ``out/manifest.json``)."""
+    from lit_imgcls.data.sources import DEFAULT_EXTS
+
+    max_samples, max_bytes = parse_shard_size(opts.shard_size)
+    if opts.format not in ("wds", "ffcv", "both"):
+        raise UsageError(f"format must be wds, ffcv or both, got {opts.format!r}")
+    if not (0 <= opts.train_ratio <= 1 and 0 <= opts.test_ratio <= 1):
+        raise UsageError("train_ratio and test_ratio must lie in [0, 1]")
+    if opts.format in ("ffcv", "both"):
+        try:
+            import ffcv  # noqa: F401
+        except ImportError as exc:
+            raise UsageError(f"format {opts.format} needs FFCV, which does not import here ({exc}); use --format wds") from None
+    source = open_source(src, root=root, recursive=recursive, exts=tuple(exts) or DEFAULT_EXTS, data_dir=data_dir)
+    if source.kind in ("mnist", "cifar10") and enc.encoding == ".jpg" and not enc.pass_through:
+        enc.encoding = ".png"  # exact pixels: these are tiny, and their benchmarks assume the original values
+    out_dir = Path(out).expanduser()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    splits = split_items(source, opts)
+    if list_only:
+        return {"lists": [str(p) for p in write_lists(out_dir, splits, source.class_names)]}
+    if not opts.shuffle:
+        print("lit-imgcls: warning: --no-shuffle packs samples in source order (often sorted by class); training "
+              "from such a pack sees one class at a time and can stay at chance accuracy for whole epochs",
+              file=sys.stderr)
+
+    for stale in out_dir.glob(".partial-*"):
+        shutil.rmtree(stale, ignore_errors=True)
+    work = out_dir / f".partial-{os.getpid()}"
+    work.mkdir()
+    writers = {s: TarShardWriter(work / "wds", s, max_samples, max_bytes) for s in SPLITS if splits.get(s)}
+    per_class = {s: [0] * len(source.class_names) for s in SPLITS}
+    labels_in_order: dict[str, list[int]] = {s: [] for s in SPLITS}
+    skipped = list(source.skipped)
+    sizes: dict[str, list[int]] = {}  # per split: min width, min height, max width, max height
+    total = sum(len(v) for v in splits.values())
+    # Results come back in submission order (imap), so storage order is the shuffled order.
+    ctx = mp.get_context("fork")
+    pool = ctx.Pool(max(1, opts.num_workers), _init_worker, (enc, source.arrays)) if opts.num_workers > 1 else None
+    try:
+        if pool is None:
+            _init_worker(enc, source.arrays)
+            results = map(_encode, _jobs(splits))
+        else:
+            results = pool.imap(_encode, _jobs(splits), chunksize=16)
+        with _progress(total, f"packing {src}") as bar:
+            for split, n, item, res in results:
+                bar.update(1)
+                where = item.path if item.path is not None else f"{source.kind}[{split}][{item.index}]"
+                if res.error:
+                    skipped.append({"path": where, "reason": res.error})
+                    continue
+                if not 0 <= item.label < len(source.class_names):
+                    skipped.append({"path": where, "reason": f"label {item.label} outside 0..{len(source.class_names) - 1}"})
+                    continue
+                writers[split].write(f"{split}{n:08d}", res.data, res.ext, item.label)
+                per_class[split][item.label] += 1
+                labels_in_order[split].append(item.label)
+                lo_hi = sizes.setdefault(split, [res.width, res.height, res.width, res.height])
+                lo_hi[:] = [min(lo_hi[0], res.width), min(lo_hi[1], res.height), max(lo_hi[2], res.width), max(lo_hi[3], res.height)]
+        shards = {s: w.finish() for s, w in writers.items()}
+    except BaseException:
+        for w in writers.values():
+            w.abort()
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+    finally:
+        if pool is not None:
+            pool.terminate()
+
+    manifest: dict = {
+        "format_version": FORMAT_VERSION,
+        "lit_imgcls_version": __version__,
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "source": {"src": src, "kind": source.kind, "root": root},
+        "options": {**asdict(opts), **asdict(enc), "recursive": recursive},
+        "class_names": source.class_names,
+        "channels": source.channels,
+        # What loaders normalise with: the card's statistics for built-in datasets, ImageNet's for photos.
+        "mean": source.mean,
+        "std": source.std,
+        "formats": [f for f in ("wds", "ffcv") if opts.format in (f, "both")],
+        "splits": {},
+        "skipped": skipped,
+    }
+    try:
+        for split, infos in shards.items():
+            entry = {"count": sum(i.samples for i in infos), "per_class": per_class[split]}
+            if opts.format in ("wds", "both"):
+                entry["wds"] = [asdict(i) for i in infos]
+            if split in sizes:
+                entry["image_size"] = {"min": sizes[split][:2], "max": sizes[split][2:]}  # width, height
+            manifest["splits"][split] = entry
+        if opts.format in ("ffcv", "both"):
+            from lit_imgcls.data.formats.ffcv import write_beton
+
+            for split, infos in shards.items():
+                manifest["splits"][split]["ffcv"] = write_beton(work, split, infos, writers[split].locations, enc, opts.num_workers)
+        _move_into_place(work, out_dir, manifest)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    for split, labels in labels_in_order.items():
+        warning = unshuffled_warning(labels, source.class_names) if labels else None
+        if warning and opts.shuffle:
+            print(f"lit-imgcls: warning: {split}: {warning}", file=sys.stderr)
+    return manifest
+
+
+def _move_into_place(work: Path, out_dir: Path, manifest: dict) -> None:
+    """Old manifest out first, then the new files, then the new manifest: a crash in between leaves no manifest."""
+    (out_dir / MANIFEST).unlink(missing_ok=True)
+    for fmt in ("wds", "ffcv"):
+        old = out_dir / fmt
+        if old.exists():
+            shutil.rmtree(old)
+    if "wds" in manifest["formats"]:
+        os.replace(work / "wds", out_dir / "wds")
+    if "ffcv" in manifest["formats"]:
+        os.replace(work / "ffcv", out_dir / "ffcv")
+    atomic_write_text(out_dir / MANIFEST, json.dumps(manifest, indent=1) + "\n")
