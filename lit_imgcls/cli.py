@@ -29,6 +29,7 @@ COMMANDS: dict[str, str] = {
     "dataset pack": "lit_imgcls.commands.dataset_pack:pack",
     "dataset inspect": "lit_imgcls.commands.dataset_inspect:inspect_pack",
     "dataset verify": "lit_imgcls.commands.dataset_verify:verify",
+    "dataset photos": "lit_imgcls.commands.dataset_photos:photos",
 }
 
 # MXNet's flags switch the LR schedule by being given: --lr-factor-epoch means step decay, --lr-step-epochs
