@@ -26,6 +26,7 @@ class Recipe:
         data_url: base URL to download the dataset from, instead of the mirrors in its card.
         data_train: training data (a folder for the folder dataset).
         data_val: validation data.
+        data_cache: local folder keeping sha256-checked copies of remote packed shards (s3://, http(s)://).
         image_shape: network input as "C,H,W"; default: the dataset's.
         num_examples: train on the first N examples only (quick trials); default all.
         data_nthreads: data-loading worker processes (in-memory datasets need none).
@@ -68,6 +69,7 @@ class Recipe:
     data_url: Optional[str] = None
     data_train: Optional[str] = None
     data_val: Optional[str] = None
+    data_cache: Optional[str] = None
     image_shape: Optional[str] = None
     num_examples: Optional[int] = None
     data_nthreads: int = 4

@@ -12,7 +12,8 @@ from pathlib import Path
 import numpy as np
 
 from lit_imgcls.data.encode import EncodeOptions, decode
-from lit_imgcls.data.formats.packed import PackedDataModule, is_remote, local_path
+from lit_imgcls.data.formats.packed import PackedDataModule
+from lit_imgcls.data.remote import cached_copy, is_remote, local_path
 from lit_imgcls.data.formats.tar_shards import SampleLocation, ShardInfo, read_location
 from lit_imgcls.errors import UsageError
 
@@ -129,14 +130,21 @@ class FFCVDataModule(PackedDataModule):
         image_shape: "C,H,W" of the network input; default: the pack's size for small images, else 3,224,224.
         seed: seed of the data order and augmentation.
         channels_last: hand batches over in channels-last memory format.
+        data_cache: local folder for verified copies of a remote pack's .beton files (FFCV needs local files).
     """
 
     format_name = "ffcv"
 
     def _path(self, location: str, manifest: dict, split: str) -> str:
+        entry = manifest["splits"][split]["ffcv"]
         if is_remote(location):
-            raise UsageError(f"FFCV reads local files only (memory-mapped); copy {location} here or use dataset wds")
-        return str(local_path(location) / manifest["splits"][split]["ffcv"]["file"])
+            if not self.data_cache:
+                raise UsageError(f"FFCV reads local files only (memory-mapped): set data_cache to copy {location} here, or use dataset wds")
+            return str(cached_copy(f"{location.rstrip('/')}/{entry['file']}", self.data_cache, entry["sha256"], entry["bytes"]))
+        path = local_path(location) / entry["file"]
+        if not path.is_file() or path.stat().st_size != entry["bytes"]:
+            raise UsageError(f"{path} is missing or not the size the manifest says ({entry['bytes']} bytes): run `lit-imgcls dataset verify {location}`")
+        return str(path)
 
     def _loader(self, location: str, manifest: dict, split: str, train: bool) -> FFCVBatches:
         from ffcv.fields.decoders import (CenterCropRGBImageDecoder, IntDecoder, RandomResizedCropRGBImageDecoder,

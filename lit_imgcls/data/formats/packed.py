@@ -3,33 +3,23 @@
 from __future__ import annotations
 
 import json
-import urllib.request
-from pathlib import Path
 from typing import Any
 
 from lit_imgcls.data.base import ImageDataModule
 from lit_imgcls.data.manifest import FORMAT_VERSION, MANIFEST, read_manifest
+from lit_imgcls.data.remote import is_remote, local_path, read_bytes
 from lit_imgcls.errors import UsageError
 
 SMALL = 64  # packs of same-size images up to this side are used as they are (MNIST, CIFAR): no crop, no resize
 
 
-def is_remote(location: str) -> bool:
-    return "://" in location and not location.startswith("file://")
-
-
-def local_path(location: str) -> Path:
-    return Path(location[len("file://"):] if location.startswith("file://") else location).expanduser()
-
-
 def load_pack_manifest(location: str) -> dict[str, Any]:
-    """The manifest of a pack folder, given as a path, ``file://``, or ``http(s)://`` URL."""
+    """The manifest of a pack folder, given as a path, ``file://``, ``http(s)://`` or ``s3://`` URL."""
     if not is_remote(location):
         return read_manifest(local_path(location))
     url = location.rstrip("/") + "/" + MANIFEST
     try:
-        with urllib.request.urlopen(url, timeout=30) as resp:  # noqa: S310
-            data = json.loads(resp.read())
+        data = json.loads(read_bytes(url))
     except (OSError, ValueError) as exc:
         raise UsageError(f"cannot read the pack manifest {url}: {exc}") from None
     if not isinstance(data, dict) or data.get("format_version") != FORMAT_VERSION:
@@ -56,6 +46,7 @@ class PackedDataModule(ImageDataModule):
         image_shape: "C,H,W" of the network input; default: the pack's size for small images, else 3,224,224.
         seed: seed of the data order and augmentation.
         channels_last: hand batches over in channels-last memory format.
+        data_cache: local folder keeping verified copies of remote shards (default: stream them).
     """
 
     format_name = ""
@@ -70,8 +61,10 @@ class PackedDataModule(ImageDataModule):
         image_shape: str | None = None,
         seed: int = 0,
         channels_last: bool = False,
+        data_cache: str | None = None,
     ) -> None:
         super().__init__()
+        self.data_cache = data_cache
         train = data_train or data_dir
         if not train:
             raise UsageError(f"dataset {self.format_name} needs data_train (or data_dir): a pack made by `lit-imgcls dataset pack`")

@@ -12,7 +12,9 @@ from typing import Any, Iterator
 
 import torch
 
-from lit_imgcls.data.formats.packed import PackedDataModule, is_remote, local_path
+from lit_imgcls.data.formats.packed import PackedDataModule
+from lit_imgcls.data.remote import cached_copy, is_remote, local_path, open_url
+from lit_imgcls.errors import UsageError
 
 IMAGE_KEYS = ("jpg", "jpeg", "png", "webp")
 
@@ -22,6 +24,45 @@ def shard_urls(location: str, manifest: dict, split: str) -> list[str]:
     if is_remote(location):
         return [f"{location.rstrip('/')}/wds/{f}" for f in files]
     return [str(local_path(location) / "wds" / f) for f in files]
+
+
+def check_local_shards(urls: list[str], entries: list[dict]) -> None:
+    """Missing or cut-short local shards are named before training starts (a cheap size check; sha256 is
+    `dataset verify`'s job, or the cache's for remote shards)."""
+    for url, entry in zip(urls, entries):
+        if is_remote(url):
+            continue
+        path = local_path(url)
+        if not path.is_file():
+            raise UsageError(f"shard {path} is missing: run `lit-imgcls dataset verify` on the pack")
+        if path.stat().st_size != entry["bytes"]:
+            raise UsageError(f"shard {path} has {path.stat().st_size} bytes, the manifest says {entry['bytes']}: truncated or replaced")
+
+
+class ShardOpener:
+    """webdataset stage: {"url"} -> {"url", "stream"}, through the local cache (sha256-checked) when one is set."""
+
+    def __init__(self, entries: dict[str, dict], cache: str | None) -> None:
+        self.entries, self.cache = entries, cache
+
+    def __call__(self, source):
+        for sample in source:
+            url = sample["url"]
+            if self.cache and is_remote(url):
+                entry = self.entries[url]
+                stream = open(cached_copy(url, self.cache, entry["sha256"], entry["bytes"]), "rb")
+            else:
+                stream = open_url(url)
+            yield {"url": url, "stream": stream}
+
+
+class NamedErrors:
+    """webdataset handler: a broken shard or sample stops the run with the shard's name in one clear line."""
+
+    def __call__(self, exc: Exception) -> bool:
+        if isinstance(exc, UsageError):
+            raise exc
+        raise UsageError(f"cannot read packed data ({type(exc).__name__}: {exc}); check the shard with `lit-imgcls dataset verify`") from None
 
 
 class SampleDecoder:
@@ -34,9 +75,13 @@ class SampleDecoder:
         from lit_imgcls.data.encode import decode
 
         key = next((k for k in IMAGE_KEYS if k in sample), None)
+        where = f"sample {sample.get('__key__')} of shard {sample.get('__url__')}"
         if key is None or "cls" not in sample:
-            raise ValueError(f"sample {sample.get('__key__')} in {sample.get('__url__')} lacks an image or a label")
-        return self.transform(decode(sample[key], self.mode)), int(sample["cls"])
+            raise UsageError(f"{where} lacks an image or a label: the shard is corrupt")
+        try:
+            return self.transform(decode(sample[key], self.mode)), int(sample["cls"])
+        except (OSError, ValueError, SyntaxError) as exc:
+            raise UsageError(f"{where} does not decode ({exc}): the shard is corrupt") from None
 
 
 class ShardStream(torch.utils.data.IterableDataset):
@@ -49,9 +94,10 @@ class ShardStream(torch.utils.data.IterableDataset):
     """
 
     def __init__(self, urls: list[str], decoder: SampleDecoder, batch_size: int, train: bool, seed: int,
-                 rank: int, world: int, batches: int | None, buffer: int) -> None:
+                 rank: int, world: int, batches: int | None, buffer: int, opener: ShardOpener | None = None) -> None:
         super().__init__()
         self.urls, self.decoder, self.batch_size, self.train = urls, decoder, batch_size, train
+        self.opener = opener or ShardOpener({}, None)
         self.seed, self.rank, self.world, self.batches, self.buffer = seed, rank, world, batches, buffer
         self.epoch = 0
 
@@ -83,7 +129,15 @@ class ShardStream(torch.utils.data.IterableDataset):
                     random.Random(self.seed * 7919 + self.epoch * 131 + p).shuffle(order)
                 yield from ({"url": u} for u in order)
 
-        stages: list[Any] = [shard_source, wds.tarfile_to_samples(handler=wds.reraise_exception)]
+        from webdataset.tariterators import group_by_keys, tar_file_expander
+
+        errors = NamedErrors()
+        stages: list[Any] = [
+            shard_source,
+            self.opener,
+            lambda src: tar_file_expander(src, handler=errors),
+            lambda src: group_by_keys(src, handler=errors),
+        ]
         if not by_shard:
             stages.append(wds.select(_EveryNth(slot, slots)))
         if self.train:
@@ -128,8 +182,12 @@ class EpochLoader:
     def __iter__(self):
         loader = torch.utils.data.DataLoader(self.stream, batch_size=None, num_workers=self.workers,
                                              pin_memory=torch.cuda.is_available(), persistent_workers=False)
-        for x, y in loader:
-            yield (x.contiguous(memory_format=torch.channels_last) if self.channels_last else x), y
+        try:
+            for x, y in loader:
+                yield (x.contiguous(memory_format=torch.channels_last) if self.channels_last else x), y
+        except UsageError as exc:
+            # From a worker process the message carries the worker's traceback; the user needs its last line.
+            raise UsageError(str(exc).strip().rsplit("UsageError: ", 1)[-1]) from None
 
 
 class WDSDataModule(PackedDataModule):
@@ -144,6 +202,7 @@ class WDSDataModule(PackedDataModule):
         image_shape: "C,H,W" of the network input; default: the pack's size for small images, else 3,224,224.
         seed: seed of the data order and augmentation.
         channels_last: hand batches over in channels-last memory format.
+        data_cache: local folder keeping sha256-checked copies of remote shards (default: stream them).
     """
 
     format_name = "wds"
@@ -162,9 +221,12 @@ class WDSDataModule(PackedDataModule):
         rank, world = self.rank_world()
         mode = "L" if self.image_shape[0] == 1 else "RGB"
         count = manifest["splits"][split]["count"]
+        urls, entries = shard_urls(location, manifest, split), manifest["splits"][split]["wds"]
+        check_local_shards(urls, entries)
         stream = ShardStream(
-            shard_urls(location, manifest, split), SampleDecoder(self._transform(train), mode), self.batch_size, train,
+            urls, SampleDecoder(self._transform(train), mode), self.batch_size, train,
             self.seed, rank, world, self.batches_per_rank(count) if train else None, self.shuffle_buffer,
+            ShardOpener(dict(zip(urls, entries)), self.data_cache),
         )
         return EpochLoader(stream, self.workers, self.channels_last)
 
