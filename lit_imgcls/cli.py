@@ -30,6 +30,7 @@ COMMANDS: dict[str, str] = {
     "dataset inspect": "lit_imgcls.commands.dataset_inspect:inspect_pack",
     "dataset verify": "lit_imgcls.commands.dataset_verify:verify",
     "dataset photos": "lit_imgcls.commands.dataset_photos:photos",
+    "benchmark io": "lit_imgcls.commands.benchmark_io:benchmark_io",
 }
 
 # MXNet's flags switch the LR schedule by being given: --lr-factor-epoch means step decay, --lr-step-epochs
@@ -86,6 +87,12 @@ def build_parser(command: str, func: Callable[..., Any]):
                 group.add_argument(*_flags(f.name), dest=f.name, type=ftype, default=f.default, help=field_docs.get(f.name, ""))
         elif param.default is inspect.Parameter.empty:
             parser.add_argument(pname, type=hint, help=params.get(pname, ""))
+        elif str in typing.get_args(hint) or list[str] in typing.get_args(hint) or hint == list[str]:
+            if list[str] in typing.get_args(hint) or hint == list[str]:
+                parser.add_argument(*_flags(pname), dest=pname, type=str, nargs="+", default=param.default,
+                                    help=params.get(pname, "") + " (one or more)")
+            else:
+                parser.add_argument(*_flags(pname), dest=pname, type=hint, default=param.default, help=params.get(pname, ""))
         elif hint is bool:
             # A switch, as im2rec had: --recursive turns on, --no-shuffle turns off.
             if param.default:

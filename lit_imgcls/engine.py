@@ -53,6 +53,8 @@ def build_module(recipe: Recipe, datamodule):
     from lit_imgcls.networks.factory import create_network
 
     c, h, _ = input_shape(recipe, datamodule)
+    if recipe.top_k > datamodule.num_classes:
+        raise UsageError(f"top_k {recipe.top_k} exceeds the {datamodule.num_classes} classes of dataset {recipe.dataset}; use --top-k 0 (off) or at most {datamodule.num_classes}")
     net = create_network(
         recipe.network, num_classes=datamodule.num_classes, in_chans=c, img_size=h,
         num_layers=recipe.num_layers, pretrained=recipe.pretrained,
@@ -76,6 +78,8 @@ def build_module(recipe: Recipe, datamodule):
         label_smoothing=recipe.label_smoothing,
         top_k=recipe.top_k,
         class_names=list(datamodule.class_names),
+        mean=list(datamodule.mean),
+        std=list(datamodule.std),
     )
     module.meta = {
         "version": __version__,

@@ -22,7 +22,7 @@ from lit_imgcls.data.pack_check import iter_tar_samples
 from lit_imgcls.data.photos import make_photo_corpus
 from lit_imgcls.data.sources import open_source
 
-from conftest import quick_args, run_cli
+from conftest import REPO, quick_args, run_cli
 
 
 @pytest.fixture(scope="module")
@@ -237,14 +237,13 @@ def test_interrupted_pack_leaves_nothing_valid_and_a_rerun_succeeds(tmp_path):
 def test_equal_batches_for_every_rank_and_worker(photos, tmp_path):
     """Uneven shards (10, 10, 10, 6 samples), 2 ranks x 2 workers: both ranks yield the same number of batches."""
     from lit_imgcls.data.formats.wds import EpochLoader, SampleDecoder, ShardStream, shard_urls
-    from torchvision import transforms as T
 
     out = tmp_path / "pack"
     assert run_cli("dataset", "pack", str(photos / "train"), str(out), "--shard-size", "10", "--resize", "32",
                    "--center-crop").returncode == 0
     m = json.loads((out / "manifest.json").read_text())
     urls = shard_urls(str(out), m, "train")
-    decoder = SampleDecoder(T.ToTensor(), "RGB")
+    decoder = SampleDecoder(24, train=True)
     counts, labels = [], []
     for rank in range(2):
         stream = ShardStream(urls, decoder, batch_size=4, train=True, seed=0, rank=rank, world=2, batches=36 // 2 // 4,
@@ -254,20 +253,25 @@ def test_equal_batches_for_every_rank_and_worker(photos, tmp_path):
         batches = list(loader)
         counts.append(len(batches))
         labels.append(torch.cat([y for _, y in batches]))
-        assert all(x.shape == (4, 3, 32, 32) for x, _ in batches)
+        assert all(x.shape == (4, 3, 24, 24) and x.dtype == torch.uint8 for x, _ in batches)
     assert counts == [4, 4] == [len(loader)] * 2
 
 
-def test_fit_from_both_formats_on_photos(photos, tmp_path):
+def test_imagenet_recipe_trains_on_photo_packs_from_both_formats(photos, tmp_path):
+    """recipes/imagenet.yaml at small scale: a small ResNet at 64 px on the CPU, from each packed format."""
     packs = tmp_path / "packs"
     for split, ratio in (("train", "1"), ("val", "0")):
         res = run_cli("dataset", "pack", str(photos / split), str(packs / split), "--format", "both", "--resize", "72",
                       "--train-ratio", ratio)
         assert res.returncode == 0, res.stderr
     for fmt in ("wds", "ffcv"):
-        res = run_cli("fit", *quick_args(tmp_path / fmt, dataset=fmt, network="resnet10t", image_shape="3,64,64",
-                                         batch_size=6, data_nthreads=1, num_epochs=1, lr=0.05,
-                                         data_train=packs / "train", data_val=packs / "val"), cwd=tmp_path)
+        small = quick_args(tmp_path / fmt, dataset=fmt, network="resnet10t", image_shape="3,64,64", batch_size=6,
+                           data_nthreads=1, num_epochs=1, lr=0.05, data_train=packs / "train", data_val=packs / "val",
+                           gpus="", precision="32-true", lr_schedule="multistep", data_dir="")
+        res = run_cli("fit", "--recipe", str(REPO / "recipes/imagenet.yaml"), *small, cwd=tmp_path)
+        # the recipe's top-5 cannot apply to 3 classes: one clear line; then with top-2
+        assert res.returncode == 2 and "top_k 5 exceeds the 3 classes" in res.stderr, res.stderr[-2000:]
+        res = run_cli("fit", "--recipe", str(REPO / "recipes/imagenet.yaml"), *small, "--top-k", "2", cwd=tmp_path)
         assert res.returncode == 0, (fmt, res.stderr[-3000:])
         assert "val top-1 accuracy" in res.stdout
 

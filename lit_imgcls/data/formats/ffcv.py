@@ -89,15 +89,14 @@ def _epoch_order(rank: int, world: int, shuffle: bool):
 
 
 class FFCVBatches:
-    """An FFCV Loader with ``set_epoch`` and ``len``; copies each batch out of FFCV's reused buffers as it
-    converts it to normalised float (NCHW), so a batch stays valid while the next one is decoded."""
+    """An FFCV Loader with ``set_epoch`` and ``len``, yielding (uint8 NCHW, int64 labels).
 
-    def __init__(self, loader, mean: tuple, std: tuple, channels: int, channels_last: bool) -> None:
-        import torch
+    FFCV reuses its output buffers, so each batch is copied out (as a contiguous tensor) before the next one is
+    decoded; normalisation to float happens on the training device (ImageClassifier).
+    """
 
+    def __init__(self, loader, channels: int, channels_last: bool) -> None:
         self.loader = loader
-        self.mean = torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1) * 255
-        self.std = torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1) * 255
         self.channels, self.channels_last = channels, channels_last
         self.sampler = self
         self.batch_sampler = None
@@ -111,11 +110,10 @@ class FFCVBatches:
     def __iter__(self):
         import torch
 
+        fmt = torch.channels_last if self.channels_last else torch.contiguous_format
         for images, labels in self.loader:
-            x = images[:, : self.channels].float()  # NCHW view of NHWC uint8 -> a new float tensor
-            x = x.sub_(self.mean).div_(self.std)
-            x = x.contiguous(memory_format=torch.channels_last if self.channels_last else torch.contiguous_format)
-            yield x, labels.view(-1).long()
+            x = images[:, : self.channels]  # NCHW view of FFCV's NHWC buffer; grey packs keep one channel
+            yield torch.empty_like(x, memory_format=fmt).copy_(x), labels.view(-1).long()
 
 
 class FFCVDataModule(PackedDataModule):
@@ -167,7 +165,7 @@ class FFCVDataModule(PackedDataModule):
         )
         if train:
             self.batches_per_rank(manifest["splits"][split]["count"])  # too few samples: a clear error, not 0 batches
-        return FFCVBatches(loader, self.mean, self.std, self.image_shape[0], self.channels_last)
+        return FFCVBatches(loader, self.image_shape[0], self.channels_last)
 
     def train_dataloader(self) -> FFCVBatches:
         return self._loader(self.train_location, self.manifest, self.train_split, True)

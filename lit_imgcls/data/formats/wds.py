@@ -1,7 +1,7 @@
 """WebDataset loader: shuffled shards and a sample shuffle buffer, split by rank and by worker, equal batches.
 
-The pipeline is a list of small webdataset stages; webdataset and torchvision are imported inside the
-factories that build it.
+The pipeline is a list of small webdataset stages; webdataset is imported inside the factory that builds it.
+Workers hand over uint8 images; they become normalised floats on the training device.
 """
 
 from __future__ import annotations
@@ -66,20 +66,34 @@ class NamedErrors:
 
 
 class SampleDecoder:
-    """Turns a webdataset sample dict into (image tensor, label); a picklable stage for worker processes."""
+    """Turns a webdataset sample dict into (uint8 CHW image, label); a picklable stage for worker processes.
 
-    def __init__(self, transform: Any, mode: str) -> None:
-        self.transform, self.mode = transform, mode
+    Args:
+        size: output side; 0 keeps small images as they are.
+        train: random-resized crop and flip (else resize and centre crop).
+        mode: "RGB" or "L" (for small grey images).
+    """
+
+    def __init__(self, size: int, train: bool, mode: str = "RGB") -> None:
+        self.size, self.train, self.mode = size, train, mode
+        self.rng = random.Random(0)
 
     def __call__(self, sample: dict) -> tuple[torch.Tensor, int]:
-        from lit_imgcls.data.encode import decode
+        from lit_imgcls.data import fastdecode
 
         key = next((k for k in IMAGE_KEYS if k in sample), None)
         where = f"sample {sample.get('__key__')} of shard {sample.get('__url__')}"
         if key is None or "cls" not in sample:
             raise UsageError(f"{where} lacks an image or a label: the shard is corrupt")
+        data = sample[key]
         try:
-            return self.transform(decode(sample[key], self.mode)), int(sample["cls"])
+            if not self.size:
+                image = fastdecode.as_is(data, self.mode)
+            elif self.train:
+                image = fastdecode.random_resized_crop(data, self.size, self.rng)
+            else:
+                image = fastdecode.resize_center_crop(data, self.size)
+            return image, int(sample["cls"])
         except (OSError, ValueError, SyntaxError) as exc:
             raise UsageError(f"{where} does not decode ({exc}): the shard is corrupt") from None
 
@@ -115,6 +129,7 @@ class ShardStream(torch.utils.data.IterableDataset):
 
         slot, slots, workers = self._slot()
         rng = random.Random(self.seed * 1_000_003 + self.epoch)
+        self.decoder.rng = random.Random(f"{self.seed}-{self.epoch}-{slot}")  # augmentation, fixed per slot and epoch
         urls = list(self.urls)
         if self.train:
             rng.shuffle(urls)
@@ -208,23 +223,15 @@ class WDSDataModule(PackedDataModule):
     format_name = "wds"
     shuffle_buffer = 5000
 
-    def _transform(self, train: bool):
-        from torchvision import transforms as T
-
-        from lit_imgcls.data.folder import image_transforms
-
-        if self.small:
-            return T.Compose([T.ToTensor(), T.Normalize(self.mean, self.std)])
-        return image_transforms(self.image_shape[1], train, self.mean, self.std)
-
     def _loader(self, location: str, manifest: dict, split: str, train: bool) -> EpochLoader:
         rank, world = self.rank_world()
         mode = "L" if self.image_shape[0] == 1 else "RGB"
+        decoder = SampleDecoder(0 if self.small else self.image_shape[1], train, mode)
         count = manifest["splits"][split]["count"]
         urls, entries = shard_urls(location, manifest, split), manifest["splits"][split]["wds"]
         check_local_shards(urls, entries)
         stream = ShardStream(
-            urls, SampleDecoder(self._transform(train), mode), self.batch_size, train,
+            urls, decoder, self.batch_size, train,
             self.seed, rank, world, self.batches_per_rank(count) if train else None, self.shuffle_buffer,
             ShardOpener(dict(zip(urls, entries)), self.data_cache),
         )
