@@ -151,7 +151,7 @@ def prepare_process(recipe: Recipe) -> None:
     import torch
 
     # Two notices Lightning prints on every run that concern its own internals, not the user's run.
-    warnings.filterwarnings("ignore", message=".*overridden `transfer_batch_to_device`.*")
+    warnings.filterwarnings("ignore", message=".*overridden `(transfer_batch_to_device|on_after_batch_transfer)`.*")
     warnings.filterwarnings("ignore", message=".*isinstance\\(treespec, LeafSpec\\)`? is deprecated.*")
     rank_zero_log = logging.getLogger("lightning.pytorch.utilities.rank_zero")
     if not any(isinstance(f, _DropTips) for f in rank_zero_log.filters):

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-import shutil
 import tempfile
-import urllib.request
 from pathlib import Path
 
 from lit_imgcls.errors import UsageError
@@ -25,18 +23,31 @@ def default_cache(name: str) -> Path:
     return Path(root) / name
 
 
-def download(url: str, dest: str | Path, md5: str | None = None, timeout: float = 30.0) -> Path:
-    """Fetches ``url`` to ``dest`` through a temporary file, so an interrupted download never looks complete."""
+def fetch(url: str, dest: str | Path, algo: str | None = None, expected: str | None = None) -> Path:
+    """Copies ``url`` (a path or any URL :func:`remote.open_url` reads) to ``dest`` through a temporary file,
+    hashing as it goes; a digest other than ``expected`` is refused. An interrupted copy never looks complete."""
+    from lit_imgcls.data.remote import open_url
+
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
+    digest = hashlib.new(algo) if algo else None
     try:
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310
-            shutil.copyfileobj(resp, out, 1 << 20)
-        if md5 and file_digest(tmp, "md5") != md5:
-            raise UsageError(f"download of {url} is corrupt: md5 differs from {md5}")
+        with os.fdopen(fd, "wb") as out, open_url(url) as src:
+            while chunk := src.read(1 << 20):
+                if digest is not None:
+                    digest.update(chunk)
+                out.write(chunk)
+        if digest is not None and expected and digest.hexdigest() != expected:
+            raise UsageError(f"{url} fails its {algo} check (got {digest.hexdigest()[:12]}..., expected "
+                             f"{expected[:12]}...): corrupt in storage or in transit")
         os.replace(tmp, dest)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
     return dest
+
+
+def download(url: str, dest: str | Path, md5: str | None = None) -> Path:
+    """A dataset file from its official URL, checked against the md5 its authors publish when given."""
+    return fetch(url, dest, "md5" if md5 else None, md5)

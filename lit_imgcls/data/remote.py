@@ -7,9 +7,7 @@ server (MinIO, SeaweedFS, Ceph).
 
 from __future__ import annotations
 
-import hashlib
 import os
-import tempfile
 from pathlib import Path
 from typing import IO
 
@@ -30,10 +28,14 @@ def _options(url: str) -> dict:
     return {}
 
 
-def open_url(url: str) -> IO[bytes]:
-    """A readable binary stream for a local path or a remote URL."""
+def open_url(url: str, timeout: float = 60.0) -> IO[bytes]:
+    """A readable binary stream for a local path or a remote URL (http(s) through urllib, others fsspec)."""
     if not is_remote(url):
         return open(local_path(url), "rb")
+    if url.startswith(("http://", "https://")):
+        import urllib.request
+
+        return urllib.request.urlopen(url, timeout=timeout)  # noqa: S310
     import fsspec
 
     try:
@@ -50,23 +52,14 @@ def read_bytes(url: str) -> bytes:
 
 
 def cached_copy(url: str, cache_dir: str | Path, sha256: str, size: int) -> Path:
-    """The file at ``url`` in ``cache_dir``, downloaded once and checked; a corrupt copy is named and replaced."""
+    """The file at ``url`` in ``cache_dir``, downloaded once and checked against the manifest's sha256."""
+    from lit_imgcls.data.download import fetch
+
     cache = Path(cache_dir).expanduser()
-    cache.mkdir(parents=True, exist_ok=True)
     target = cache / f"{sha256[:16]}-{url.rstrip('/').rsplit('/', 1)[-1]}"
     if target.is_file() and target.stat().st_size == size:
         return target
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=cache)
-    digest = hashlib.sha256()
     try:
-        with os.fdopen(fd, "wb") as out, open_url(url) as src:
-            while chunk := src.read(1 << 20):
-                digest.update(chunk)
-                out.write(chunk)
-        if digest.hexdigest() != sha256:
-            raise UsageError(f"shard {url} fails its sha256 check (got {digest.hexdigest()[:12]}..., manifest says {sha256[:12]}...): corrupt in storage or in transit")
-        os.replace(tmp, target)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return target
+        return fetch(url, target, "sha256", sha256)
+    except UsageError as exc:
+        raise UsageError(f"shard {exc}") from None

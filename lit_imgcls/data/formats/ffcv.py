@@ -119,16 +119,8 @@ class FFCVBatches:
 class FFCVDataModule(PackedDataModule):
     """Trains from the FFCV .beton files of a pack, decoding with FFCV's compiled pipelines on the CPU.
 
-    Args:
-        data_train: the pack to train from (a local folder); its train split.
-        data_val: the pack to validate on (default: data_train); its val split, else test.
-        data_dir: the pack, when data_train is not given.
-        batch_size: samples per batch on each device.
-        data_nthreads: FFCV decoding threads.
-        image_shape: "C,H,W" of the network input; default: the pack's size for small images, else 3,224,224.
-        seed: seed of the data order and augmentation.
-        channels_last: hand batches over in channels-last memory format.
-        data_cache: local folder for verified copies of a remote pack's .beton files (FFCV needs local files).
+    Arguments as :class:`PackedDataModule`; ``data_nthreads`` is FFCV's decoding threads, and a remote pack needs
+    ``data_cache`` (FFCV memory-maps local files).
     """
 
     format_name = "ffcv"
@@ -166,14 +158,3 @@ class FFCVDataModule(PackedDataModule):
         if train:
             self.batches_per_rank(manifest["splits"][split]["count"])  # too few samples: a clear error, not 0 batches
         return FFCVBatches(loader, self.image_shape[0], self.channels_last)
-
-    def train_dataloader(self) -> FFCVBatches:
-        return self._loader(self.train_location, self.manifest, self.train_split, True)
-
-    def val_dataloader(self):
-        if self.val_split is None:
-            return []
-        return self._loader(self.val_location, self.val_manifest, self.val_split, False)
-
-    def test_dataloader(self):
-        return self.val_dataloader()

@@ -110,3 +110,18 @@ class PackedDataModule(ImageDataModule):
         if n < 1:
             raise UsageError(f"{count} training samples are too few for batch_size {self.batch_size} on {world} workers")
         return n
+
+    def _loader(self, location: str, manifest: dict, split: str, train: bool):
+        """The format's loader for one split of one pack."""
+        raise NotImplementedError
+
+    def train_dataloader(self):
+        return self._loader(self.train_location, self.manifest, self.train_split, True)
+
+    def val_dataloader(self):
+        if self.val_split is None:
+            return []
+        return self._loader(self.val_location, self.val_manifest, self.val_split, False)
+
+    def test_dataloader(self):
+        return self.val_dataloader()

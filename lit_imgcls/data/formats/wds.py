@@ -206,18 +206,9 @@ class EpochLoader:
 
 
 class WDSDataModule(PackedDataModule):
-    """Trains from the WebDataset shards of a pack (local folder, file:// or http(s):// URL).
+    """Trains from the WebDataset shards of a pack (local folder, file://, http(s):// or s3:// URL).
 
-    Args:
-        data_train: the pack to train from (folder, file:// or http(s):// URL); its train split.
-        data_val: the pack to validate on (default: data_train); its val split, else test.
-        data_dir: the pack, when data_train is not given.
-        batch_size: samples per batch on each device.
-        data_nthreads: loader worker processes decoding images.
-        image_shape: "C,H,W" of the network input; default: the pack's size for small images, else 3,224,224.
-        seed: seed of the data order and augmentation.
-        channels_last: hand batches over in channels-last memory format.
-        data_cache: local folder keeping sha256-checked copies of remote shards (default: stream them).
+    Arguments as :class:`PackedDataModule`; ``data_nthreads`` worker processes decode with libjpeg-turbo.
     """
 
     format_name = "wds"
@@ -236,14 +227,3 @@ class WDSDataModule(PackedDataModule):
             ShardOpener(dict(zip(urls, entries)), self.data_cache),
         )
         return EpochLoader(stream, self.workers, self.channels_last)
-
-    def train_dataloader(self) -> EpochLoader:
-        return self._loader(self.train_location, self.manifest, self.train_split, True)
-
-    def val_dataloader(self):
-        if self.val_split is None:
-            return []
-        return self._loader(self.val_location, self.val_manifest, self.val_split, False)
-
-    def test_dataloader(self):
-        return self.val_dataloader()
