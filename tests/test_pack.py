@@ -248,7 +248,7 @@ def test_equal_batches_for_every_rank_and_worker(photos, tmp_path):
     for rank in range(2):
         stream = ShardStream(urls, decoder, batch_size=4, train=True, seed=0, rank=rank, world=2, batches=36 // 2 // 4,
                              buffer=8)
-        loader = EpochLoader(stream, workers=2, channels_last=False)
+        loader = EpochLoader(stream, workers=2)
         loader.set_epoch(1)
         batches = list(loader)
         counts.append(len(batches))

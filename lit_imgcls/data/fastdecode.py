@@ -1,7 +1,8 @@
 """Decode-and-crop for loader workers: libjpeg-turbo (simplejpeg) and OpenCV when present, PIL otherwise.
 
-Outputs uint8 CHW tensors; normalisation to float happens after the batch reaches the training device
-(``ImageClassifier.on_after_batch_transfer``), which keeps worker work and inter-process traffic 4x smaller.
+Outputs uint8 HWC arrays; :func:`collate` stacks them into one NHWC block and hands it over as an NCHW tensor in
+channels-last layout (no transposing copy). Normalisation to float happens after the batch reaches the training
+device (``ImageClassifier.on_after_batch_transfer``), which keeps worker work and inter-process traffic 4x smaller.
 """
 
 from __future__ import annotations
@@ -49,19 +50,26 @@ def decode_rgb(data: bytes, min_side: int = 0) -> np.ndarray:
 
 def _resize(arr: np.ndarray, width: int, height: int) -> np.ndarray:
     if cv2 is not None:
-        return cv2.resize(arr, (width, height), interpolation=cv2.INTER_LINEAR if arr.shape[1] <= width else cv2.INTER_AREA)
+        # Bilinear is 4x faster than area averaging and alias-free up to a 2x reduction; beyond that, area.
+        shrink = arr.shape[1] / width
+        return cv2.resize(arr, (width, height), interpolation=cv2.INTER_AREA if shrink > 2 else cv2.INTER_LINEAR)
     from PIL import Image
 
     return np.asarray(Image.fromarray(arr).resize((width, height), Image.BILINEAR))
 
 
-def _chw(arr: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(np.ascontiguousarray(arr.transpose(2, 0, 1)))
+def collate(samples: list[tuple[np.ndarray, int]]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(HWC image, label) pairs -> (uint8 N x C x H x W in channels-last layout, int64 labels), one copy."""
+    images = np.stack([np.asarray(img) for img, _ in samples])
+    if images.ndim == 3:  # grey: N x H x W
+        images = images[..., None]
+    labels = torch.tensor([label for _, label in samples], dtype=torch.long)
+    return torch.from_numpy(images).permute(0, 3, 1, 2), labels
 
 
 def random_resized_crop(data: bytes, size: int, rng: random.Random, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3),
-                        flip: bool = True) -> torch.Tensor:
-    """Inception-style random-resized crop to size x size, then a random horizontal flip: uint8 CHW."""
+                        flip: bool = True) -> np.ndarray:
+    """Inception-style random-resized crop to size x size, then a random horizontal flip: uint8 HWC."""
     arr = decode_rgb(data)
     h, w = arr.shape[:2]
     area = h * w
@@ -78,11 +86,11 @@ def random_resized_crop(data: bytes, size: int, rng: random.Random, scale=(0.08,
     out = _resize(arr[y0 : y0 + ch, x0 : x0 + cw], size, size)
     if flip and rng.random() < 0.5:
         out = out[:, ::-1]
-    return _chw(out)
+    return out
 
 
-def resize_center_crop(data: bytes, size: int, crop_ratio: float = 0.875) -> torch.Tensor:
-    """Shorter side to size / crop_ratio, then the centre size x size: uint8 CHW (validation)."""
+def resize_center_crop(data: bytes, size: int, crop_ratio: float = 0.875) -> np.ndarray:
+    """Shorter side to size / crop_ratio, then the centre size x size: uint8 HWC (validation)."""
     short = round(size / crop_ratio)
     arr = decode_rgb(data, min_side=short)
     h, w = arr.shape[:2]
@@ -90,13 +98,12 @@ def resize_center_crop(data: bytes, size: int, crop_ratio: float = 0.875) -> tor
     arr = _resize(arr, max(size, round(w * s)), max(size, round(h * s)))
     h, w = arr.shape[:2]
     y0, x0 = (h - size) // 2, (w - size) // 2
-    return _chw(arr[y0 : y0 + size, x0 : x0 + size])
+    return arr[y0 : y0 + size, x0 : x0 + size]
 
 
-def as_is(data: bytes, mode: str) -> torch.Tensor:
-    """Small same-size images (MNIST, CIFAR): decoded unchanged, uint8 CHW."""
+def as_is(data: bytes, mode: str) -> np.ndarray:
+    """Small same-size images (MNIST, CIFAR): decoded unchanged, uint8 HW (grey) or HWC."""
     from PIL import Image
 
     img = Image.open(io.BytesIO(data))
-    arr = np.asarray(img.convert(mode) if img.mode != mode else img)
-    return torch.from_numpy(arr.copy()).unsqueeze(0) if arr.ndim == 2 else _chw(arr)
+    return np.asarray(img.convert(mode) if img.mode != mode else img)

@@ -66,7 +66,7 @@ class NamedErrors:
 
 
 class SampleDecoder:
-    """Turns a webdataset sample dict into (uint8 CHW image, label); a picklable stage for worker processes.
+    """Turns a webdataset sample dict into (uint8 HWC image, label); a picklable stage for worker processes.
 
     Args:
         size: output side; 0 keeps small images as they are.
@@ -78,7 +78,7 @@ class SampleDecoder:
         self.size, self.train, self.mode = size, train, mode
         self.rng = random.Random(0)
 
-    def __call__(self, sample: dict) -> tuple[torch.Tensor, int]:
+    def __call__(self, sample: dict):
         from lit_imgcls.data import fastdecode
 
         key = next((k for k in IMAGE_KEYS if k in sample), None)
@@ -157,13 +157,14 @@ class ShardStream(torch.utils.data.IterableDataset):
             stages.append(wds.select(_EveryNth(slot, slots)))
         if self.train:
             stages.append(wds.shuffle(self.buffer, initial=min(self.buffer, 1000), rng=random.Random(rng.random() + slot)))
-        stages += [wds.map(self.decoder), wds.batched(self.batch_size, partial=not self.train)]
+        from lit_imgcls.data.fastdecode import collate
+
+        stages += [wds.map(self.decoder), wds.batched(self.batch_size, collation_fn=collate, partial=not self.train)]
         pipeline = wds.DataPipeline(*stages)
         it = iter(pipeline)
         if self.train:
             it = itertools.islice(it, self._quota(slot, workers))
-        for images, labels in it:
-            yield images, torch.as_tensor(labels, dtype=torch.long)
+        yield from it
 
 
 class _EveryNth:
@@ -180,8 +181,8 @@ class _EveryNth:
 class EpochLoader:
     """A DataLoader over a ShardStream with a length and ``set_epoch`` (through ``sampler``), as Lightning expects."""
 
-    def __init__(self, stream: ShardStream, workers: int, channels_last: bool) -> None:
-        self.stream, self.workers, self.channels_last = stream, workers, channels_last
+    def __init__(self, stream: ShardStream, workers: int) -> None:
+        self.stream, self.workers = stream, workers
         self.sampler = self
         self.batch_sampler = None
         self.dataset = stream
@@ -198,8 +199,8 @@ class EpochLoader:
         loader = torch.utils.data.DataLoader(self.stream, batch_size=None, num_workers=self.workers,
                                              pin_memory=torch.cuda.is_available(), persistent_workers=False)
         try:
-            for x, y in loader:
-                yield (x.contiguous(memory_format=torch.channels_last) if self.channels_last else x), y
+            # Batches arrive channels-last already (NHWC memory): the model takes them as they are.
+            yield from loader
         except UsageError as exc:
             # From a worker process the message carries the worker's traceback; the user needs its last line.
             raise UsageError(str(exc).strip().rsplit("UsageError: ", 1)[-1]) from None
@@ -226,4 +227,4 @@ class WDSDataModule(PackedDataModule):
             self.seed, rank, world, self.batches_per_rank(count) if train else None, self.shuffle_buffer,
             ShardOpener(dict(zip(urls, entries)), self.data_cache),
         )
-        return EpochLoader(stream, self.workers, self.channels_last)
+        return EpochLoader(stream, self.workers)
