@@ -10,9 +10,10 @@ APT_PACKAGES=(pkg-config libturbojpeg0-dev libopencv-dev)
 stamp=".setup-stamp"
 want=$(cat pyproject.toml constraints.txt scripts/setup.sh | sha256sum | cut -d' ' -f1)
 
-# Done already if the stamp matches and lit_imgcls imports from this checkout (not another clone's install).
+# Done already if the stamp matches and lit_imgcls imports from this checkout (not another clone's install;
+# -I keeps the current folder off sys.path, so the check sees the installed package).
 here=$(pwd -P)
-if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && "$PY" - "$here" <<'PYCHECK' 2>/dev/null; then
+if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && "$PY" -I - "$here" <<'PYCHECK' 2>/dev/null; then
 import importlib.util, os, sys
 import lit_imgcls
 assert all(importlib.util.find_spec(m) for m in ("ffcv", "timm", "torchvision", "lightning", "pytest"))
