@@ -16,7 +16,7 @@ import torch
 
 from lit_imgcls.data.arrays import TensorBatches
 from lit_imgcls.data.cifar import CIFAR10DataModule, load_cifar10
-from lit_imgcls.data.mnist import MNISTDataModule, load_mnist, read_idx, write_idx
+from lit_imgcls.data.mnist import load_mnist, read_idx, write_idx
 from lit_imgcls.errors import UsageError
 
 from conftest import quick_args, run_cli

@@ -16,7 +16,6 @@ import pytest
 import torch
 from PIL import Image
 
-from lit_imgcls.data.encode import EncodeOptions
 from lit_imgcls.data.pack import PackOptions, split_items
 from lit_imgcls.data.pack_check import iter_tar_samples
 from lit_imgcls.data.photos import make_photo_corpus
@@ -244,7 +243,7 @@ def test_equal_batches_for_every_rank_and_worker(photos, tmp_path):
     m = json.loads((out / "manifest.json").read_text())
     urls = shard_urls(str(out), m, "train")
     decoder = SampleDecoder(24, train=True)
-    counts, labels = [], []
+    counts = []
     for rank in range(2):
         stream = ShardStream(urls, decoder, batch_size=4, train=True, seed=0, rank=rank, world=2, batches=36 // 2 // 4,
                              buffer=8)
@@ -252,7 +251,6 @@ def test_equal_batches_for_every_rank_and_worker(photos, tmp_path):
         loader.set_epoch(1)
         batches = list(loader)
         counts.append(len(batches))
-        labels.append(torch.cat([y for _, y in batches]))
         assert all(x.shape == (4, 3, 24, 24) and x.dtype == torch.uint8 for x, _ in batches)
     assert counts == [4, 4] == [len(loader)] * 2
 
