@@ -21,7 +21,6 @@ class Speedometer(L.Callback):
         self.verbose = verbose
         self.train_seconds = 0.0  # time inside training batches, all epochs, validation excluded
         self.epoch_speed = float("nan")
-        self.history: list[dict[str, float]] = []
 
     def _say(self, trainer: L.Trainer, text: str) -> None:
         if not self.verbose:
@@ -69,7 +68,6 @@ class Speedometer(L.Callback):
 
     @rank_zero_only
     def _log(self, trainer, metrics: dict[str, float]) -> None:
-        self.history.append({"step": trainer.global_step, **metrics})
         for logger in trainer.loggers:
             logger.log_metrics(metrics, step=trainer.global_step)
 

@@ -60,7 +60,7 @@ def split_items(source: Source, opts: PackOptions) -> dict[str, list[Item]]:
     return {"train": items[:n_train], "test": items[n_train : n_train + n_test], "val": items[n_train + n_test :]}
 
 
-def write_lists(out: Path, splits: dict[str, list[Item]], class_names: list[str]) -> list[Path]:
+def write_lists(out: Path, splits: dict[str, list[Item]]) -> list[Path]:
     """im2rec's --list: ``index<TAB>label<TAB>path`` files, one per non-empty split."""
     written = []
     for split, items in splits.items():
@@ -125,7 +125,7 @@ def pack_dataset(src: str, out: str, opts: PackOptions, enc: EncodeOptions, root
     out_dir.mkdir(parents=True, exist_ok=True)
     splits = split_items(source, opts)
     if list_only:
-        return {"lists": [str(p) for p in write_lists(out_dir, splits, source.class_names)]}
+        return {"lists": [str(p) for p in write_lists(out_dir, splits)]}
     if not opts.shuffle:
         print("lit-imgcls: warning: --no-shuffle packs samples in source order (often sorted by class); training "
               "from such a pack sees one class at a time and can stay at chance accuracy for whole epochs",
