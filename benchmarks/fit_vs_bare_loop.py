@@ -1,9 +1,10 @@
 """Samples/s of `lit-imgcls fit` against a bare PyTorch loop: same LeNet, batch, threads, data, schedule.
 
 Both train on the in-memory MNIST tensors in one process, alternating, so machine noise hits both alike.
-Each trial trains `--examples` samples; the figure is the median over `--trials`.
+Each trial trains `--examples` samples; the figure is the median over `--trials`. `fit` runs twice per trial:
+with the recipe's `fused_steps` (K batches handed to Lightning at once, K optimizer steps each) and with 1.
 
-    python benchmarks/fit_vs_bare_loop.py [--trials 6] [--examples 30000]
+    python benchmarks/fit_vs_bare_loop.py [--trials 6] [--examples 30000] [--fused-steps 8]
 """
 
 from __future__ import annotations
@@ -24,8 +25,8 @@ from lit_imgcls.schedules import LRSchedule
 from _common import save
 
 
-def recipe(examples: int) -> Recipe:
-    return Recipe(
+def recipe(examples: int, fused_steps: int = 1) -> Recipe:
+    return Recipe(fused_steps=fused_steps,
         network="lenet", dataset="mnist", batch_size=64, num_epochs=1, lr=0.05, nesterov=True, wd=5e-4,
         lr_schedule="onecycle", channels_last=True, disp_batches=100, progress_bar=False, num_examples=examples,
         threads=2, run_dir="/tmp/lit-imgcls-bench-runs",
@@ -69,29 +70,35 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=6)
     parser.add_argument("--examples", type=int, default=30000)
+    parser.add_argument("--fused-steps", type=int, default=8)
     args = parser.parse_args()
-    r = recipe(args.examples)
+    r = recipe(args.examples, args.fused_steps)
+    r1 = recipe(args.examples, 1)
     torch.set_num_threads(r.threads)
     dm = MNISTDataModule(batch_size=r.batch_size, num_examples=args.examples)
     dm.setup()
     x, y = dm._tensors["train"]
-    bare, ours = [], []
+    runs = {"bare": lambda: bare_loop(x, y, r), "fused": lambda: fit(r).samples_per_sec,
+            "unfused": lambda: fit(r1).samples_per_sec}
+    rates: dict[str, list[float]] = {k: [] for k in runs}
     bare_loop(x[:5000], y[:5000], r)  # warm-up: first-call allocations and kernel selection
     for trial in range(args.trials):
-        # alternate which goes first, so a drift in machine speed does not favour either side
-        if trial % 2 == 0:
-            bare.append(bare_loop(x, y, r))
-            ours.append(fit(r).samples_per_sec)
-        else:
-            ours.append(fit(r).samples_per_sec)
-            bare.append(bare_loop(x, y, r))
-        print(f"trial {trial}: bare {bare[-1]:.0f} samples/s, fit {ours[-1]:.0f} samples/s, ratio {ours[-1] / bare[-1]:.3f}")
-    b, o = statistics.median(bare), statistics.median(ours)
-    ratio = statistics.median(oi / bi for oi, bi in zip(ours, bare))
-    print(f"median: bare loop {b:.0f} samples/s | lit-imgcls fit {o:.0f} samples/s | median ratio {ratio:.3f}")
-    save("fit_vs_bare_loop", {"bare_samples_per_sec": b, "fit_samples_per_sec": o, "ratio": ratio,
+        # rotate the order, so a drift in machine speed favours none of them
+        names = list(runs)[trial % 3:] + list(runs)[: trial % 3]
+        for name in names:
+            rates[name].append(runs[name]())
+        print(f"trial {trial}: bare {rates['bare'][-1]:.0f} samples/s, fit {rates['fused'][-1]:.0f} "
+              f"(fused_steps {r.fused_steps}), fit {rates['unfused'][-1]:.0f} (fused_steps 1)")
+    med = {k: statistics.median(v) for k, v in rates.items()}
+    ratio = {k: statistics.median(o / b for o, b in zip(rates[k], rates["bare"])) for k in ("fused", "unfused")}
+    print(f"median: bare loop {med['bare']:.0f} samples/s | fit {med['fused']:.0f} samples/s with fused_steps "
+          f"{r.fused_steps} (ratio {ratio['fused']:.3f}) | fit {med['unfused']:.0f} samples/s with fused_steps 1 "
+          f"(ratio {ratio['unfused']:.3f})")
+    save("fit_vs_bare_loop", {"bare_samples_per_sec": med["bare"], "fit_samples_per_sec": med["fused"],
+                               "ratio": ratio["fused"], "fused_steps": r.fused_steps,
+                               "fit_unfused_samples_per_sec": med["unfused"], "ratio_unfused": ratio["unfused"],
                                "trials": args.trials, "examples": args.examples, "batch_size": r.batch_size,
-                               "threads": r.threads, "all_bare": bare, "all_fit": ours})
+                               "threads": r.threads, "all": rates})
 
 
 if __name__ == "__main__":

@@ -11,13 +11,14 @@ import dataclasses
 import difflib
 import importlib
 import inspect
+import os
 import sys
 import typing
 from typing import Any, Callable
 
 import docstring_parser
 
-from lit_imgcls.errors import DuplicateNameError, UsageError
+from lit_imgcls.errors import DuplicateNameError, RunFailed, UsageError
 
 PROG = "lit-imgcls"
 
@@ -31,6 +32,7 @@ COMMANDS: dict[str, str] = {
     "dataset verify": "lit_imgcls.commands.dataset_verify:verify",
     "dataset photos": "lit_imgcls.commands.dataset_photos:photos",
     "benchmark io": "lit_imgcls.commands.benchmark_io:benchmark_io",
+    "launch": "lit_imgcls.commands.launch:launch",
 }
 
 # MXNet's flags switch the LR schedule by being given: --lr-factor-epoch means step decay, --lr-step-epochs
@@ -49,9 +51,28 @@ def _doc_params(obj: Any) -> tuple[str, dict[str, str]]:
     return text, {p.arg_name: " ".join((p.description or "").split()) for p in doc.params}
 
 
-def _flags(name: str) -> list[str]:
+def _flags(name: str, short: str | None = None) -> list[str]:
     dashed = "--" + name.replace("_", "-")
-    return [dashed] if dashed == f"--{name}" else [dashed, f"--{name}"]
+    return ([short] if short else []) + ([dashed] if dashed == f"--{name}" else [dashed, f"--{name}"])
+
+
+def _short_flags(func: Callable[..., Any]) -> dict[str, str]:
+    """Short flags a command declares as ``Annotated[type, "-n"]``: parameter -> "-n"."""
+    shorts = {}
+    for pname, hint in typing.get_type_hints(func, include_extras=True).items():
+        for meta in getattr(hint, "__metadata__", ()):
+            if isinstance(meta, str) and meta.startswith("-") and not meta.startswith("--"):
+                shorts[pname] = meta
+    return shorts
+
+
+def _trailing_param(func: Callable[..., Any]) -> str | None:
+    """A required ``list[str]`` parameter takes every word after ``--`` (a command to run, say), unparsed."""
+    hints = typing.get_type_hints(func)
+    for pname, param in inspect.signature(func).parameters.items():
+        if param.default is inspect.Parameter.empty and hints[pname] == list[str]:
+            return pname
+    return None
 
 
 def _recipe_type(func: Callable[..., Any]) -> tuple[str, type] | None:
@@ -74,8 +95,13 @@ def build_parser(command: str, func: Callable[..., Any]):
     parser = ArgumentParser(prog=f"{PROG} {command}", description=description, exit_on_error=False,
                             formatter_class=Formatter)
     hints = typing.get_type_hints(func)
+    shorts = _short_flags(func)
+    trailing = _trailing_param(func)
     for pname, param in inspect.signature(func).parameters.items():
         hint = hints[pname]
+        if pname == trailing:
+            parser.epilog = f"{pname.upper()} ...: {params.get(pname, '')}"
+            continue
         if dataclasses.is_dataclass(hint):
             parser.add_argument("--recipe", "--config", action=ActionConfigFile, help="YAML recipe file; later flags override its keys.")
             parser.add_argument("--print-recipe", "--print_recipe", dest="print_recipe", action="store_true",
@@ -89,10 +115,13 @@ def build_parser(command: str, func: Callable[..., Any]):
             parser.add_argument(pname, type=hint, help=params.get(pname, ""))
         elif str in typing.get_args(hint) or list[str] in typing.get_args(hint) or hint == list[str]:
             if list[str] in typing.get_args(hint) or hint == list[str]:
-                parser.add_argument(*_flags(pname), dest=pname, type=str, nargs="+", default=param.default,
-                                    help=params.get(pname, "") + " (one or more)")
+                # Repeating the flag adds to the list, unless there is a default list to replace.
+                extend = {"action": "extend"} if param.default is None else {}
+                parser.add_argument(*_flags(pname, shorts.get(pname)), dest=pname, type=str, nargs="+",
+                                    default=param.default, help=params.get(pname, "") + " (one or more)", **extend)
             else:
-                parser.add_argument(*_flags(pname), dest=pname, type=hint, default=param.default, help=params.get(pname, ""))
+                parser.add_argument(*_flags(pname, shorts.get(pname)), dest=pname, type=hint, default=param.default,
+                                    help=params.get(pname, ""))
         elif hint is bool:
             # A switch, as im2rec had: --recursive turns on, --no-shuffle turns off.
             if param.default:
@@ -101,7 +130,10 @@ def build_parser(command: str, func: Callable[..., Any]):
             else:
                 parser.add_argument(*_flags(pname), dest=pname, action="store_true", default=False, help=params.get(pname, ""))
         else:
-            parser.add_argument(*_flags(pname), dest=pname, type=hint, default=param.default, help=params.get(pname, ""))
+            parser.add_argument(*_flags(pname, shorts.get(pname)), dest=pname, type=hint, default=param.default,
+                                help=params.get(pname, ""))
+    if trailing:
+        parser.usage = parser.format_usage().split(":", 1)[1].strip() + f" -- {trailing.upper()} ..."
     return parser
 
 
@@ -183,13 +215,18 @@ def run(argv: list[str]) -> None:
     recipe_param = _recipe_type(func)
     if recipe_param:
         _check_recipe_files(rest, recipe_param[1])
+    trailing = _trailing_param(func)
+    tail: list[str] = []
+    if trailing and "--" in rest:
+        rest, tail = rest[:rest.index("--")], rest[rest.index("--") + 1:]
     parser = build_parser(command, func)
     from jsonargparse import ArgumentError
 
     try:
         ns = parser.parse_args(rest)
     except ArgumentError as exc:
-        raise UsageError(f"{command}: {_one_line(exc)}") from None
+        hint = f" ({trailing.upper()} goes after --)" if trailing and not tail else ""
+        raise UsageError(f"{command}: {_one_line(exc)}{hint}") from None
     values = ns.as_dict()
     kwargs = {}
     if recipe_param:
@@ -209,6 +246,8 @@ def run(argv: list[str]) -> None:
         kwargs[pname] = recipe
     else:
         kwargs = {k: v for k, v in values.items() if k in inspect.signature(func).parameters}
+        if trailing:
+            kwargs[trailing] = tail
     func(**kwargs)
 
 
@@ -220,6 +259,11 @@ def main(argv: list[str] | None = None) -> int:
     except (UsageError, DuplicateNameError) as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 2
+    except RunFailed as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr, flush=True)
+        sys.stdout.flush()
+        # A broken process group can block in its destructors at exit; nothing is left to save.
+        os._exit(1)
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)
         return 130

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from lit_imgcls import __version__
-from lit_imgcls.errors import UsageError
+from lit_imgcls.errors import RunFailed, UsageError
 from lit_imgcls.recipe import Recipe, validate
 from lit_imgcls.registry import datasets, strategies
 from lit_imgcls.schedules import parse_epochs
@@ -30,6 +30,7 @@ class RunResult:
     samples_per_sec: float
     checkpoint: str | None
     run_dir: str | None
+    reports: bool = True  # False on the workers of a synchronous run other than rank 0, which reports for all
 
 
 def build_datamodule(recipe: Recipe):
@@ -95,7 +96,7 @@ def build_module(recipe: Recipe, datamodule):
 def _devices(recipe: Recipe) -> tuple[str, Any, int]:
     ids = recipe.gpu_ids()
     if not ids:
-        return "cpu", 1, 1
+        return "cpu", recipe.num_processes, recipe.num_processes
     import torch
 
     available = torch.cuda.device_count()
@@ -108,6 +109,27 @@ def _devices(recipe: Recipe) -> tuple[str, Any, int]:
     return "gpu", ids, len(ids)
 
 
+def num_nodes(devices_per_node: int) -> int:
+    """Worker machines of this run, read from the environment of whoever started the processes.
+
+    ``lit-imgcls launch`` and hand-started workers set WORLD_SIZE (processes in all); torchrun also sets
+    LOCAL_WORLD_SIZE (processes per machine); SLURM sets SLURM_NNODES. Lightning needs the machine count up
+    front and checks it against these variables.
+    """
+    if "SLURM_NNODES" in os.environ and "SLURM_NTASKS" in os.environ:
+        return int(os.environ["SLURM_NNODES"])
+    world = int(os.environ.get("WORLD_SIZE", "0") or 0)
+    if world <= 0:
+        return 1
+    per_node = int(os.environ.get("LOCAL_WORLD_SIZE", "0") or 0) or devices_per_node
+    if world % per_node:
+        raise UsageError(
+            f"WORLD_SIZE={world} processes cannot be split into machines of {per_node} device(s) each; "
+            "start one process per device on every machine"
+        )
+    return world // per_node
+
+
 def build_trainer(recipe: Recipe, callbacks: list, logger: Any = None, **overrides):
     """A Lightning Trainer with the recipe's devices, kv-store strategy, precision and epochs."""
     import lightning as L
@@ -116,12 +138,14 @@ def build_trainer(recipe: Recipe, callbacks: list, logger: Any = None, **overrid
     from lit_imgcls.io import AtomicCheckpointIO
 
     accelerator, devices, count = _devices(recipe)
-    strategy = strategies.get(recipe.kv_store)(count, accelerator)
+    nodes = num_nodes(count)
+    strategy = strategies.get(recipe.kv_store)(count, accelerator, num_nodes=nodes, timeout=recipe.dist_timeout)
     if recipe.progress_bar:
-        callbacks = [*callbacks, TQDMProgressBar(refresh_rate=recipe.disp_batches)]
+        callbacks = [*callbacks, TQDMProgressBar(refresh_rate=max(1, recipe.disp_batches // recipe.fused_steps))]
     kwargs = dict(
         accelerator=accelerator,
         devices=devices,
+        num_nodes=nodes,
         strategy=strategy,
         precision=recipe.precision,
         max_epochs=recipe.num_epochs,
@@ -185,6 +209,10 @@ def resume_path(recipe: Recipe) -> str | None:
     return path
 
 
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [""])[0][:300]
+
+
 def _logger(recipe: Recipe):
     from lightning.pytorch.loggers import CSVLogger
 
@@ -194,6 +222,7 @@ def _logger(recipe: Recipe):
 def fit(recipe: Recipe, datamodule=None) -> RunResult:
     """Trains as the recipe says; ``datamodule`` replaces the recipe's dataset (e.g. an ArrayDataModule)."""
     from lit_imgcls.callbacks import EpochCheckpoint, RunRecord, Speedometer
+    from lit_imgcls.callbacks.watchdog import Watchdog
 
     validate(recipe)
     start = time.perf_counter()
@@ -204,7 +233,8 @@ def fit(recipe: Recipe, datamodule=None) -> RunResult:
     if ckpt and recipe.load_epoch >= recipe.num_epochs:
         raise UsageError(f"load_epoch {recipe.load_epoch} is not before num_epochs {recipe.num_epochs}: nothing left to train")
     speedometer = Speedometer(recipe.disp_batches)
-    callbacks: list = [speedometer, RunRecord(recipe.to_yaml())]
+    watchdog = Watchdog()
+    callbacks: list = [speedometer, RunRecord(recipe.to_yaml()), watchdog]
     saver = None
     if recipe.model_prefix:
         saver = EpochCheckpoint(recipe.model_prefix, recipe.save_period, recipe.to_yaml())
@@ -217,6 +247,10 @@ def fit(recipe: Recipe, datamodule=None) -> RunResult:
     gc.freeze()
     try:
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt, weights_only=True)
+    except Exception as exc:
+        if watchdog.diagnosis:
+            raise RunFailed(f"{watchdog.diagnosis} ({type(exc).__name__}: {_first_line(exc)})") from exc
+        raise
     finally:
         gc.unfreeze()
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if getattr(v, "numel", lambda: 1)() == 1}
@@ -227,6 +261,7 @@ def fit(recipe: Recipe, datamodule=None) -> RunResult:
         samples_per_sec=speedometer.epoch_speed,
         checkpoint=saver.last_path if saver else None,
         run_dir=logger.log_dir,
+        reports=trainer.is_global_zero,
     )
 
 

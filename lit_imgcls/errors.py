@@ -1,4 +1,4 @@
-"""Errors that the CLI turns into one line on stderr and exit code 2."""
+"""Errors that the CLI turns into one line on stderr: exit code 2 for bad input, 1 for a run that failed."""
 
 from __future__ import annotations
 
@@ -19,3 +19,11 @@ class UnknownNameError(UsageError, KeyError):
 
 class DuplicateNameError(ValueError):
     """Two plugins claim the same name in one registry; a programming error, not user input."""
+
+
+class RunFailed(RuntimeError):
+    """A run that cannot go on for a reason outside this process (another worker stopped, a peer timed out).
+
+    The CLI prints ``lit-imgcls: error: <message>`` and exits with code 1 at once, without a traceback and without
+    waiting on a process group that can no longer finish.
+    """

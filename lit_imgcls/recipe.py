@@ -31,6 +31,9 @@ class Recipe:
         num_examples: train on the first N examples only (quick trials); default all.
         data_nthreads: data-loading worker processes (in-memory datasets need none).
         batch_size: samples per batch on each device (MXNet: per worker).
+        fused_steps: in-memory datasets: hand K batches to Lightning at once and take K optimizer steps on them,
+            which spreads the framework's per-batch cost over K steps (same training, faster for small networks);
+            single-worker runs only (data-parallel workers take one step per batch).
         num_epochs: passes over the training set.
         optimizer: sgd or adamw.
         lr: base learning rate.
@@ -47,8 +50,11 @@ class Recipe:
         onecycle_pct: fraction of the steps spent raising the LR in onecycle.
         top_k: also report top-k accuracy when > 1.
         gpus: CUDA devices like "0,1,3"; empty means CPU.
+        num_processes: CPU worker processes on this machine (data parallel over gloo) when gpus is empty.
         kv_store: how workers combine gradients: local, device, local_allreduce_device, dist_sync,
             dist_device_sync, dist_async.
+        dist_timeout: seconds a worker waits in a collective for the others before the run fails, naming the
+            worker that is missing.
         precision: Lightning precision: 32-true, 16-mixed, bf16-mixed.
         threads: CPU threads for compute; default: all cores.
         channels_last: channels-last memory format for network and batches.
@@ -74,6 +80,7 @@ class Recipe:
     num_examples: Optional[int] = None
     data_nthreads: int = 4
     batch_size: int = 128
+    fused_steps: int = 1
     num_epochs: int = 100
     optimizer: Literal["sgd", "adamw"] = "sgd"
     lr: float = 0.1
@@ -89,7 +96,9 @@ class Recipe:
     onecycle_pct: float = 0.25
     top_k: int = 0
     gpus: str = ""
+    num_processes: int = 1
     kv_store: str = "device"
+    dist_timeout: float = 600.0
     precision: str = "32-true"
     threads: Optional[int] = None
     channels_last: bool = False
@@ -142,6 +151,7 @@ def validate(recipe: Recipe) -> Recipe:
             raise UsageError(msg)
 
     need(recipe.batch_size > 0, f"batch_size must be a positive integer, got {recipe.batch_size}")
+    need(recipe.fused_steps > 0, f"fused_steps must be a positive integer, got {recipe.fused_steps}")
     need(recipe.num_epochs > 0, f"num_epochs must be a positive integer, got {recipe.num_epochs}")
     need(recipe.lr > 0, f"lr must be positive, got {recipe.lr}")
     need(0 <= recipe.mom < 1, f"mom must lie in [0, 1), got {recipe.mom}")
@@ -153,6 +163,10 @@ def validate(recipe: Recipe) -> Recipe:
     need(0 < recipe.onecycle_pct < 1, f"onecycle_pct must lie in (0, 1), got {recipe.onecycle_pct}")
     need(recipe.top_k >= 0, f"top_k must be >= 0, got {recipe.top_k}")
     need(recipe.disp_batches > 0, f"disp_batches must be positive, got {recipe.disp_batches}")
+    need(recipe.num_processes > 0, f"num_processes must be a positive integer, got {recipe.num_processes}")
+    need(recipe.num_processes == 1 or not recipe.gpu_ids(),
+         f"num_processes {recipe.num_processes} is for CPU training; with gpus {recipe.gpus!r} each listed GPU gets one process")
+    need(recipe.dist_timeout > 0, f"dist_timeout must be positive seconds, got {recipe.dist_timeout}")
     need(recipe.save_period > 0, f"save_period must be positive, got {recipe.save_period}")
     need(recipe.data_nthreads >= 0, f"data_nthreads must be >= 0, got {recipe.data_nthreads}")
     need(recipe.threads is None or recipe.threads > 0, f"threads must be positive, got {recipe.threads}")

@@ -41,6 +41,24 @@ def test_two_epochs_equal_one_epoch_resumed(tmp_path):
     assert not torch.equal(one["net.head.weight"], b["state_dict"]["net.head.weight"])
 
 
+def test_fused_steps_train_exactly_as_single_batches(tmp_path):
+    """K batches per Lightning batch (31 batches, K=5: the last item is partial) give the same run as K=1."""
+    common = dict(num_examples=2000, num_epochs=2, lr=0.1, lr_factor=0.9, lr_factor_epoch=0.5, seed=3)
+    runs = {}
+    for k in (1, 5):
+        res = run_cli("fit", *quick_args(tmp_path / str(k), fused_steps=k, **common), cwd=tmp_path)
+        assert res.returncode == 0, res.stderr
+        runs[k] = (load_checkpoint(tmp_path / f"{k}/model/mnist-0002.ckpt"), res.stdout)
+    (a, out1), (b, out5) = runs[1], runs[5]
+    assert a["global_step"] == b["global_step"] == 2 * (2000 // 64)
+    assert a["lr_schedulers"][0]["last_epoch"] == b["lr_schedulers"][0]["last_epoch"] == 62
+    for key in a["state_dict"]:
+        torch.testing.assert_close(a["state_dict"][key], b["state_dict"][key], rtol=1e-5, atol=1e-6, msg=key)
+    # Speedometer windows count optimizer steps either way
+    assert "Epoch[1] Batch [20-30]" in out1
+    assert re.search(r"Epoch\[1\] Batch \[\d+-30\]", out5), out5
+
+
 def test_checkpoints_per_epoch_with_recipe_beside(tmp_path):
     res = run_cli("fit", *quick_args(tmp_path, num_epochs=2, num_examples=640), cwd=tmp_path)
     assert res.returncode == 0, res.stderr

@@ -20,5 +20,6 @@ class RunRecord(L.Callback):
         self.recipe_yaml = recipe_yaml
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if trainer.is_global_zero and trainer.log_dir:
-            atomic_write_text(Path(trainer.log_dir) / "recipe.yaml", self.recipe_yaml)
+        log_dir = trainer.log_dir  # a broadcast from rank 0 under DDP: every rank must ask
+        if trainer.is_global_zero and log_dir:
+            atomic_write_text(Path(log_dir) / "recipe.yaml", self.recipe_yaml)

@@ -11,6 +11,8 @@ from lightning.pytorch.utilities import rank_zero_only
 class Speedometer(L.Callback):
     """Prints ``Epoch[E] Batch [a-b] Speed: S samples/sec accuracy=A loss=L lr=R`` and logs the same metrics.
 
+    Speed counts the samples of every worker of a synchronous data-parallel run; accuracy and loss are rank 0's.
+
     Args:
         disp_batches: batches between two reports.
         verbose: print the lines (metrics are logged either way).
@@ -35,19 +37,24 @@ class Speedometer(L.Callback):
         self._epoch_tic = self._tic = time.perf_counter()
         self._epoch_samples = self._window_samples = 0
         self._window_start = 0
+        self._first_step = trainer.global_step
         self._epoch_end = self._epoch_tic
         pl_module.take_train_window()
         self._epoch_loss_sum = self._epoch_correct = 0.0
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
-        n = len(batch[1])
+        # Samples of all workers that step together (each trains an equal batch), as MXNet reported a multi-GPU
+        # run; asynchronous workers each report their own.
+        n = len(batch[1]) * (1 if getattr(trainer.strategy, "independent_workers", False) else trainer.world_size)
         self._window_samples += n
         self._epoch_samples += n
         self._epoch_end = time.perf_counter()
-        if (batch_idx + 1) % self.disp_batches == 0:
-            self._report(trainer, pl_module, batch_idx)
+        # Counted in optimizer steps, which differ from Lightning's batches when batches are fused.
+        done = trainer.global_step - self._first_step
+        if done // self.disp_batches > self._window_start // self.disp_batches:
+            self._report(trainer, pl_module, done)
 
-    def _report(self, trainer, pl_module, batch_idx: int) -> None:
+    def _report(self, trainer, pl_module, done: int) -> None:
         now = time.perf_counter()
         speed = self._window_samples / max(now - self._tic, 1e-9)
         loss, acc, n = pl_module.take_train_window()
@@ -59,10 +66,10 @@ class Speedometer(L.Callback):
         self._log(trainer, metrics)
         self._say(
             trainer,
-            f"Epoch[{trainer.current_epoch}] Batch [{self._window_start}-{batch_idx + 1}]\tSpeed: {speed:.2f} samples/sec"
+            f"Epoch[{trainer.current_epoch}] Batch [{self._window_start}-{done}]\tSpeed: {speed:.2f} samples/sec"
             f"\taccuracy={acc:.6f}\tloss={loss:.6f}\tlr={lr:.6g}",
         )
-        self._window_start = batch_idx + 1
+        self._window_start = done
         self._window_samples = 0
         self._tic = time.perf_counter()
 

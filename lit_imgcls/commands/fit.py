@@ -15,6 +15,8 @@ def fit(recipe: Recipe) -> None:
     from lit_imgcls.engine import fit as run_fit
 
     result = run_fit(recipe)
+    if not result.reports:  # synchronous workers share one result; rank 0 reports it
+        return
     val = result.metrics.get("val/acc")
     parts = [f"val top-1 accuracy {val:.4f}" if val is not None else "no validation set"]
     if recipe.top_k > 1 and f"val/top{recipe.top_k}" in result.metrics:

@@ -54,6 +54,8 @@ class TensorBatches:
     Each of ``world_size`` ranks gets the same number of batches: the shuffled indices are cut to a multiple of
     ``world_size`` (train) before striding, so no rank waits for another at the end of an epoch.
     Lightning calls ``set_epoch`` through the ``sampler`` attribute, as it does for a DataLoader's sampler.
+    With ``fused_steps`` K > 1, each item holds K consecutive batches stacked along dim 0 (the last item of an
+    epoch may hold fewer); :class:`~lit_imgcls.module.ImageClassifier` takes one optimizer step per batch.
     """
 
     def __init__(
@@ -68,6 +70,7 @@ class TensorBatches:
         rank: int = 0,
         world_size: int = 1,
         channels_last: bool = False,
+        fused_steps: int = 1,
     ) -> None:
         if len(x) != len(y):
             raise ValueError(f"{len(x)} images but {len(y)} labels")
@@ -77,6 +80,7 @@ class TensorBatches:
         self.augment = augment
         self.rank, self.world_size = rank, world_size
         self.channels_last = channels_last
+        self.fused_steps = max(1, int(fused_steps))
         self.epoch = 0
         self.sampler = self
         self.batch_sampler = None  # Lightning inspects both, as on a DataLoader
@@ -88,9 +92,17 @@ class TensorBatches:
         n = len(self.x)
         return n // self.world_size if self.shuffle or self.drop_last else -(-n // self.world_size)
 
-    def __len__(self) -> int:
+    def steps(self) -> int:
+        """Batches (optimizer steps in training) per epoch on this rank."""
         n = self._per_rank()
         return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+
+    def steps_in(self, items: int) -> int:
+        """Batches in the first ``items`` items of an epoch (Lightning may stop early: limit_train_batches)."""
+        return min(self.steps(), items * self.fused_steps)
+
+    def __len__(self) -> int:
+        return -(-self.steps() // self.fused_steps)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         gen = epoch_generator(self.seed, self.epoch)
@@ -100,8 +112,10 @@ class TensorBatches:
             mine = order[self.rank :: self.world_size]
         else:
             mine = torch.arange(self.rank, n, self.world_size)
+        per_item = self.batch_size * self.fused_steps
+        end = self.steps() * self.batch_size
         for b in range(len(self)):
-            idx = mine[b * self.batch_size : (b + 1) * self.batch_size]
+            idx = mine[b * per_item : min((b + 1) * per_item, end)]
             xb = self.x[idx] if self.shuffle or self.world_size > 1 else self.x[idx[0] : idx[-1] + 1]
             if self.augment == "crop_flip":
                 xb = crop_flip(xb, gen)
@@ -128,6 +142,7 @@ class ArrayDataModule(ImageDataModule):
         augment: None, or "crop_flip" (pad-4 random crop and horizontal flip, CIFAR style).
         channels_last: hand batches over in channels-last memory format.
         num_examples: use only the first N training examples.
+        fused_steps: training batches handed over together (see :class:`TensorBatches`).
     """
 
     def __init__(
@@ -146,9 +161,11 @@ class ArrayDataModule(ImageDataModule):
         augment: str | None = None,
         channels_last: bool = False,
         num_examples: int | None = None,
+        fused_steps: int = 1,
     ) -> None:
         super().__init__()
         self.batch_size = batch_size
+        self.fused_steps = fused_steps
         self.seed = seed
         self.augment = augment
         self.channels_last = channels_last
@@ -215,6 +232,8 @@ class ArrayDataModule(ImageDataModule):
         return TensorBatches(
             x, y, batch, shuffle=train, seed=self.seed, drop_last=train,
             augment=self.augment if train else None, rank=rank, world_size=world, channels_last=self.channels_last,
+            # DDP syncs gradients once per forward of its wrapper, i.e. once per Lightning batch: one step each.
+            fused_steps=self.fused_steps if train and world == 1 else 1,
         )
 
     def train_dataloader(self) -> TensorBatches:
@@ -243,6 +262,7 @@ class CardDataModule(ArrayDataModule):
         seed: seed of the data order (and augmentation).
         channels_last: hand batches over in channels-last memory format.
         num_examples: train on the first N examples only.
+        fused_steps: training batches handed over together (see :class:`TensorBatches`).
     """
 
     card: str = ""
@@ -256,6 +276,7 @@ class CardDataModule(ArrayDataModule):
         seed: int = 0,
         channels_last: bool = False,
         num_examples: int | None = None,
+        fused_steps: int = 1,
     ) -> None:
         from lit_imgcls.data.cards import load_card
 
@@ -263,6 +284,7 @@ class CardDataModule(ArrayDataModule):
         super().__init__(
             batch_size=batch_size, class_names=card["classes"], mean=card["mean"], std=card["std"], seed=seed,
             augment=self.augment_train, channels_last=channels_last, num_examples=num_examples,
+            fused_steps=fused_steps,
         )
         self.image_shape = tuple(card["image_shape"])  # type: ignore[assignment]
         self.data_dir, self.data_url = data_dir, data_url

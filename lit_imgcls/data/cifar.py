@@ -93,6 +93,7 @@ class CIFAR10DataModule(CardDataModule):
         seed: seed of the data order and augmentation.
         channels_last: hand batches over in channels-last memory format.
         num_examples: train on the first N examples only.
+        fused_steps: training batches handed over together, one optimizer step each.
     """
 
     card = "cifar10"

@@ -129,6 +129,7 @@ class MNISTDataModule(CardDataModule):
         seed: seed of the data order.
         channels_last: hand batches over in channels-last memory format.
         num_examples: train on the first N examples only.
+        fused_steps: training batches handed over together, one optimizer step each.
     """
 
     card = "mnist"

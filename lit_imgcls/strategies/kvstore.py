@@ -1,34 +1,41 @@
 """MXNet kv-store names -> Lightning strategies.
 
-Each entry is ``fn(num_devices, accelerator) -> strategy`` (a Lightning strategy name or object). One device in
-one process needs no strategy at all; more devices use DDP, which all-reduces gradients every step (MXNet's
-``local``/``device`` aggregation, done by torch.distributed: gloo on the CPU, NCCL on GPUs).
+Each entry is ``fn(num_devices, accelerator, **options) -> strategy`` (a Lightning strategy name or object);
+``options`` carries ``num_nodes`` (worker machines, from the launcher's environment) and ``timeout`` (seconds a
+collective may wait). One device in one process needs no strategy at all; more devices or machines use DDP, which
+all-reduces gradients every step (MXNet's ``local``/``device``/``dist_sync`` aggregation, done by torch.distributed:
+gloo on the CPU, NCCL on GPUs). Plugins must accept and may ignore ``**options``. ``dist_async`` lives in
+:mod:`lit_imgcls.strategies.hivemind_async`.
 """
 
 from __future__ import annotations
 
-import os
-
-from lit_imgcls.errors import UsageError
-
-
-def _multi_node() -> bool:
-    return int(os.environ.get("WORLD_SIZE", "1")) > 1 or int(os.environ.get("SLURM_NTASKS", "1")) > 1
+from datetime import timedelta
+from typing import Any
 
 
-def single_machine(num_devices: int, accelerator: str) -> str:
-    """local, device, local_allreduce_device: data parallel over this machine's devices."""
-    return "ddp" if num_devices > 1 else "auto"
+def _ddp(timeout: float | None) -> Any:
+    from lightning.pytorch.strategies import DDPStrategy
+
+    # A fixed timeout turns a silent hang (a worker stuck or gone) into an error that the run watchdog explains.
+    return DDPStrategy(timeout=timedelta(seconds=timeout)) if timeout else DDPStrategy()
 
 
-def dist_sync(num_devices: int, accelerator: str) -> str:
-    """dist_sync, dist_device_sync: synchronous data parallel across machines (batch size per worker)."""
-    return "ddp" if num_devices > 1 or _multi_node() else "auto"
+def data_parallel(num_devices: int, accelerator: str, num_nodes: int = 1, timeout: float | None = None, **_: Any) -> Any:
+    """local, device, local_allreduce_device (one machine) and dist_sync, dist_device_sync (several): DDP.
+
+    MXNet told these apart by where gradients were summed (CPU, GPU, parameter server); DDP's all-reduce covers
+    all of them, with the batch size per worker as in MXNet's dist_sync.
+    """
+    return _ddp(timeout) if num_devices > 1 or num_nodes > 1 else "auto"
 
 
-def dist_async(num_devices: int, accelerator: str) -> str:
-    """dist_async: workers that do not wait for each other; its engine arrives with the distribution work."""
-    raise UsageError(
-        "kv_store 'dist_async' is recognised but its asynchronous engine is not built yet; "
-        "use dist_sync (synchronous, same results) for now"
-    )
+def fsdp(num_devices: int, accelerator: str, **_: Any) -> str:
+    """fsdp: Lightning's fully sharded data parallel, for networks too big for one GPU's memory."""
+    return "fsdp"
+
+
+def deepspeed(num_devices: int, accelerator: str, **_: Any) -> str:
+    """deepspeed: Lightning's DeepSpeed ZeRO stage 2 (needs CUDA and the deepspeed package)."""
+    return "deepspeed"
+
