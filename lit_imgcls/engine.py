@@ -180,7 +180,12 @@ def prepare_process(recipe: Recipe) -> None:
     rank_zero_log = logging.getLogger("lightning.pytorch.utilities.rank_zero")
     if not any(isinstance(f, _DropTips) for f in rank_zero_log.filters):
         rank_zero_log.addFilter(_DropTips())
-    torch.set_num_threads(recipe.threads or os.cpu_count() or 1)
+    if recipe.threads:
+        # Lightning's process launcher resets torch's thread count from OMP_NUM_THREADS when it is set, and to
+        # cores // processes when it is not; the recipe's choice must win.
+        os.environ["OMP_NUM_THREADS"] = str(recipe.threads)
+    threads = recipe.threads or int(os.environ.get("OMP_NUM_THREADS", "0") or 0) or os.cpu_count() or 1
+    torch.set_num_threads(threads)
     L.seed_everything(recipe.seed, workers=True, verbose=False)
 
 

@@ -388,9 +388,17 @@ def _wait_first_failure(running: Sequence[_Running]) -> _Running | None:
 
 
 def local_specs(workers: Sequence[Worker], command: Sequence[str]) -> Iterator[Spec]:
-    """Each worker as a child process here, with this environment plus its variables."""
+    """Each worker as a child process here, with this environment plus its variables.
+
+    Workers on one machine share its cores: each gets ``OMP_NUM_THREADS`` = cores // workers unless it is set
+    already. Without it, torch (and Lightning's launcher, which sets it from the devices of one worker) would give
+    every worker all cores, and on a loaded CPU each all-reduce waits for a descheduled peer.
+    """
+    threads = str(max(1, (os.cpu_count() or 1) // max(1, len(workers))))
     for w in workers:
-        yield Spec(w, list(command), {**os.environ, **w.env}, remote=False)
+        env = {**os.environ, **w.env}
+        env.setdefault("OMP_NUM_THREADS", threads)
+        yield Spec(w, list(command), env, remote=False)
 
 
 def ssh_specs(workers: Sequence[Worker], command: Sequence[str], ssh: Ssh, workdir: str) -> Iterator[Spec]:
