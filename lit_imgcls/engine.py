@@ -96,7 +96,9 @@ def build_module(recipe: Recipe, datamodule):
 def _devices(recipe: Recipe) -> tuple[str, Any, int]:
     ids = recipe.gpu_ids()
     if not ids:
-        return "cpu", recipe.num_processes, recipe.num_processes
+        # torchrun --nproc-per-node K starts K CPU processes per machine itself (LOCAL_WORLD_SIZE=K).
+        n = recipe.num_processes if recipe.num_processes > 1 else int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1)
+        return "cpu", n, n
     import torch
 
     available = torch.cuda.device_count()

@@ -131,3 +131,19 @@ def test_stuck_worker_times_out_with_its_rank_named(tmp_path):
     assert code == 1, out
     last = out.strip().splitlines()[-1]
     assert "no heartbeat from rank 1" in last, out
+
+
+def test_fit_runs_unchanged_under_torchrun(tmp_path):
+    """torchrun's environment (TORCHELASTIC_*, LOCAL_WORLD_SIZE) is read by Lightning and by fit's device count."""
+    port = str(_free_port())
+    args = quick_args(tmp_path, kv_store="dist_sync", batch_size=32, threads=1, num_examples=1000)
+    proc = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc-per-node", "2", "--master-port", port,
+         "-m", "lit_imgcls", "fit", *args],
+        cwd=tmp_path, env={**os.environ, "PYTHONWARNINGS": "ignore"}, capture_output=True, text=True, timeout=300,
+        stdin=subprocess.DEVNULL,
+    )
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-3000:]
+    assert "MEMBER: 2/2" in out and proc.stdout.count("final:") == 1
+    assert load_checkpoint(tmp_path / "model/mnist-0001.ckpt")["global_step"] == 1000 // 2 // 32
