@@ -7,6 +7,7 @@ spelling (``--lr-factor``) and the recipe's underscored one (``--lr_factor``).
 
 from __future__ import annotations
 
+import collections.abc
 import dataclasses
 import difflib
 import importlib
@@ -26,12 +27,17 @@ COMMANDS: dict[str, str] = {
     "fit": "lit_imgcls.commands.fit:fit",
     "validate": "lit_imgcls.commands.validate:validate",
     "test": "lit_imgcls.commands.test:test",
+    "predict": "lit_imgcls.commands.predict:predict",
+    "score": "lit_imgcls.commands.score:score",
     "list": "lit_imgcls.commands.list_plugins:list_plugins",
     "dataset pack": "lit_imgcls.commands.dataset_pack:pack",
     "dataset inspect": "lit_imgcls.commands.dataset_inspect:inspect_pack",
     "dataset verify": "lit_imgcls.commands.dataset_verify:verify",
     "dataset photos": "lit_imgcls.commands.dataset_photos:photos",
     "benchmark io": "lit_imgcls.commands.benchmark_io:benchmark_io",
+    "benchmark train": "lit_imgcls.commands.benchmark_train:benchmark_train",
+    "benchmark infer": "lit_imgcls.commands.benchmark_infer:benchmark_infer",
+    "plot": "lit_imgcls.commands.plot:plot",
     "launch": "lit_imgcls.commands.launch:launch",
 }
 
@@ -112,7 +118,9 @@ def build_parser(command: str, func: Callable[..., Any]):
                 ftype = typing.get_type_hints(hint)[f.name]
                 group.add_argument(*_flags(f.name), dest=f.name, type=ftype, default=f.default, help=field_docs.get(f.name, ""))
         elif param.default is inspect.Parameter.empty:
-            parser.add_argument(pname, type=hint, help=params.get(pname, ""))
+            # A required Sequence[str] takes one or more words (``plot RUN_DIR...``); list[str] is the -- tail above.
+            many = {"nargs": "+", "type": str} if typing.get_origin(hint) is collections.abc.Sequence else {"type": hint}
+            parser.add_argument(pname, help=params.get(pname, ""), **many)
         elif str in typing.get_args(hint) or list[str] in typing.get_args(hint) or hint == list[str]:
             if list[str] in typing.get_args(hint) or hint == list[str]:
                 # Repeating the flag adds to the list, unless there is a default list to replace.

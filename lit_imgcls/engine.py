@@ -57,9 +57,22 @@ def build_module(recipe: Recipe, datamodule):
     if recipe.top_k > datamodule.num_classes:
         raise UsageError(f"top_k {recipe.top_k} exceeds the {datamodule.num_classes} classes of dataset {recipe.dataset}; use --top-k 0 (off) or at most {datamodule.num_classes}")
     net = create_network(
-        recipe.network, num_classes=datamodule.num_classes, in_chans=c, img_size=h,
-        num_layers=recipe.num_layers, pretrained=recipe.pretrained,
+        recipe.network, num_classes=datamodule.num_classes, in_chans=c, img_size=h, num_layers=recipe.num_layers,
     )
+    loaded = None
+    if recipe.pretrained:
+        from lightning.pytorch.utilities import rank_zero_info
+
+        from lit_imgcls.networks.factory import load_pretrained
+
+        loaded = load_pretrained(net, recipe.pretrained)
+        rank_zero_info(f"pretrained: {loaded.summary()}")
+    if recipe.freeze_backbone or recipe.backbone_lr_mult != 1:
+        _check_head(net, recipe)
+    if recipe.freeze_backbone:
+        head = {id(p) for p in net.get_classifier().parameters()}
+        for p in net.parameters():
+            p.requires_grad_(id(p) in head)
     if recipe.channels_last:
         net = net.to(memory_format=torch.channels_last)
     module = ImageClassifier(
@@ -77,6 +90,7 @@ def build_module(recipe: Recipe, datamodule):
         warmup_epochs=recipe.warmup_epochs,
         onecycle_pct=recipe.onecycle_pct,
         label_smoothing=recipe.label_smoothing,
+        backbone_lr_mult=recipe.backbone_lr_mult,
         top_k=recipe.top_k,
         class_names=list(datamodule.class_names),
         mean=list(datamodule.mean),
@@ -90,7 +104,21 @@ def build_module(recipe: Recipe, datamodule):
         "mean": list(datamodule.mean),
         "std": list(datamodule.std),
     }
+    if loaded is not None:
+        module.meta["pretrained"] = {"path": loaded.path, "loaded": len(loaded.loaded), "skipped": loaded.skipped,
+                                     "new": loaded.new}
     return module
+
+
+def _check_head(net, recipe: Recipe) -> None:
+    import torch
+
+    head = net.get_classifier() if hasattr(net, "get_classifier") else None
+    if not isinstance(head, torch.nn.Module) or not any(True for _ in head.parameters()):
+        raise UsageError(
+            f"network {recipe.network} has no classifier layer to tell from its backbone (get_classifier()); "
+            "freeze_backbone and backbone_lr_mult need one"
+        )
 
 
 def _devices(recipe: Recipe) -> tuple[str, Any, int]:
@@ -221,9 +249,21 @@ def _first_line(exc: BaseException) -> str:
 
 
 def _logger(recipe: Recipe):
+    """CSV metrics always (``lit-imgcls plot`` and the TUI read them); with ``tensorboard`` TensorBoard too, first
+    logger CSV, so ``trainer.log_dir`` stays the CSV run folder."""
     from lightning.pytorch.loggers import CSVLogger
 
-    return CSVLogger(save_dir=recipe.run_dir, name=f"{recipe.dataset}-{recipe.network}".replace("/", "_"))
+    name = f"{recipe.dataset}-{recipe.network}".replace("/", "_")
+    csv = CSVLogger(save_dir=recipe.run_dir, name=name)
+    if not recipe.tensorboard:
+        return csv
+    try:
+        import tensorboard  # noqa: F401  (Lightning falls back to tensorboardX silently; name the real need)
+        from lightning.pytorch.loggers import TensorBoardLogger
+    except ImportError:
+        raise UsageError("tensorboard: true needs the tensorboard package: pip install 'lit-imgcls[tensorboard]'") from None
+    # The same version number: TensorBoard's own count would pick the next folder, as CSV's already exists.
+    return [csv, TensorBoardLogger(save_dir=recipe.run_dir, name=name, version=csv.version, default_hp_metric=False)]
 
 
 def fit(recipe: Recipe, datamodule=None) -> RunResult:
@@ -267,7 +307,7 @@ def fit(recipe: Recipe, datamodule=None) -> RunResult:
         wall_seconds=time.perf_counter() - start,
         samples_per_sec=speedometer.epoch_speed,
         checkpoint=saver.last_path if saver else None,
-        run_dir=logger.log_dir,
+        run_dir=(logger[0] if isinstance(logger, list) else logger).log_dir,
         reports=trainer.is_global_zero,
     )
 

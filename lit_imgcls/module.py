@@ -31,6 +31,7 @@ class ImageClassifier(L.LightningModule):
         warmup_epochs: linear LR warm-up.
         onecycle_pct: fraction of steps rising in onecycle.
         label_smoothing: cross-entropy label smoothing.
+        backbone_lr_mult: LR multiplier of every parameter outside ``net.get_classifier()`` (fine-tuning).
         top_k: also report top-k accuracy when > 1 (MXNet's ``--top-k``).
         class_names: names of the classes, saved in checkpoints for prediction.
         mean: per-channel mean (of [0, 1] pixels) for batches that arrive as uint8 images.
@@ -53,6 +54,7 @@ class ImageClassifier(L.LightningModule):
         warmup_epochs: float = 0.0,
         onecycle_pct: float = 0.25,
         label_smoothing: float = 0.0,
+        backbone_lr_mult: float = 1.0,
         top_k: int = 0,
         class_names: Sequence[str] | None = None,
         mean: Sequence[float] | None = None,
@@ -177,11 +179,18 @@ class ImageClassifier(L.LightningModule):
     def configure_optimizers(self):
         hp = self.hparams
         # No weight decay on biases and normalisation parameters: decaying them only hurts accuracy.
-        decay, no_decay = [], []
+        head = self.net.get_classifier() if hp.backbone_lr_mult != 1 and hasattr(self.net, "get_classifier") else None
+        head_ids = {id(p) for p in head.parameters()} if isinstance(head, nn.Module) else set()
+        buckets: dict[tuple[bool, bool], list] = {}
         for p in self.net.parameters():
             if p.requires_grad:
-                (no_decay if p.ndim <= 1 else decay).append(p)
-        groups = [{"params": decay, "weight_decay": hp.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+                buckets.setdefault((p.ndim > 1, not head_ids or id(p) in head_ids), []).append(p)
+        # Each group's LR is scaled by the schedule from its own starting value, so the backbone keeps its ratio.
+        groups = [
+            {"params": ps, "weight_decay": hp.weight_decay if decays else 0.0,
+             "lr": hp.lr if in_head else hp.lr * hp.backbone_lr_mult}
+            for (decays, in_head), ps in sorted(buckets.items(), reverse=True)
+        ]
         if hp.optimizer == "sgd":
             opt = torch.optim.SGD(groups, lr=hp.lr, momentum=hp.momentum, nesterov=hp.nesterov and hp.momentum > 0)
         elif hp.optimizer == "adamw":

@@ -20,7 +20,10 @@ class Recipe:
     Args:
         network: network name: lenet, mlp, inception-bn, inception-bn-small, a plugin's, or any timm model.
         num_layers: depth appended to a network name without digits, as MXNet's flag (resnet + 50 = resnet50).
-        pretrained: local file with weights to start from (lit-imgcls checkpoint, timm or plain state_dict).
+        pretrained: local file with weights to start from (lit-imgcls checkpoint, timm or plain state_dict);
+            tensors whose shapes differ (the classifier, for another class count) start fresh.
+        freeze_backbone: fine-tuning: train only the classifier layer, keep every other weight as loaded.
+        backbone_lr_mult: fine-tuning: the LR of every layer but the classifier is lr times this.
         dataset: dataset name from the registry (mnist, cifar10, folder, or a plugin's).
         data_dir: folder holding the dataset's files (downloaded there when the dataset can download).
         data_url: base URL to download the dataset from, instead of the mirrors in its card.
@@ -65,11 +68,14 @@ class Recipe:
         save_period: save a checkpoint every N epochs (and after the last).
         load_epoch: resume from PREFIX-NNNN.ckpt of that epoch: weights, optimizer, LR schedule, data order.
         run_dir: folder for logs and metrics (a numbered run folder is made inside).
+        tensorboard: also write TensorBoard event files into the run folder (metrics.csv is always written).
     """
 
     network: str = "lenet"
     num_layers: Optional[int] = None
     pretrained: Optional[str] = None
+    freeze_backbone: bool = False
+    backbone_lr_mult: float = 1.0
     dataset: str = "mnist"
     data_dir: Optional[str] = None
     data_url: Optional[str] = None
@@ -109,6 +115,7 @@ class Recipe:
     save_period: int = 1
     load_epoch: Optional[int] = None
     run_dir: str = "runs"
+    tensorboard: bool = False
 
     def schedule(self) -> str:
         """The LR schedule in force, with MXNet's implicit choice when ``lr_schedule`` is unset."""
@@ -153,6 +160,7 @@ def validate(recipe: Recipe) -> Recipe:
     need(recipe.batch_size > 0, f"batch_size must be a positive integer, got {recipe.batch_size}")
     need(recipe.fused_steps > 0, f"fused_steps must be a positive integer, got {recipe.fused_steps}")
     need(recipe.num_epochs > 0, f"num_epochs must be a positive integer, got {recipe.num_epochs}")
+    need(recipe.backbone_lr_mult > 0, f"backbone_lr_mult must be positive (use freeze_backbone to stop training it), got {recipe.backbone_lr_mult}")
     need(recipe.lr > 0, f"lr must be positive, got {recipe.lr}")
     need(0 <= recipe.mom < 1, f"mom must lie in [0, 1), got {recipe.mom}")
     need(recipe.wd >= 0, f"wd must be >= 0, got {recipe.wd}")

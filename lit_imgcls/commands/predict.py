@@ -1,0 +1,77 @@
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Literal, Optional
+
+
+def predict(
+    inputs: Sequence[str],
+    checkpoint: Optional[str] = None,
+    top_k: int = 5,
+    format: Literal["table", "json", "csv"] = "table",
+    batch_size: int = 64,
+    gpus: str = "",
+    threads: Optional[int] = None,
+    split: str = "val",
+) -> None:
+    """Name the classes in images with a trained checkpoint: top-k classes and softmax probabilities per image.
+
+    Example: lit-imgcls predict --checkpoint model/mnist-0001.ckpt digits/ 'scans/*.png' https://host/a.jpg
+    INPUTS: image files, folders (searched recursively), globs, http(s):// and s3:// URLs, and packs
+    made by `lit-imgcls dataset pack` (a pack folder or its manifest.json: every sample of --split). Images are
+    prepared as the checkpoint's validation data was (input size, grey or RGB, resize and centre crop, mean/std).
+    An unreadable image is reported on its own line and the others are still predicted; the exit code is then 1.
+
+    Args:
+        inputs: images, folders, globs, URLs or packs to predict.
+        checkpoint: the checkpoint (PREFIX-NNNN.ckpt written by fit).
+        top_k: classes reported per image.
+        format: table (aligned, for people), json (one document) or csv (input,rank,class,probability).
+        batch_size: images per forward pass.
+        gpus: a CUDA device like "0"; empty means CPU.
+        threads: CPU threads for compute; default: all cores.
+        split: the split of a pack to predict (train, val or test).
+    """
+    import sys
+
+    from lit_imgcls.errors import UsageError
+
+    if not checkpoint:
+        raise UsageError("predict needs --checkpoint CKPT (a PREFIX-NNNN.ckpt written by fit)")
+    if not inputs:
+        raise UsageError("predict needs inputs: image files, folders, globs, URLs or packs")
+    if top_k < 1 or batch_size < 1 or (threads is not None and threads < 1):
+        raise UsageError("top_k, batch_size and threads must be positive")
+    ids = [v.strip() for v in (gpus or "").split(",") if v.strip()]
+    if len(ids) > 1:
+        raise UsageError(f"predict runs on one device; give one GPU like --gpus {ids[0]}, not {gpus!r}")
+    if ids and not ids[0].isdigit():
+        raise UsageError(f"gpus must be a device number like '0' or empty for CPU, got {gpus!r}")
+    import torch
+
+    if threads:
+        torch.set_num_threads(threads)
+    from lit_imgcls.predict import FORMATS, Classifier, expand_inputs
+
+    clf = Classifier.load(checkpoint, device=f"cuda:{ids[0]}" if ids else "cpu")
+    bar = None
+    if format == "table":
+        from tqdm import tqdm
+
+        # Progress only for people watching a terminal: json and csv output stay machine-readable on every stream.
+        bar = tqdm(desc="predicting", unit="img", file=sys.stderr, disable=None, leave=False)
+    try:
+        results = list(clf.predict_sources(expand_inputs(inputs, split), top_k=top_k, batch_size=batch_size,
+                                           progress=bar.update if bar else None))
+    finally:
+        if bar is not None:
+            bar.close()
+    sys.stdout.write(FORMATS[format](results))
+    sys.stdout.flush()
+    failed = [r for r in results if r.error is not None]
+    if failed:
+        if format == "csv":  # csv has no place for them; table and json carry them in the output
+            for r in failed:
+                print(f"lit-imgcls: cannot read {r.input}: {r.error}", file=sys.stderr)
+        print(f"lit-imgcls: {len(failed)} of {len(results)} inputs could not be predicted", file=sys.stderr)
+        raise SystemExit(1)

@@ -1,0 +1,79 @@
+from __future__ import annotations
+
+import dataclasses
+import typing
+from typing import Any, Optional
+
+import docstring_parser
+
+from lit_imgcls.recipe import Recipe
+
+_OWN = {
+    "checkpoint": (Optional[str], "the checkpoint to score (PREFIX-NNNN.ckpt written by fit); required."),
+    "confusion_png": (Optional[str], "where to write the confusion matrix PNG; default CKPT-STEM-confusion.png "
+                                     "beside the checkpoint."),
+}
+_TOP_K_DOC = "also report top-k accuracy (default 5, at most the class count; 0 or 1 turns it off)."
+
+
+def _options_class() -> type:
+    """ScoreOptions: --checkpoint, --confusion-png, and every recipe key, each None (= the checkpoint's) unless given.
+
+    The dispatcher hands a command that takes a dataclass nothing but that dataclass, filled from --recipe FILE and
+    the flags; every key being None until given is what lets the checkpoint's saved recipe fill in the rest.
+    """
+    hints = typing.get_type_hints(Recipe)
+    docs = {p.arg_name: " ".join((p.description or "").split())
+            for p in docstring_parser.parse(Recipe.__doc__ or "").params}
+    docs["top_k"] = _TOP_K_DOC
+    fields: list[tuple[str, Any, Any]] = [(n, t, dataclasses.field(default=None)) for n, (t, _) in _OWN.items()]
+    fields += [(f.name, Optional[hints[f.name]], dataclasses.field(default=None)) for f in dataclasses.fields(Recipe)]
+    args = [f"    {n}: {d}" for n, (_, d) in _OWN.items()]
+    args += [f"    {f.name}: {docs.get(f.name, '')} (default: the checkpoint's)" for f in dataclasses.fields(Recipe)]
+    doc = "Options of score: the checkpoint, then recipe keys replacing its saved recipe's.\n\nArgs:\n" + "\n".join(args)
+
+    def given(self) -> dict[str, Any]:
+        """Recipe keys set by --recipe FILE or a flag."""
+        recipe_keys = {f.name for f in dataclasses.fields(Recipe)} - {"top_k"}
+        return {k: v for k, v in dataclasses.asdict(self).items() if k in recipe_keys and v is not None}
+
+    def to_yaml(self) -> str:
+        """The recipe score would use (--print-recipe)."""
+        if not self.checkpoint:
+            return Recipe(**self.given()).to_yaml()
+        from lit_imgcls.io import load_checkpoint
+        from lit_imgcls.score import resolve_recipe
+
+        return resolve_recipe(load_checkpoint(self.checkpoint).get("lit_imgcls") or {}, self.given()).to_yaml()
+
+    cls = dataclasses.make_dataclass("ScoreOptions", fields, namespace={"__doc__": doc, "given": given, "to_yaml": to_yaml})
+    cls.__module__ = __name__
+    return cls
+
+
+ScoreOptions = _options_class()
+
+
+def score(options: ScoreOptions) -> None:
+    """Evaluate a checkpoint on a dataset's validation split (MXNet's score.py): top-1 and top-k accuracy,
+    images/s, accuracy per class, and the confusion matrix, printed and saved as a PNG.
+
+    Example: lit-imgcls score --checkpoint model/mnist-0001.ckpt --top-k 3
+    The dataset is the one the checkpoint was trained with (its saved recipe); recipe flags or --recipe FILE
+    replace any of its keys, e.g. --dataset wds --data-val packs/val, or --gpus 0 to run on a GPU.
+
+    Args:
+        options: --checkpoint CKPT, --confusion-png PATH, --top-k K, and recipe keys overriding the checkpoint's.
+    """
+    from lit_imgcls.errors import UsageError
+    from lit_imgcls.score import default_png, report, save_confusion_png
+    from lit_imgcls.score import score as run_score
+
+    if not options.checkpoint:
+        raise UsageError("score needs --checkpoint CKPT (a PREFIX-NNNN.ckpt written by fit)")
+    top_k = 5 if options.top_k is None else options.top_k
+    if top_k < 0:
+        raise UsageError(f"top_k must be >= 0, got {top_k}")
+    result = run_score(options.checkpoint, options.given(), top_k=top_k)
+    png = save_confusion_png(result, options.confusion_png or default_png(options.checkpoint))
+    print(report(result) + f"confusion matrix PNG: {png}", flush=True)

@@ -1,0 +1,201 @@
+"""``score`` (MXNet's score.py): a checkpoint on a dataset's validation split, with accuracy per class, the
+confusion matrix (printed and as a PNG) and images/s.
+
+The data comes through the recipe's own DataModule and the batches through the trained ImageClassifier, the
+path ``fit`` validates on, so top-1 here is ``fit``'s val/acc on the same data.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lit_imgcls.errors import UsageError
+
+# Keys that describe this machine, not the trained model: a checkpoint from a GPU cluster scores on a laptop.
+MACHINE_KEYS = ("gpus", "num_processes", "kv_store", "load_epoch", "pretrained", "precision")
+
+
+@dataclass
+class ScoreResult:
+    """What ``score`` measured. ``confusion[i, j]`` counts images of class i predicted as class j."""
+
+    checkpoint: str
+    dataset: str
+    class_names: list[str]
+    confusion: np.ndarray
+    top1: float
+    top_k: int
+    topk: float | None
+    seconds: float
+    images_per_sec: float
+
+    @property
+    def count(self) -> int:
+        return int(self.confusion.sum())
+
+    @property
+    def per_class_count(self) -> np.ndarray:
+        return self.confusion.sum(axis=1)
+
+    @property
+    def per_class_accuracy(self) -> np.ndarray:
+        counts = self.per_class_count
+        return np.divide(np.diag(self.confusion), counts, out=np.full(len(counts), np.nan), where=counts > 0)
+
+
+def resolve_recipe(meta: dict, overrides: dict[str, Any]):
+    """The checkpoint's saved recipe, machine keys reset, then ``overrides`` (the keys a user gave) on top."""
+    from lit_imgcls.predict import recipe_from_meta
+    from lit_imgcls.recipe import Recipe
+
+    recipe = recipe_from_meta(meta)
+    defaults = Recipe()
+    for key in MACHINE_KEYS:
+        setattr(recipe, key, getattr(defaults, key))
+    unknown = set(overrides) - {f.name for f in dataclasses.fields(Recipe)}
+    if unknown:
+        raise UsageError(f"unknown recipe keys: {', '.join(sorted(unknown))}")
+    recipe = dataclasses.replace(recipe, **overrides)
+    recipe.pretrained = None  # the checkpoint's weights are the ones scored
+    return recipe
+
+
+def score(checkpoint: str, overrides: dict[str, Any] | None = None, top_k: int = 5) -> ScoreResult:
+    """Evaluates ``checkpoint`` on the validation split of its recipe's dataset (or of ``overrides``' dataset).
+
+    Args:
+        checkpoint: a PREFIX-NNNN.ckpt written by fit.
+        overrides: recipe keys replacing the saved recipe's (dataset, data_val, batch_size, gpus, ...).
+        top_k: also measure top-k accuracy (at most the class count; < 2 turns it off).
+    """
+    import torch
+
+    from lit_imgcls.engine import _devices, build_datamodule, prepare_process
+    from lit_imgcls.io import load_checkpoint
+    from lit_imgcls.predict import load_module
+    from lit_imgcls.recipe import validate
+
+    ckpt = load_checkpoint(checkpoint)
+    meta = ckpt.get("lit_imgcls") or {}
+    if "recipe" not in meta:
+        raise UsageError(f"checkpoint {checkpoint} has no saved recipe: it was not written by `lit-imgcls fit`")
+    recipe = resolve_recipe(meta, dict(overrides or {}))
+    recipe.top_k = 0  # top-k is measured here, for any k; the module needs none
+    validate(recipe)
+    prepare_process(recipe)
+    accelerator, devices, _ = _devices(recipe)
+    device = torch.device(f"cuda:{devices[0]}" if accelerator == "gpu" else "cpu")
+    datamodule = build_datamodule(recipe)
+    names = [str(n) for n in datamodule.class_names]
+    if names != [str(n) for n in meta.get("class_names", names)]:
+        raise UsageError(f"dataset {recipe.dataset} has classes {names[:5]}..., the checkpoint {list(meta['class_names'])[:5]}...")
+    datamodule.prepare_data()
+    datamodule.setup("validate")
+    loader = datamodule.val_dataloader()
+    if not loader:
+        raise UsageError(f"dataset {recipe.dataset} has no validation split here; give one with --data-val")
+    module, _ = load_module(checkpoint, ckpt)
+    module.to(device).eval()
+    k = min(top_k, len(names)) if top_k > 1 else 0
+    confusion = torch.zeros(len(names) * len(names), dtype=torch.long)
+    topk_hits = 0
+    start = time.perf_counter()
+    with torch.inference_mode():
+        for batch in loader:
+            x, y = batch[0], batch[1]
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            x = module.on_after_batch_transfer((x, y), 0)[0]  # packed loaders deliver uint8: normalise as fit did
+            logits = module(x)
+            pred = logits.argmax(dim=1)
+            confusion += torch.bincount((y * len(names) + pred).cpu(), minlength=len(names) ** 2)
+            if k:
+                topk_hits += int((logits.topk(k, dim=1).indices == y[:, None]).any(dim=1).sum())
+    seconds = time.perf_counter() - start
+    matrix = confusion.view(len(names), len(names)).numpy()
+    count = int(matrix.sum())
+    if count == 0:
+        raise UsageError(f"the validation split of dataset {recipe.dataset} is empty")
+    return ScoreResult(
+        checkpoint=str(checkpoint), dataset=recipe.dataset, class_names=names, confusion=matrix,
+        top1=float(np.trace(matrix)) / count, top_k=k, topk=topk_hits / count if k else None,
+        seconds=seconds, images_per_sec=count / seconds if seconds > 0 else float("inf"),
+    )
+
+
+def default_png(checkpoint: str | Path) -> Path:
+    p = Path(checkpoint)
+    return p.with_name(f"{p.stem}-confusion.png")
+
+
+def report(result: ScoreResult, max_matrix_classes: int = 20) -> str:
+    """The text ``score`` prints: totals, per-class accuracy, and the confusion matrix (or, for many classes,
+    its largest off-diagonal cells, which a full matrix would bury)."""
+    names = result.class_names
+    lines = [f"score: {result.count} images of {result.dataset} (validation split), "
+             f"{result.images_per_sec:.0f} images/s ({result.seconds:.1f} s)",
+             f"top-1 accuracy {result.top1:.6f}"]
+    if result.topk is not None:
+        lines.append(f"top-{result.top_k} accuracy {result.topk:.6f}")
+    nw = max(5, *(len(n) for n in names))
+    lines += ["", "per-class accuracy:", f"  {'class':<{nw}}  {'count':>7}  {'correct':>7}  accuracy"]
+    for name, n, hit, acc in zip(names, result.per_class_count, np.diag(result.confusion), result.per_class_accuracy):
+        lines.append(f"  {name:<{nw}}  {int(n):>7}  {int(hit):>7}  {acc:8.4f}")
+    lines.append("")
+    if len(names) <= max_matrix_classes:
+        cw = max(len(str(int(result.confusion.max()))), *(len(n) for n in names)) + 1
+        lines.append("confusion matrix (rows: true class, columns: predicted class):")
+        lines.append(f"  {'':<{nw}} " + "".join(f"{n[:cw - 1]:>{cw}}" for n in names))
+        for name, row in zip(names, result.confusion):
+            lines.append(f"  {name:<{nw}} " + "".join(f"{int(v):>{cw}}" for v in row))
+    else:
+        off = result.confusion.copy()
+        np.fill_diagonal(off, 0)
+        order = np.argsort(off, axis=None)[::-1][:20]
+        lines.append(f"most frequent confusions ({len(names)} classes; the full matrix is in the PNG):")
+        for flat in order:
+            i, j = divmod(int(flat), len(names))
+            if off[i, j]:
+                lines.append(f"  {names[i]} -> {names[j]}: {int(off[i, j])}")
+    return "\n".join(lines) + "\n"
+
+
+def save_confusion_png(result: ScoreResult, path: str | Path) -> Path:
+    """The confusion matrix as a heat map (rows normalised per true class), written atomically."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    from lit_imgcls.io import atomic_write
+
+    names = result.class_names
+    n = len(names)
+    counts = result.confusion.sum(axis=1, keepdims=True)
+    share = np.divide(result.confusion, counts, out=np.zeros(result.confusion.shape), where=counts > 0)
+    side = min(24.0, max(5.0, 0.45 * n + 2))
+    # A Figure with its own Agg canvas: no pyplot, so no global backend switch and no display needed.
+    fig = Figure(figsize=(side, side), dpi=100)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    im = ax.imshow(share, cmap="Blues", vmin=0.0, vmax=1.0)
+    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="share of the true class")
+    if n <= 40:
+        ax.set_xticks(range(n), labels=names, rotation=90)
+        ax.set_yticks(range(n), labels=names)
+    if n <= 20:
+        for i in range(n):
+            for j in range(n):
+                if result.confusion[i, j]:
+                    ax.text(j, i, str(int(result.confusion[i, j])), ha="center", va="center", fontsize=7,
+                            color="white" if share[i, j] > 0.5 else "black")
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("true class")
+    topk = f", top-{result.top_k} {result.topk:.4f}" if result.topk is not None else ""
+    ax.set_title(f"{Path(result.checkpoint).name} on {result.dataset}: top-1 {result.top1:.4f}{topk}")
+    fig.tight_layout()
+    atomic_write(path, lambda f: fig.savefig(f, format="png"))
+    return Path(path)

@@ -1,0 +1,151 @@
+"""plot: PNG and a self-contained interactive HTML page from real fit runs, checked in headless Chromium offline."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import socket
+import subprocess
+import threading
+from html import unescape
+from pathlib import Path
+
+import pytest
+
+from conftest import quick_args, run_cli
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.fixture(scope="module")
+def two_runs(tmp_path_factory) -> Path:
+    """Two short real runs (different LR) in one run folder; the second also writes TensorBoard events."""
+    tmp = tmp_path_factory.mktemp("plot")
+    for lr, extra in (("0.05", []), ("0.2", ["--tensorboard", "true"])):
+        res = run_cli("fit", *quick_args(tmp, num_examples=1500, num_epochs=2, disp_batches=5, lr=lr, threads=1), *extra)
+        assert res.returncode == 0, res.stderr
+    return tmp / "runs" / "mnist-lenet"
+
+
+class ProxyTrap:
+    """A listening socket posing as the browser's proxy: every request the page made would arrive here."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.sock.settimeout(0.2)
+        self.port = self.sock.getsockname()[1]
+        self.connections = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._accept, daemon=True)
+        self._thread.start()
+
+    def _accept(self) -> None:
+        while not self._stop.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except (socket.timeout, OSError):
+                continue
+            self.connections += 1
+            conn.close()
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.sock.close()
+
+
+def _dump_dom(url: str, proxy_port: int, profile: Path) -> str:
+    cmd = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+           "--disable-background-networking", "--disable-component-update", "--disable-sync",
+           f"--user-data-dir={profile}", "--window-size=1200,900",
+           # No name resolves; the trap's address is exempt, or the browser could not reach even the trap.
+           "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
+           f"--proxy-server=http://127.0.0.1:{proxy_port}", "--virtual-time-budget=3000", "--dump-dom", url]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return proc.stdout
+
+
+def _body_attrs(dom: str) -> dict[str, str]:
+    body = re.search(r"<body([^>]*)>", dom).group(1)
+    return {k: unescape(v) for k, v in re.findall(r'([\w-]+)="([^"]*)"', body)}
+
+
+def test_plot_png_and_offline_interactive_html(two_runs, tmp_path):
+    versions = sorted(p.name for p in two_runs.iterdir())
+    assert versions == ["version_0", "version_1"]
+    assert list((two_runs / "version_1").glob("events.out.tfevents.*")), "tensorboard: true writes event files beside metrics.csv"
+
+    out = tmp_path / "out" / "curves"
+    res = run_cli("plot", str(two_runs / "version_0"), str(two_runs / "version_1"), "--out", str(out), "--x", "epoch")
+    assert res.returncode == 0, res.stderr
+    png, page = Path(f"{out}.png"), Path(f"{out}.html")
+    data = png.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000
+    import matplotlib.image
+
+    assert matplotlib.image.imread(png).shape[:2] == (800, 1200)  # 12 x 8 inches at 100 dpi: the 2 x 2 grid
+
+    text = page.read_text()
+    embedded = re.search(r'<script type="application/json" id="data">(.*?)</script>', text, re.S).group(1)
+    chart = json.loads(embedded)
+    assert [r["label"] for r in chart["runs"]] == ["mnist-lenet/version_0", "mnist-lenet/version_1"]
+    assert chart["x"] == "epoch" and [p["title"] for p in chart["panels"]] == ["accuracy", "loss", "learning rate", "samples/s"]
+    lrs = [r["series"]["lr"]["y"][0] for r in chart["runs"]]
+    assert lrs == [0.05, 0.2]
+    assert max(chart["runs"][0]["series"]["val/acc"]["epoch"]) == 2.0
+    # Self-contained: no URL outside the data block but the SVG namespace, which is a name, never fetched.
+    rest = text.replace(embedded, "")
+    assert re.findall(r"https?://[^\s\"'`]*", rest) == ["http://www.w3.org/2000/svg"]
+    assert not re.search(r"<(link|img|iframe)\b|src=|@import|url\(http", rest)
+
+    if CHROMIUM is None:
+        pytest.skip("chromium is not installed (apt-get install chromium, or scripts/setup.sh): the HTML page was not opened")
+    trap = ProxyTrap()
+    try:
+        dom = _dump_dom(page.resolve().as_uri() + "#selftest", trap.port, tmp_path / "profile")
+        attrs = _body_attrs(dom)
+        # Control: the same browser settings do send a page's request to the trap, so zero below means none was made.
+        control = tmp_path / "control.html"
+        control.write_text('<!doctype html><img src="http://example.com/x.png"><script>fetch("http://example.org/")</script>')
+        before = trap.connections
+        _dump_dom(control.as_uri(), trap.port, tmp_path / "profile2")
+        reached = trap.connections - before
+    finally:
+        trap.close()
+    assert before == 0, f"the plot page made {before} network connection(s)"
+    assert reached > 0, "the proxy trap saw nothing from a page that does fetch: the check would prove nothing"
+
+    assert attrs["data-drawn-panels"] == "4"
+    assert attrs["data-paths"] == "4,4,2,2"  # per panel: train + val of two runs; one line of two runs
+    assert dom.count('data-drawn="1"') == 4
+    selftest = json.loads(attrs["data-selftest"])
+    assert selftest["hidden_paths"] == [2, 2, 1, 1] and selftest["shown_again"]  # legend toggles a run
+    lo, hi = (float(v) for v in selftest["drag_zoom"].split(","))
+    assert 0 <= lo < hi <= 2 and hi - lo < 1.5  # drag selects part of the 2 epochs
+    assert selftest["wheel_zoom"]  # the wheel zooms too
+    assert "mnist-lenet/version_" in selftest["tooltip"] and "epoch" in selftest["tooltip"]
+
+
+def test_parent_folder_takes_every_version(two_runs, tmp_path):
+    res = run_cli("plot", str(two_runs), "--out", str(tmp_path / "all"))
+    assert res.returncode == 0, res.stderr
+    chart = json.loads(re.search(r'id="data">(.*?)</script>', (tmp_path / "all.html").read_text(), re.S).group(1))
+    assert len(chart["runs"]) == 2 and chart["x"] == "step"
+
+
+def test_folder_without_metrics_is_one_line_exit_2(tmp_path):
+    (tmp_path / "empty").mkdir()
+    res = run_cli("plot", str(tmp_path / "empty"))
+    assert res.returncode == 2
+    assert res.stderr.strip().count("\n") == 0 and "no metrics.csv" in res.stderr
+
+
+def test_script_json_cannot_close_its_block():
+    from lit_imgcls.plot import script_json
+
+    text = script_json({"label": "</script><!-- & -->"})
+    assert "</" not in text and "<!--" not in text and json.loads(text) == {"label": "</script><!-- & -->"}
