@@ -39,6 +39,7 @@ COMMANDS: dict[str, str] = {
     "benchmark infer": "lit_imgcls.commands.benchmark_infer:benchmark_infer",
     "plot": "lit_imgcls.commands.plot:plot",
     "launch": "lit_imgcls.commands.launch:launch",
+    "tui": "lit_imgcls.commands.tui:tui",
 }
 
 # MXNet's flags switch the LR schedule by being given: --lr-factor-epoch means step decay, --lr-step-epochs

@@ -10,9 +10,10 @@ import glob
 import io
 import os
 import tarfile
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence, Union
+from typing import Any
 
 import numpy as np
 
@@ -24,7 +25,7 @@ SMALL = 64  # as lit_imgcls.data.formats.packed.SMALL: packs of small same-size 
 # Raised by PIL and the decoders for files that are not (complete) images.
 DECODE_ERRORS: tuple[type[BaseException], ...] = (OSError, ValueError, SyntaxError, EOFError, TypeError)
 
-ImageLike = Union[str, Path, bytes, Any]  # path or URL, encoded bytes, PIL.Image, numpy HWC, torch CHW
+ImageLike = Any  # a path or URL (str, Path), encoded bytes, a PIL image, numpy HW/HWC, torch CHW
 
 
 class ImageError(ValueError):
@@ -155,7 +156,7 @@ class Preprocessor:
         except ImageError:
             raise
         except DECODE_ERRORS as exc:
-            raise ImageError(" ".join(str(exc).split()) or type(exc).__name__) from None
+            raise ImageError(f"not a readable image ({' '.join(str(exc).split()) or type(exc).__name__})") from None
 
     def _channels(self, arr: np.ndarray) -> np.ndarray:
         if self.c == 1 and arr.ndim == 3:
@@ -233,7 +234,7 @@ class Classifier:
                                        preprocess_kind(meta))
 
     @classmethod
-    def load(cls, checkpoint: str | Path, device: str = "cpu") -> "Classifier":
+    def load(cls, checkpoint: str | Path, device: str = "cpu") -> Classifier:
         """Builds the network a checkpoint was trained with and loads its weights (``weights_only``: no code runs).
 
         Args:
@@ -390,7 +391,7 @@ def expand_inputs(inputs: Sequence[str], split: str = "val") -> Iterator[Source]
             else:
                 yield Source(text, lambda t=text: _read_location(t))
             continue
-        path = Path(text[len("file://"):] if text.startswith("file://") else text).expanduser()
+        path = Path(text.removeprefix("file://")).expanduser()
         if path.is_dir() and (path / "manifest.json").is_file():
             yield from _pack_sources(str(path), split)
         elif path.is_file() and path.name == "manifest.json":

@@ -63,6 +63,9 @@ def resolve_recipe(meta: dict, overrides: dict[str, Any]):
         raise UsageError(f"unknown recipe keys: {', '.join(sorted(unknown))}")
     recipe = dataclasses.replace(recipe, **overrides)
     recipe.pretrained = None  # the checkpoint's weights are the ones scored
+    if not recipe.image_shape and meta.get("image_shape"):
+        # Another dataset must still deliver what the network takes (a grey MNIST model scoring an RGB pack).
+        recipe.image_shape = ",".join(str(int(v)) for v in meta["image_shape"])
     return recipe
 
 
@@ -98,7 +101,7 @@ def score(checkpoint: str, overrides: dict[str, Any] | None = None, top_k: int =
     datamodule.prepare_data()
     datamodule.setup("validate")
     loader = datamodule.val_dataloader()
-    if not loader:
+    if loader is None or (isinstance(loader, (list, tuple)) and not loader):  # packed streams have no len()
         raise UsageError(f"dataset {recipe.dataset} has no validation split here; give one with --data-val")
     module, _ = load_module(checkpoint, ckpt)
     module.to(device).eval()
@@ -137,8 +140,8 @@ def report(result: ScoreResult, max_matrix_classes: int = 20) -> str:
     """The text ``score`` prints: totals, per-class accuracy, and the confusion matrix (or, for many classes,
     its largest off-diagonal cells, which a full matrix would bury)."""
     names = result.class_names
-    lines = [f"score: {result.count} images of {result.dataset} (validation split), "
-             f"{result.images_per_sec:.0f} images/s ({result.seconds:.1f} s)",
+    lines = [(f"score: {result.count} images of {result.dataset} (validation split), "
+              f"{result.images_per_sec:.0f} images/s ({result.seconds:.1f} s)"),
              f"top-1 accuracy {result.top1:.6f}"]
     if result.topk is not None:
         lines.append(f"top-{result.top_k} accuracy {result.topk:.6f}")

@@ -7,7 +7,8 @@ cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 TORCH_PAIR=(torch==2.14.1 torchvision==0.29.1)   # the pair that works on this CPU machine (CUDA build, runs on CPU)
 APT_PACKAGES=(pkg-config libturbojpeg0-dev libopencv-dev
-              openssh-server openssh-client rsync iproute2)   # lit-imgcls launch and its two-host test
+              openssh-server openssh-client rsync iproute2   # lit-imgcls launch and its two-host test
+              chromium)   # tests/test_plot.py opens plot's HTML page in a headless browser
 stamp=".setup-stamp"
 want=$(cat pyproject.toml constraints.txt scripts/setup.sh | sha256sum | cut -d' ' -f1)
 

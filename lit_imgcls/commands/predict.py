@@ -1,17 +1,17 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Literal, Optional
+from typing import Literal
 
 
 def predict(
     inputs: Sequence[str],
-    checkpoint: Optional[str] = None,
+    checkpoint: str | None = None,
     top_k: int = 5,
     format: Literal["table", "json", "csv"] = "table",
     batch_size: int = 64,
     gpus: str = "",
-    threads: Optional[int] = None,
+    threads: int | None = None,
     split: str = "val",
 ) -> None:
     """Name the classes in images with a trained checkpoint: top-k classes and softmax probabilities per image.
@@ -62,7 +62,7 @@ def predict(
         bar = tqdm(desc="predicting", unit="img", file=sys.stderr, disable=None, leave=False)
     try:
         results = list(clf.predict_sources(expand_inputs(inputs, split), top_k=top_k, batch_size=batch_size,
-                                           progress=bar.update if bar else None))
+                                           progress=bar.update if bar is not None else None))
     finally:
         if bar is not None:
             bar.close()

@@ -2,16 +2,15 @@ from __future__ import annotations
 
 import dataclasses
 import typing
-from typing import Any, Optional
+from typing import Any
 
 import docstring_parser
 
 from lit_imgcls.recipe import Recipe
 
 _OWN = {
-    "checkpoint": (Optional[str], "the checkpoint to score (PREFIX-NNNN.ckpt written by fit); required."),
-    "confusion_png": (Optional[str], "where to write the confusion matrix PNG; default CKPT-STEM-confusion.png "
-                                     "beside the checkpoint."),
+    "checkpoint": (str | None, "the checkpoint to score (PREFIX-NNNN.ckpt written by fit); required."),
+    "confusion_png": (str | None, "where to write the confusion matrix PNG; default CKPT-STEM-confusion.png beside it."),
 }
 _TOP_K_DOC = "also report top-k accuracy (default 5, at most the class count; 0 or 1 turns it off)."
 
@@ -27,9 +26,10 @@ def _options_class() -> type:
             for p in docstring_parser.parse(Recipe.__doc__ or "").params}
     docs["top_k"] = _TOP_K_DOC
     fields: list[tuple[str, Any, Any]] = [(n, t, dataclasses.field(default=None)) for n, (t, _) in _OWN.items()]
-    fields += [(f.name, Optional[hints[f.name]], dataclasses.field(default=None)) for f in dataclasses.fields(Recipe)]
+    fields += [(f.name, hints[f.name] | None, dataclasses.field(default=None)) for f in dataclasses.fields(Recipe)]
     args = [f"    {n}: {d}" for n, (_, d) in _OWN.items()]
-    args += [f"    {f.name}: {docs.get(f.name, '')} (default: the checkpoint's)" for f in dataclasses.fields(Recipe)]
+    args += [f"    {f.name}: {docs.get(f.name, '')}" + ("" if f.name == "top_k" else " (default: the checkpoint's)")
+             for f in dataclasses.fields(Recipe)]
     doc = "Options of score: the checkpoint, then recipe keys replacing its saved recipe's.\n\nArgs:\n" + "\n".join(args)
 
     def given(self) -> dict[str, Any]:
@@ -55,8 +55,10 @@ ScoreOptions = _options_class()
 
 
 def score(options: ScoreOptions) -> None:
-    """Evaluate a checkpoint on a dataset's validation split (MXNet's score.py): top-1 and top-k accuracy,
-    images/s, accuracy per class, and the confusion matrix, printed and saved as a PNG.
+    """Evaluate a checkpoint on a validation split (MXNet's score.py): accuracy, per class too, and confusions.
+
+    Prints top-1 and top-k accuracy, images/s, accuracy per class and the confusion matrix, and saves the matrix
+    as a PNG.
 
     Example: lit-imgcls score --checkpoint model/mnist-0001.ckpt --top-k 3
     The dataset is the one the checkpoint was trained with (its saved recipe); recipe flags or --recipe FILE
