@@ -19,7 +19,7 @@ from typing import Any, Callable
 
 import docstring_parser
 
-from lit_imgcls.errors import DuplicateNameError, RunFailed, UsageError
+from lit_imgcls.errors import DuplicateNameError, RunFailed, RunStopped, UsageError
 
 PROG = "lit-imgcls"
 
@@ -186,10 +186,11 @@ def _one_line(exc: BaseException) -> str:
 
 def _overview() -> str:
     lines = [f"usage: {PROG} COMMAND [options]   ({PROG} COMMAND --help for a command's options)", "", "commands:"]
+    width = max(len(name) for name in COMMANDS)
     for name, target in COMMANDS.items():
         module, func = target.split(":")
         doc = _doc_first_line(module, func)
-        lines.append(f"  {name:<10} {doc}")
+        lines.append(f"  {name:<{width}}  {doc}")
     return "\n".join(lines)
 
 
@@ -268,6 +269,9 @@ def main(argv: list[str] | None = None) -> int:
     except (UsageError, DuplicateNameError) as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 2
+    except RunStopped as exc:
+        print(f"{PROG}: {exc}", file=sys.stderr, flush=True)
+        return 128 + 15
     except RunFailed as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr, flush=True)
         sys.stdout.flush()

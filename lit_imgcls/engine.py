@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from lit_imgcls import __version__
-from lit_imgcls.errors import RunFailed, UsageError
+from lit_imgcls.errors import RunFailed, RunStopped, UsageError
 from lit_imgcls.recipe import Recipe, validate
 from lit_imgcls.registry import datasets, strategies
 from lit_imgcls.schedules import parse_epochs
@@ -286,6 +286,10 @@ def fit(recipe: Recipe, datamodule=None) -> RunResult:
     if recipe.model_prefix:
         saver = EpochCheckpoint(recipe.model_prefix, recipe.save_period, recipe.to_yaml())
         callbacks.append(saver)
+    from lit_imgcls.callbacks.run_events import RunEvents
+
+    events = RunEvents(recipe, speedometer, saver)
+    callbacks.append(events)  # events.jsonl in the run folder (lit-imgcls tui reads it)
     logger = _logger(recipe)
     trainer = build_trainer(recipe, callbacks, logger=logger)
     # Everything built so far lives for the whole run: freezing it keeps Python's cyclic GC from rescanning it
@@ -294,6 +298,13 @@ def fit(recipe: Recipe, datamodule=None) -> RunResult:
     gc.freeze()
     try:
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt, weights_only=True)
+    except SystemExit as exc:
+        from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+        if isinstance(exc, SIGTERMException):  # a cluster's pre-emption or the TUI's stop key
+            saved = events.stop_checkpoint or "none (see the run's events.jsonl)"
+            raise RunStopped(f"stopped by SIGTERM at step {trainer.global_step}; checkpoint {saved}") from None
+        raise
     except Exception as exc:
         if watchdog.diagnosis:
             raise RunFailed(f"{watchdog.diagnosis} ({type(exc).__name__}: {_first_line(exc)})") from exc

@@ -27,3 +27,7 @@ class RunFailed(RuntimeError):
     The CLI prints ``lit-imgcls: error: <message>`` and exits with code 1 at once, without a traceback and without
     waiting on a process group that can no longer finish.
     """
+
+
+class RunStopped(Exception):
+    """A run that stopped on request (SIGTERM) after saving a checkpoint; the CLI prints the line, exits 143."""

@@ -23,6 +23,7 @@ class Speedometer(L.Callback):
         self.verbose = verbose
         self.train_seconds = 0.0  # time inside training batches, all epochs, validation excluded
         self.epoch_speed = float("nan")
+        self.last_metrics: dict[str, float] | None = None  # the latest window's or epoch's metrics (run events read it)
 
     def _say(self, trainer: L.Trainer, text: str) -> None:
         if not self.verbose:
@@ -63,6 +64,7 @@ class Speedometer(L.Callback):
         lr = trainer.optimizers[0].param_groups[0]["lr"] if trainer.optimizers else float("nan")
         metrics = {"train/samples_per_sec": speed, "train/acc": acc, "train/loss": loss, "lr": lr,
                    "epoch": trainer.current_epoch}
+        self.last_metrics = metrics
         self._log(trainer, metrics)
         self._say(
             trainer,
@@ -91,6 +93,7 @@ class Speedometer(L.Callback):
         if total:
             metrics["train/epoch_acc"] = self._epoch_correct / total
             metrics["train/epoch_loss"] = self._epoch_loss_sum / total
+        self.last_metrics = metrics
         self._log(trainer, metrics)
         val = trainer.callback_metrics.get("val/acc")
         val_text = f"\tValidation-accuracy={float(val):.6f}" if val is not None else ""

@@ -1,0 +1,348 @@
+"""The Textual UI, driven by pilots: build and check a recipe, launch and watch a real run, attach, stop; snapshots."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+import os
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import REPO, quick_args, run_cli
+
+pytest.importorskip("textual")
+
+from textual.widgets import Input, Select, Static  # noqa: E402
+
+from tui.app import LitImgclsApp  # noqa: E402
+from tui.runs import discover_runs  # noqa: E402
+
+SIZE = (120, 40)
+
+
+def synced(fn):
+    """Runs an async pilot test in its own event loop (no pytest-asyncio needed)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        asyncio.run(fn(*args, **kwargs))
+
+    return wrapper
+
+
+RECIPES = str(REPO / "recipes")
+
+
+async def wait_until(pilot, cond, timeout: float = 30.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await pilot.pause(0.1)
+
+
+async def settle(pilot) -> None:
+    """Waits for the builder's checks (finite workers) and the refresh after them."""
+    await pilot.pause()
+    app = pilot.app
+    await wait_until(pilot, lambda: getattr(app.screen, "checked", True), 60, "the recipe check")
+    await pilot.pause()
+
+
+def static_text(app, selector: str) -> str:
+    return str(app.screen.query_one(selector, Static).render())
+
+
+async def set_field(pilot, key: str, value: str) -> None:
+    widget = pilot.app.screen.query_one(f"#f-{key}")
+    widget.value = value
+    await pilot.pause()
+    await settle(pilot)
+
+
+def events_of(folder: Path) -> list[dict]:
+    return [json.loads(line) for line in (folder / "events.jsonl").read_text().splitlines() if line.strip()]
+
+
+# -- a fixed run folder for the attach and snapshot tests -----------------------------------------------------
+def write_fixed_run(folder: Path, name: str, accs: list[float], status: str = "finished", t0: float = 1_700_000_000.0):
+    folder.mkdir(parents=True)
+    recipe = {"network": name.split("-")[1], "dataset": name.split("-")[0], "num_epochs": len(accs)}
+    steps_per_epoch = 40
+    events = [{"t": t0, "type": "start", "pid": -1, "recipe": recipe, "total_steps": steps_per_epoch * len(accs),
+               "num_epochs": len(accs), "start_epoch": 0, "start_step": 0}]
+    t = t0
+    for epoch, acc in enumerate(accs):
+        for k in range(1, 5):
+            t += 2.0
+            step = epoch * steps_per_epoch + 10 * k
+            events.append({"t": t, "type": "step", "step": step, "epoch": epoch, "samples_per_sec": 3000.0 + 100 * k,
+                           "train_acc": round(acc - 0.2 + 0.04 * k, 4), "train_loss": round(1.5 / (step + 1) ** 0.5, 4),
+                           "lr": 0.05})
+        t += 1.0
+        events.append({"t": t, "type": "epoch", "epoch": epoch, "step": (epoch + 1) * steps_per_epoch, "val_acc": acc,
+                       "val_loss": round(1 - acc, 4), "train_acc": round(acc - 0.05, 4), "epoch_time": 8.0,
+                       "samples_per_sec": 3200.0, "checkpoint": f"model/{name}-{epoch + 1:04d}.ckpt"})
+    end = {"t": t + 0.5, "type": "end", "status": status}
+    if status == "stopped":
+        end["checkpoint"] = f"model/{name}-stop.ckpt"
+    events.append(end)
+    (folder / "events.jsonl").write_text("".join(json.dumps(e) + "\n" for e in events))
+
+
+@pytest.fixture
+def fixed_runs(tmp_path, monkeypatch):
+    """runs/ with two finished runs and a stopped one, fixed times; the working directory is tmp_path."""
+    monkeypatch.chdir(tmp_path)
+    write_fixed_run(tmp_path / "runs" / "mnist-lenet" / "version_0", "mnist-lenet", [0.91, 0.95, 0.97])
+    write_fixed_run(tmp_path / "runs" / "mnist-lenet" / "version_1", "mnist-lenet", [0.93, 0.96, 0.985])
+    write_fixed_run(tmp_path / "runs" / "mnist-mlp" / "version_0", "mnist-mlp", [0.88], status="stopped")
+    return tmp_path / "runs"
+
+
+# -- recipe builder --------------------------------------------------------------------------------------------
+@synced
+async def test_builder_shows_bad_input_at_the_field_and_refuses_to_launch(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    app = LitImgclsApp(runs_dir="runs", recipes_dir=RECIPES)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        screen = app.screen
+        assert screen.recipe is not None and screen.recipe.network == "lenet"  # recipes/mnist.yaml, valid
+
+        await set_field(pilot, "lr", "-0.1")
+        assert "lr must be positive" in static_text(app, "#err-lr")
+        assert screen.query_one("#row-lr").has_class("invalid") and screen.recipe is None
+
+        await pilot.press("ctrl+l")  # save and launch: refused
+        await pilot.pause()
+        assert app.launched == [] and not (tmp_path / "runs" / ".tui" / "recipe.yaml").exists()
+        assert "not saved" in static_text(app, "#builder-status")
+
+        await set_field(pilot, "lr", "0.05")
+        assert static_text(app, "#err-lr") == "" and screen.recipe is not None
+
+        await set_field(pilot, "network", "no_such_net")
+        assert "unknown network 'no_such_net'" in static_text(app, "#err-network")
+        await set_field(pilot, "network", "lenet")
+
+        await set_field(pilot, "data_dir", str(tmp_path / "missing"))
+        assert "data_dir does not exist" in static_text(app, "#err-data_dir")
+        await pilot.press("ctrl+s")
+        await pilot.pause()
+        assert app.launched == [] and app.recipe_path is None
+
+        await set_field(pilot, "batch_size", "many")
+        assert "must be an integer" in static_text(app, "#err-batch_size")
+        await pilot.press("ctrl+l")
+        await pilot.pause()
+        assert app.launched == []
+
+
+@synced
+async def test_builder_saves_a_recipe_the_cli_reads(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    app = LitImgclsApp(runs_dir="runs", recipes_dir=RECIPES)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await set_field(pilot, "num_examples", "2000")
+        await set_field(pilot, "num_epochs", "1")
+        await set_field(pilot, "optimizer", "adamw")
+        app.screen.query_one("#save-path", Input).value = "mine.yaml"
+        await pilot.press("ctrl+s")
+        await pilot.pause()
+        assert app.recipe_path == "mine.yaml"
+        assert "-" in str(app.screen.query_one("#yaml", Static).render())  # the YAML is shown
+    data = yaml.safe_load((tmp_path / "mine.yaml").read_text())
+    assert data["num_examples"] == 2000 and data["num_epochs"] == 1 and data["optimizer"] == "adamw"
+    assert data["fused_steps"] == 8  # the other keys come from recipes/mnist.yaml
+    res = run_cli("fit", "--recipe", str(tmp_path / "mine.yaml"), "--print-recipe")
+    assert res.returncode == 0 and "num_examples: 2000" in res.stdout
+
+
+# -- launch, monitor, stop -------------------------------------------------------------------------------------
+@pytest.mark.slow
+@synced
+async def test_launch_a_real_run_and_watch_its_accuracy(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    app = LitImgclsApp(runs_dir="runs", recipes_dir=RECIPES)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await set_field(pilot, "num_examples", "2000")
+        await set_field(pilot, "num_epochs", "2")
+        await set_field(pilot, "model_prefix", str(tmp_path / "model" / "mnist"))
+        await pilot.press("ctrl+s")
+        await pilot.pause()
+        await pilot.press("f2")  # Launch: the exact command, extra flags
+        await pilot.pause()
+        app.screen.query_one("#launch-extra", Input).value = "--threads 1 --disp-batches 5"
+        await pilot.pause()
+        command = static_text(app, "#launch-command")
+        assert command.startswith("lit-imgcls fit --recipe runs/.tui/recipe.yaml --run-dir runs")
+        assert command.endswith("--threads 1 --disp-batches 5")
+        await pilot.press("ctrl+r")
+        await pilot.pause()
+        assert len(app.launched) == 1 and app.current_mode == "monitor"
+        run = app.launched[0]
+        monitor = app.screen
+        try:
+            await wait_until(pilot, lambda: monitor.view.get("status") not in (None, "starting", "running")
+                             and monitor.view.get("end"), 300, "the run's end")
+            await wait_until(pilot, lambda: run.proc.poll() is not None, 60, "the process's exit")
+        finally:
+            if run.proc.poll() is None:
+                run.proc.kill()
+        assert monitor.view["status"] == "finished", run.log_tail(40)
+        folder = run.folder
+        epochs = [e for e in events_of(folder) if e["type"] == "epoch"]
+        final = epochs[-1]["val_acc"]
+        assert final > 0.8
+        await pilot.pause(0.3)
+        assert f"val acc {final:.4f}" in static_text(app, "#monitor-stats")
+        from tui.widgets.plot import MetricPlot
+
+        assert monitor.query_one("#plot-val-acc", MetricPlot).values == [e["val_acc"] for e in epochs]
+        assert len(monitor.query_one("#plot-train-acc", MetricPlot).values) >= 4
+        assert any("final: val top-1 accuracy" in line for line in monitor.view["logs"])  # its output, captured
+        assert run.proc.returncode == 0
+
+
+@pytest.mark.slow
+@synced
+async def test_attach_to_a_cli_started_run(tmp_path, monkeypatch):
+    res = run_cli("fit", *quick_args(tmp_path, num_examples=2000, num_epochs=2, threads=1, disp_batches=5))
+    assert res.returncode == 0, res.stderr[-2000:]
+    [folder] = discover_runs(tmp_path / "runs")
+    final = [e for e in events_of(folder) if e["type"] == "epoch"][-1]["val_acc"]
+    monkeypatch.chdir(tmp_path)
+    app = LitImgclsApp(runs_dir="runs", recipes_dir=RECIPES)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("f3")
+        await pilot.pause()
+        await pilot.press("a")  # attach: type the folder
+        await pilot.pause()
+        box = app.screen.query_one("#attach-path", Input)
+        box.value = str(folder)
+        await pilot.press("enter")
+        await wait_until(pilot, lambda: app.screen.view.get("status") == "finished", 30, "the attached run")
+        await pilot.pause(0.3)
+        assert f"val acc {final:.4f}" in static_text(app, "#monitor-stats")
+        assert "mnist-lenet/version_0" in static_text(app, "#monitor-head")
+        await pilot.press("f4")  # and it is listed in Runs
+        await wait_until(pilot, lambda: len(app.screen.order) == 1, 30, "the runs table")
+        assert app.screen.query_one("#runs-table").get_row_at(0)[2] == "finished"
+
+
+@pytest.mark.slow
+@synced
+async def test_stop_a_run_gracefully_from_the_monitor(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    recipe = tmp_path / "long.yaml"
+    recipe.write_text(yaml.safe_dump({"network": "lenet", "dataset": "mnist", "num_examples": 30000, "num_epochs": 10,
+                                      "lr": 0.05, "lr_schedule": "constant", "model_prefix": str(tmp_path / "model" / "m")}))
+    app = LitImgclsApp(runs_dir="runs", recipes_dir=RECIPES)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        run = app.launch_fit(str(recipe), "--threads 1 --disp-batches 5")
+        try:
+            await pilot.pause()
+            monitor = app.screen
+            await wait_until(pilot, lambda: len(monitor.view.get("train_acc") or []) >= 1, 180, "the first step event")
+            await pilot.press("s")  # graceful stop
+            await wait_until(pilot, lambda: monitor.view.get("status") == "stopped", 120, "the stopped end event")
+            assert run.proc.wait(60) is not None
+        finally:
+            if run.proc.poll() is None:
+                run.proc.kill()
+        end = events_of(run.folder)[-1]
+        assert end["type"] == "end" and end["status"] == "stopped"
+        assert end["checkpoint"] == str(tmp_path / "model" / "m-stop.ckpt") and os.path.isfile(end["checkpoint"])
+        assert "m-stop.ckpt" in static_text(app, "#monitor-head")
+
+
+# -- snapshots: every screen at 120x40, fixed content ----------------------------------------------------------
+def test_snapshot_builder(snap_compare, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+
+    async def run_before(pilot):
+        await settle(pilot)
+        await set_field(pilot, "lr", "-1")
+        await set_field(pilot, "data_dir", "no/such/folder")
+
+    assert snap_compare(LitImgclsApp(runs_dir="runs", recipes_dir=RECIPES), terminal_size=SIZE, run_before=run_before)
+
+
+def test_snapshot_launch(snap_compare, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+
+    async def run_before(pilot):
+        await settle(pilot)
+        pilot.app.recipe_path = "runs/.tui/recipe.yaml"
+        pilot.app.extra_args = "--threads 1"
+        await pilot.press("f2")
+        await pilot.pause()
+
+    assert snap_compare(LitImgclsApp(runs_dir="runs", recipes_dir=RECIPES), terminal_size=SIZE, run_before=run_before)
+
+
+def test_snapshot_monitor(snap_compare, fixed_runs):
+    async def run_before(pilot):
+        await wait_until(pilot, lambda: pilot.app.screen.view.get("status") == "finished", 30, "the fixed run")
+        await pilot.pause(0.3)
+
+    app = LitImgclsApp(runs_dir="runs", attach="runs/mnist-lenet/version_1", recipes_dir=RECIPES)
+    assert snap_compare(app, terminal_size=SIZE, run_before=run_before)
+
+
+def test_snapshot_runs_and_compare(snap_compare, fixed_runs):
+    async def run_before(pilot):
+        await pilot.press("f4")
+        await wait_until(pilot, lambda: len(pilot.app.screen.order) == 3, 30, "the runs")
+        await pilot.press("space", "down", "space", "c")
+        await pilot.pause(0.3)
+
+    app = LitImgclsApp(runs_dir="runs", recipes_dir=RECIPES)
+    assert snap_compare(app, terminal_size=SIZE, run_before=run_before)
+
+
+def test_snapshot_runs(snap_compare, fixed_runs):
+    async def run_before(pilot):
+        await pilot.press("f4")
+        await wait_until(pilot, lambda: len(pilot.app.screen.order) == 3, 30, "the runs")
+        await pilot.pause(0.3)
+
+    assert snap_compare(LitImgclsApp(runs_dir="runs", recipes_dir=RECIPES), terminal_size=SIZE, run_before=run_before)
+
+
+def test_snapshot_pack(snap_compare, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+
+    async def run_before(pilot):
+        await pilot.press("f5")
+        await pilot.pause()
+        pilot.app.screen.query_one("#pack-src", Input).value = "mnist"
+        pilot.app.screen.query_one("#pack-out", Input).value = "data/mnist-packed"
+        pilot.app.screen.query_one("#pack-format", Select).value = "both"
+        await pilot.pause()
+
+    assert snap_compare(LitImgclsApp(runs_dir="runs", recipes_dir=RECIPES), terminal_size=SIZE, run_before=run_before)
+
+
+def test_snapshot_help(snap_compare, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+
+    async def run_before(pilot):
+        await settle(pilot)
+        await pilot.press("f10")
+        await pilot.pause()
+
+    assert snap_compare(LitImgclsApp(runs_dir="runs", recipes_dir=RECIPES), terminal_size=SIZE, run_before=run_before)
+
+
+def test_readme_screenshot_is_current_format():
+    svg = REPO / "docs" / "tui.svg"
+    assert svg.is_file() and svg.read_text().lstrip().startswith("<svg")

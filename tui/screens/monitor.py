@@ -1,0 +1,228 @@
+"""Monitor: one run, live. A worker tails its events.jsonl (and the output of a process started here) and posts
+at most one merged update every 0.2 s, so a run that logs fast never floods the UI."""
+
+from __future__ import annotations
+
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Grid, Horizontal, Vertical
+from textual.screen import Screen
+from textual.widgets import DataTable, Footer, Header, Input, Label, ProgressBar, RichLog, Static
+from textual.worker import get_current_worker
+
+from tui.launcher import Launched, send
+from tui.runs import RunState, RunWatch, fmt, fmt_seconds, relative
+from tui.widgets.plot import MetricPlot
+
+REFRESH_S = 0.2
+
+
+def summarize(state: RunState, launched: Launched | None, runs_dir: Path, alive: bool | None) -> dict[str, Any]:
+    """Everything the screen shows, computed off the UI thread from a RunState the worker owns."""
+    status = state.status(alive)
+    if launched is not None and state.start is None:
+        code = launched.poll()
+        status = "starting" if code is None else f"exited {code} before training"
+    last = state.last_step()
+    epochs_total = state.num_epochs
+    epoch_now = min(state.epochs_done + (0 if state.end else 1), epochs_total or 10**9)
+    return {
+        "title": relative(state.folder, runs_dir) if state.start or state.folder.exists() else "(waiting for the run folder)",
+        "status": status,
+        "pid": state.pid or (launched.pid if launched else None),
+        "recipe": state.recipe,
+        "epoch": f"{epoch_now}/{epochs_total}" if epochs_total else "-",
+        "step": f"{state.step}/{state.total_steps}" if state.total_steps else str(state.step),
+        "progress": state.progress(),
+        "total": state.total_steps,
+        "eta": fmt_seconds(state.eta()) if state.end is None else "done",
+        "duration": fmt_seconds(state.duration(None if status == "running" else (state.last_t or None))),
+        "speed": fmt(last.get("samples_per_sec"), ".1f"),
+        "lr": fmt(last.get("lr"), ".4g"),
+        "val": fmt(state.last_val_acc),
+        "best": fmt(state.best_val_acc),
+        "train_acc": state.series("train_acc")[1],
+        "train_loss": state.series("train_loss")[1],
+        "speeds": state.series("samples_per_sec")[1],
+        "lrs": state.series("lr")[1],
+        "val_accs": state.epoch_series("val_acc")[1],
+        "val_losses": state.epoch_series("val_loss")[1],
+        "epochs": [
+            (str(e.get("epoch")), str(e.get("step", "-")), fmt(e.get("val_acc")), fmt(e.get("val_loss")),
+             fmt(e.get("train_acc")), fmt(e.get("epoch_time"), ".1f"), fmt(e.get("samples_per_sec"), ".0f"),
+             relative(e["checkpoint"], Path.cwd()) if e.get("checkpoint") else "-")
+            for e in state.epochs
+        ],
+        "end": state.end,
+        "logs": launched.log_tail(200) if launched is not None else state.log_lines(200),
+    }
+
+
+class MonitorScreen(Screen):
+    AUTO_FOCUS = "#monitor-epochs"  # not the folder box: s, k, o, a are keys here
+    BINDINGS = [
+        Binding("s", "stop", "Stop (graceful)"),
+        Binding("k", "kill", "Kill"),
+        Binding("o", "open_folder", "Folder"),
+        Binding("a", "attach", "Attach"),
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.folder: Path | None = None
+        self.launched: Launched | None = None
+        self.view: dict[str, Any] = {}
+        self._target = None
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        with Vertical(id="monitor"):
+            with Horizontal(id="monitor-attach"):
+                yield Label("run folder", classes="field-label")
+                yield Input(id="attach-path", placeholder="a run folder (runs/mnist-lenet/version_0); Enter attaches",
+                            classes="wide-input")
+            yield Static("[dim]no run: launch one (F2), pick one in Runs (F4) or type its folder above[/dim]",
+                         id="monitor-head")
+            with Horizontal(id="monitor-progress"):
+                yield ProgressBar(total=100, id="monitor-bar", show_eta=False)
+                yield Static("", id="monitor-stats")
+            with Grid(id="monitor-plots"):
+                yield MetricPlot("train acc", id="plot-train-acc")
+                yield MetricPlot("train loss", id="plot-train-loss")
+                yield MetricPlot("val acc/epoch", id="plot-val-acc")
+                yield MetricPlot("samples/s", ".1f", id="plot-speed")
+                yield MetricPlot("val loss/epoch", id="plot-val-loss")
+                yield MetricPlot("lr", ".4g", id="plot-lr")
+            with Horizontal(id="monitor-bottom"):
+                yield DataTable(id="monitor-epochs", cursor_type="row", zebra_stripes=True)
+                yield RichLog(id="monitor-log", max_lines=500, wrap=False, markup=False)
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.query_one("#monitor-epochs", DataTable).add_columns(
+            "epoch", "step", "val acc", "val loss", "train acc", "time s", "samples/s", "checkpoint")
+
+    def on_screen_resume(self) -> None:
+        self.attach_target()
+
+    def attach_target(self) -> None:
+        target = self.app.monitor_target
+        if target is None or target is self._target:
+            return
+        self._target = target
+        folder, launched = target
+        self.attach(folder, launched)
+
+    def attach(self, folder: Path | None, launched: Launched | None = None) -> None:
+        self.folder, self.launched, self.view = folder, launched, {}
+        self.query_one("#monitor-log", RichLog).clear()
+        self._log_count = 0
+        self.query_one("#monitor-epochs", DataTable).clear()
+        if folder is not None:
+            self.query_one("#attach-path", Input).value = str(folder)
+        self.tail(folder, launched)
+
+    @work(thread=True, exclusive=True, group="tail")
+    def tail(self, folder: Path | None, launched: Launched | None) -> None:
+        """Polls the events file every REFRESH_S and posts one merged update when anything changed."""
+        worker = get_current_worker()
+        runs_dir = Path(self.app.runs_dir)
+        watch = RunWatch(folder) if folder is not None else None
+        last_key = None
+        while not worker.is_cancelled:
+            if watch is None and launched is not None:
+                found = launched.find_folder()
+                if found is not None:
+                    watch = RunWatch(found)
+            if watch is not None:
+                watch.poll()
+                state = watch.state
+            else:
+                state = RunState(Path(runs_dir / "(starting)"))
+            alive = None
+            if launched is not None:
+                alive = launched.poll() is None
+            view = summarize(state, launched, runs_dir, alive)
+            key = (len(state.steps), len(state.epochs), view["status"], len(view["logs"]), view["logs"][-1:] if view["logs"] else None)
+            if key != last_key:
+                last_key = key
+                try:
+                    self.app.call_from_thread(self._show, view, watch.folder if watch else None)
+                except Exception:  # the app is closing
+                    return
+            time.sleep(REFRESH_S)
+
+    def _show(self, view: dict[str, Any], folder: Path | None) -> None:
+        if folder is not None:
+            self.folder = folder
+        self.view = view
+        recipe = view["recipe"]
+        what = f"{recipe.get('network', '?')} on {recipe.get('dataset', '?')}" if recipe else ""
+        pid = f"pid {view['pid']}" if (view["pid"] or 0) > 0 else ""
+        colour = {"running": "green", "finished": "blue", "stopped": "yellow", "failed": "red", "died": "red"}.get(
+            view["status"], "white")
+        end = view["end"] or {}
+        extra = f"  [red]{end['error']}[/red]" if end.get("error") else (
+            f"  checkpoint {end['checkpoint']}" if end.get("checkpoint") else "")
+        self.query_one("#monitor-head", Static).update(
+            f"[b]{view['title']}[/b]  {what}  [{colour}]{view['status']}[/{colour}]  {pid}{extra}")
+        bar = self.query_one("#monitor-bar", ProgressBar)
+        if view["progress"] is not None:
+            bar.update(total=100, progress=round(view["progress"] * 100, 1))
+        self.query_one("#monitor-stats", Static).update(
+            f"epoch {view['epoch']}  step {view['step']}  ETA {view['eta']}  elapsed {view['duration']}  "
+            f"samples/s {view['speed']}  lr {view['lr']}  [b]val acc {view['val']}[/b] (best {view['best']})")
+        self.query_one("#plot-train-acc", MetricPlot).update(view["train_acc"])
+        self.query_one("#plot-train-loss", MetricPlot).update(view["train_loss"])
+        self.query_one("#plot-val-acc", MetricPlot).update(view["val_accs"])
+        self.query_one("#plot-val-loss", MetricPlot).update(view["val_losses"])
+        self.query_one("#plot-speed", MetricPlot).update(view["speeds"])
+        self.query_one("#plot-lr", MetricPlot).update(view["lrs"])
+        table = self.query_one("#monitor-epochs", DataTable)
+        if table.row_count != len(view["epochs"]):
+            table.clear()
+            for row in view["epochs"]:
+                table.add_row(*row)
+        log = self.query_one("#monitor-log", RichLog)
+        lines = view["logs"]
+        if lines != getattr(self, "_lines", None):
+            self._lines = lines
+            log.clear()
+            log.write("\n".join(lines[-200:]))
+
+    # -- control ---------------------------------------------------------------------------------------------------
+    def _pid(self) -> int | None:
+        return self.view.get("pid") or (self.launched.pid if self.launched else None)
+
+    def action_stop(self) -> None:
+        self.notify(send(self._pid(), signal.SIGTERM) + " (graceful: checkpoint, then exit)")
+
+    def action_kill(self) -> None:
+        self.notify(send(self._pid(), signal.SIGKILL))
+
+    def action_open_folder(self) -> None:
+        if self.folder is None:
+            self.notify("no run folder yet", severity="warning")
+            return
+        path = str(Path(self.folder).resolve())
+        self.app.copy_to_clipboard(path)
+        self.notify(path, title="run folder (copied)")
+
+    def action_attach(self) -> None:
+        self.query_one("#attach-path", Input).focus()
+
+    @on(Input.Submitted, "#attach-path")
+    def _attach_submitted(self, event: Input.Submitted) -> None:
+        path = Path(event.value.strip())
+        if not path.is_dir():
+            self.notify(f"no such folder: {path}", severity="error")
+            return
+        self.app.monitor_target = (path, None)
+        self.attach_target()
+        self.query_one("#monitor-epochs").focus()
