@@ -11,9 +11,9 @@ setup:
 mnist: setup
 	$(PYTHON) -m lit_imgcls fit --recipe recipes/mnist.yaml
 
-# The whole test suite (slow tests included). pytest's exit code 5 (no tests collected) is not a failure here.
+# The whole test suite (slow tests included), with the 25 slowest listed. pytest's exit code 5 (no tests collected) is not a failure here.
 test: setup
-	$(PYTHON) -m pytest -q tests; rc=$$?; if [ $$rc -eq 5 ]; then rc=0; fi; exit $$rc
+	$(PYTHON) -m pytest -q --durations=25 tests; rc=$$?; if [ $$rc -eq 5 ]; then rc=0; fi; exit $$rc
 
 bench: setup
 	$(PYTHON) benchmarks/mnist_time_to_99.py

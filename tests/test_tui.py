@@ -16,7 +16,7 @@ from conftest import REPO, quick_args, run_cli
 
 pytest.importorskip("textual")
 
-from textual.widgets import Input, Select, Static  # noqa: E402
+from textual.widgets import Input, OptionList, ProgressBar, Select, Static  # noqa: E402
 
 from tui.app import LitImgclsApp  # noqa: E402
 from tui.runs import discover_runs  # noqa: E402
@@ -50,6 +50,7 @@ async def settle(pilot) -> None:
     await pilot.pause()
     app = pilot.app
     await wait_until(pilot, lambda: getattr(app.screen, "checked", True), 60, "the recipe check")
+    await wait_until(pilot, lambda: getattr(app.screen, "networks_shown", True), 60, "the network list")
     await pilot.pause()
 
 
@@ -141,6 +142,24 @@ async def test_builder_shows_bad_input_at_the_field_and_refuses_to_launch(tmp_pa
         await pilot.press("ctrl+l")
         await pilot.pause()
         assert app.launched == []
+
+
+@synced
+async def test_builder_searches_networks_with_parameter_counts(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    app = LitImgclsApp(runs_dir="runs", recipes_dir=RECIPES)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        app.screen.networks_shown = False
+        await set_field(pilot, "network", "resnet5")
+        await wait_until(pilot, lambda: app.screen.networks_shown, 60, "the network list")
+        box = app.screen.query_one("#network-list", OptionList)
+        shown = {box.get_option_at_index(i).id: str(box.get_option_at_index(i).prompt) for i in range(box.option_count)}
+        assert "resnet50" in shown and shown["resnet50"].split()[0] == "23.5M"  # timm's resnet50, 10 classes
+        box.highlighted = list(shown).index("resnet50")
+        box.action_select()
+        await pilot.pause()
+        assert app.screen.query_one("#f-network", Input).value == "resnet50"
 
 
 @synced
@@ -316,6 +335,34 @@ def test_snapshot_runs(snap_compare, fixed_runs):
         await pilot.pause(0.3)
 
     assert snap_compare(LitImgclsApp(runs_dir="runs", recipes_dir=RECIPES), terminal_size=SIZE, run_before=run_before)
+
+
+@synced
+async def test_pack_runs_with_progress(tmp_path, monkeypatch):
+    import numpy as np
+    from PIL import Image
+
+    monkeypatch.chdir(tmp_path)
+    rng = np.random.default_rng(0)
+    for cls in ("a", "b"):
+        (tmp_path / "imgs" / cls).mkdir(parents=True)
+        for i in range(20):
+            Image.fromarray(rng.integers(0, 255, (24, 24, 3), dtype=np.uint8)).save(tmp_path / "imgs" / cls / f"{i}.png")
+    app = LitImgclsApp(runs_dir="runs", recipes_dir=RECIPES)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("f5")
+        await pilot.pause()
+        screen = app.screen
+        screen.query_one("#pack-src", Input).value = "imgs"
+        screen.query_one("#pack-out", Input).value = "packed"
+        await pilot.pause()
+        await pilot.press("ctrl+r")
+        await wait_until(pilot, lambda: "done" in static_text(app, "#pack-status") or "failed" in static_text(app, "#pack-status"),
+                         120, "the pack to end")
+        assert "done" in static_text(app, "#pack-status")
+        bar = screen.query_one("#pack-bar", ProgressBar)
+        assert (bar.total, bar.progress) == (40, 40)  # from pack's "N/M images" lines
+    assert (tmp_path / "packed" / "manifest.json").is_file()
 
 
 def test_snapshot_pack(snap_compare, tmp_path, monkeypatch):

@@ -14,6 +14,7 @@ import os
 import random
 import shutil
 import sys
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Iterator
@@ -96,10 +97,36 @@ def _jobs(splits: dict[str, list[Item]]) -> Iterator[tuple[str, int, Item]]:
             yield split, n, item
 
 
+class _LineProgress:
+    """Progress where stderr is a log or a pipe (the TUI reads it): a plain line a second, and one at the end."""
+
+    def __init__(self, total: int, desc: str, every: float = 1.0) -> None:
+        self.total, self.desc, self.every = total, desc, every
+        self.n, self._last = 0, time.monotonic()
+
+    def __enter__(self) -> "_LineProgress":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if exc[0] is None:
+            self._say()
+
+    def update(self, n: int = 1) -> None:
+        self.n += n
+        if time.monotonic() - self._last >= self.every:
+            self._say()
+
+    def _say(self) -> None:
+        self._last = time.monotonic()
+        print(f"{self.desc}: {self.n}/{self.total} images", file=sys.stderr, flush=True)
+
+
 def _progress(total: int, desc: str):
+    if not sys.stderr.isatty():
+        return _LineProgress(total, desc)
     from tqdm import tqdm
 
-    return tqdm(total=total, desc=desc, unit="img", disable=None, file=sys.stderr, dynamic_ncols=True)
+    return tqdm(total=total, desc=desc, unit="img", file=sys.stderr, dynamic_ncols=True)
 
 
 def pack_dataset(src: str, out: str, opts: PackOptions, enc: EncodeOptions, root: str | None = None,

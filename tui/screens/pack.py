@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 
 from textual import on, work
@@ -15,6 +16,7 @@ from textual.worker import get_current_worker
 from tui.launcher import Launched, command_line, start
 
 # (flag, label, default, placeholder)
+PROGRESS = re.compile(r": (\d+)/(\d+) images$")
 PACK_FIELDS = [
     ("src", "source", "", "image folder, .lst/.csv list, or mnist / cifar10"),
     ("out", "output folder", "", "e.g. data/packed"),
@@ -119,9 +121,14 @@ class PackScreen(Screen):
         log = self.query_one("#pack-log", RichLog)
         for line in lines:
             log.write(line)
+            done = PROGRESS.search(line)  # "packing SRC: N/M images", a line a second from dataset pack
+            if done:
+                self.query_one("#pack-bar", ProgressBar).update(total=int(done[2]), progress=int(done[1]))
         status = self.query_one("#pack-status", Static)
         if code is None:
             status.update("running")
         else:
-            self.query_one("#pack-bar", ProgressBar).update(total=1, progress=1)
+            bar = self.query_one("#pack-bar", ProgressBar)
+            if code == 0:
+                bar.update(total=bar.total or 1, progress=bar.total or 1)
             status.update("[green]done[/green]" if code == 0 else f"[red]failed (exit {code})[/red]")

@@ -16,6 +16,7 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import Screen
 from textual.widgets import Button, Footer, Header, Input, Label, OptionList, Select, Static
+from textual.widgets.option_list import Option
 from textual.worker import get_current_worker
 
 from lit_imgcls.recipe import Recipe
@@ -23,7 +24,7 @@ from lit_imgcls.recipe import Recipe
 # (key, label, help shown as placeholder). Select fields get their choices in compose.
 FIELDS: list[tuple[str, str, str]] = [
     ("dataset", "dataset", ""),
-    ("network", "network", "type to search the registry and timm"),
+    ("network", "network", "type to search the registry and timm (parameter counts for 10 classes)"),
     ("data_dir", "data dir", "empty: the dataset's default"),
     ("data_train", "data train", "training data (folder dataset)"),
     ("data_val", "data val", "validation data"),
@@ -48,6 +49,31 @@ HINTS = typing.get_type_hints(Recipe)
 DEFAULTS = {f.name: f.default for f in dataclasses.fields(Recipe)}
 # The registries load plugins lazily and are not thread-safe: the workers that check recipes take turns.
 REGISTRY_LOCK = threading.Lock()
+SMALL_INPUT = {"lenet", "mlp", "inception_bn_small"}  # networks built for 28/32-px images
+_PARAMS: dict[str, int | None] = {}  # network name -> parameter count (10 classes), once computed
+
+
+def parameter_count(name: str) -> int | None:
+    """Parameters of ``name`` for 10 classes, built on torch's meta device (no memory, ~0.1 s); None if it fails."""
+    if name not in _PARAMS:
+        try:
+            import torch
+
+            from lit_imgcls.networks.factory import create_network
+
+            small = name in SMALL_INPUT
+            with REGISTRY_LOCK, torch.device("meta"):
+                net = create_network(name, num_classes=10, in_chans=1 if small else 3, img_size=28 if small else 224)
+            _PARAMS[name] = sum(p.numel() for p in net.parameters())
+        except Exception:  # a name some timm versions list but cannot build: shown without a count
+            _PARAMS[name] = None
+    return _PARAMS[name]
+
+
+def format_count(n: int | None) -> str:
+    if n is None:
+        return "?"
+    return f"{n / 1e6:.1f}M" if n >= 1e5 else f"{n / 1e3:.0f}k"
 # Words of the registry's and validate()'s messages that name a field.
 ALIASES = {"kv-store": "kv_store", "strategy": "kv_store", "gpus": "gpus", "image_shape": None}
 
@@ -169,6 +195,7 @@ class BuilderScreen(Screen):
         self.general_error: str | None = None
         self.recipe: Recipe | None = None
         self.checked = False  # a check of the current fields has finished
+        self.networks_shown = False  # the network list (with parameter counts) has been filled
         self._loading = False
 
     # -- layout ----------------------------------------------------------------------------------------------------
@@ -304,17 +331,29 @@ class BuilderScreen(Screen):
                 names += [n for n in timm.list_models(f"*{text}*") if n not in names][:60]
             except Exception:
                 pass
-        if not get_current_worker().is_cancelled:
-            self.app.call_from_thread(self._show_networks, names[:60])
+        # the closest names first (exact, then prefix, then shorter): they get the parameter counts
+        names.sort(key=lambda n: (n.lower() != text, not n.lower().startswith(text), len(n), n))
+        worker = get_current_worker()
+        shown = []
+        for name in names[:60]:
+            if worker.is_cancelled:
+                return
+            # counts for the first matches only: each costs ~0.1 s even on the meta device
+            shown.append((name, parameter_count(name) if len(shown) < 12 else _PARAMS.get(name)))
+        if not worker.is_cancelled:
+            self.app.call_from_thread(self._show_networks, shown)
 
-    def _show_networks(self, names: list[str]) -> None:
+    def _show_networks(self, shown: list[tuple[str, int | None]]) -> None:
         box = self.query_one("#network-list", OptionList)
         box.clear_options()
-        box.add_options(names)
+        # the count first, right-aligned: a narrow list would wrap a count written after a long name
+        box.add_options([Option(f"{format_count(count) if name in _PARAMS else '':>6}  {name}", id=name)
+                         for name, count in shown])
+        self.networks_shown = True
 
     @on(OptionList.OptionSelected, "#network-list")
     def _network_picked(self, event: OptionList.OptionSelected) -> None:
-        self.query_one("#f-network", Input).value = str(event.option.prompt)
+        self.query_one("#f-network", Input).value = str(event.option.id)
 
     # -- save and launch -------------------------------------------------------------------------------------------
     def save(self) -> str | None:
