@@ -229,8 +229,26 @@ def existing_epochs(prefix: str) -> list[int]:
     return sorted(found)
 
 
+def newest_readable(prefix: str) -> str | None:
+    """The newest ``PREFIX-NNNN.ckpt`` that loads; damaged newer ones (a crash, a full disk) are skipped, said once."""
+    import sys
+
+    from lit_imgcls.io import load_checkpoint
+
+    for epoch in reversed(existing_epochs(prefix)):
+        path = f"{prefix}-{epoch:04d}.ckpt"
+        try:
+            load_checkpoint(path)
+            return path
+        except UsageError as exc:
+            print(f"lit-imgcls: warning: {exc}; trying the one before", file=sys.stderr, flush=True)
+    return None
+
+
 def resume_path(recipe: Recipe) -> str | None:
-    """The checkpoint ``--load-epoch`` names, checked to exist and to be readable."""
+    """The checkpoint ``--load-epoch`` names (checked to exist and to be readable), or ``--resume auto`` finds."""
+    if recipe.resume == "auto":
+        return newest_readable(recipe.model_prefix or "")
     if recipe.load_epoch is None:
         return None
     from lit_imgcls.io import load_checkpoint
@@ -277,8 +295,9 @@ def fit(recipe: Recipe, datamodule=None) -> RunResult:
     datamodule = datamodule if datamodule is not None else build_datamodule(recipe)
     module = build_module(recipe, datamodule)
     ckpt = resume_path(recipe)
-    if ckpt and recipe.load_epoch >= recipe.num_epochs:
-        raise UsageError(f"load_epoch {recipe.load_epoch} is not before num_epochs {recipe.num_epochs}: nothing left to train")
+    done = int(re.findall(r"-(\d+)\.ckpt$", ckpt)[0]) if ckpt else 0
+    if ckpt and done >= recipe.num_epochs:
+        raise UsageError(f"epoch {done} ({ckpt}) is not before num_epochs {recipe.num_epochs}: nothing left to train")
     speedometer = Speedometer(recipe.disp_batches)
     watchdog = Watchdog()
     callbacks: list = [speedometer, RunRecord(recipe.to_yaml()), watchdog]

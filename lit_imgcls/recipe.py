@@ -67,6 +67,8 @@ class Recipe:
         model_prefix: checkpoints go to PREFIX-0001.ckpt, ... and the recipe to PREFIX-recipe.yaml.
         save_period: save a checkpoint every N epochs (and after the last).
         load_epoch: resume from PREFIX-NNNN.ckpt of that epoch: weights, optimizer, LR schedule, data order.
+        resume: "auto": resume from the newest readable PREFIX-NNNN.ckpt (a damaged newer one is skipped with a
+            warning), or start from scratch when none is saved yet; the same command line can simply be rerun.
         run_dir: folder for logs and metrics (a numbered run folder is made inside).
         tensorboard: also write TensorBoard event files into the run folder (metrics.csv is always written).
     """
@@ -114,6 +116,7 @@ class Recipe:
     model_prefix: Optional[str] = None
     save_period: int = 1
     load_epoch: Optional[int] = None
+    resume: Optional[Literal["auto"]] = None
     run_dir: str = "runs"
     tensorboard: bool = False
 
@@ -181,6 +184,9 @@ def validate(recipe: Recipe) -> Recipe:
     need(recipe.num_examples is None or recipe.num_examples > 0, f"num_examples must be positive, got {recipe.num_examples}")
     need(recipe.load_epoch is None or recipe.load_epoch > 0, f"load_epoch must be a positive epoch number, got {recipe.load_epoch}")
     need(recipe.load_epoch is None or bool(recipe.model_prefix), "load_epoch needs model_prefix (where the checkpoints are)")
+    need(recipe.resume in (None, "auto"), f"resume must be 'auto' (or unset), got {recipe.resume!r}")
+    need(recipe.resume is None or bool(recipe.model_prefix), "resume needs model_prefix (where the checkpoints are)")
+    need(recipe.resume is None or recipe.load_epoch is None, "give either resume auto or load_epoch N, not both")
     need(recipe.precision in PRECISIONS, f"precision must be one of {', '.join(PRECISIONS)}, got {recipe.precision!r}")
     need(recipe.schedule() in SCHEDULES, f"lr_schedule must be one of {', '.join(SCHEDULES)}")
     need(recipe.schedule() != "step" or bool(recipe.lr_factor_epoch), "lr_schedule 'step' needs lr_factor_epoch")

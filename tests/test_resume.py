@@ -1,0 +1,45 @@
+"""`fit --resume auto`: rerun the same command after a crash; a damaged newest checkpoint is skipped, not trusted."""
+
+from __future__ import annotations
+
+import torch
+
+from lit_imgcls.io import load_checkpoint
+
+from conftest import quick_args, run_cli
+
+COMMON = dict(num_examples=1000, lr=0.1, lr_factor=0.9, lr_factor_epoch=0.5, seed=2)
+
+
+def test_resume_auto_skips_a_truncated_checkpoint_and_matches_an_uninterrupted_run(tmp_path):
+    full = run_cli("fit", *quick_args(tmp_path / "a", num_epochs=3, **COMMON), cwd=tmp_path)
+    assert full.returncode == 0, full.stderr
+    # the same command with --resume auto: nothing saved yet, so it starts from scratch; 2 of 3 epochs
+    first = run_cli("fit", *quick_args(tmp_path / "b", num_epochs=2, resume="auto", **COMMON), cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    # a crash while epoch 2's file was written (as a disk filling up would leave it)
+    ckpt2 = tmp_path / "b/model/mnist-0002.ckpt"
+    ckpt2.write_bytes(ckpt2.read_bytes()[: ckpt2.stat().st_size // 3])
+    again = run_cli("fit", *quick_args(tmp_path / "b", num_epochs=3, resume="auto", **COMMON), cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    warning = [line for line in again.stderr.splitlines() if line.startswith("lit-imgcls: warning:")]
+    assert len(warning) == 1 and "mnist-0002.ckpt is corrupt" in warning[0] and "trying the one before" in warning[0]
+    # resumed from epoch 1, so epochs 2 and 3 were trained again: the same weights as the uninterrupted run
+    a = load_checkpoint(tmp_path / "a/model/mnist-0003.ckpt")
+    b = load_checkpoint(tmp_path / "b/model/mnist-0003.ckpt")
+    assert a["global_step"] == b["global_step"] == 3 * (1000 // 64)
+    for k in a["state_dict"]:
+        torch.testing.assert_close(a["state_dict"][k], b["state_dict"][k], rtol=1e-5, atol=1e-6, msg=k)
+    load_checkpoint(ckpt2)  # rewritten whole
+
+
+def test_resume_auto_needs_a_prefix_and_excludes_load_epoch(tmp_path):
+    args = [a for a in quick_args(tmp_path) if a]
+    i = args.index("--model-prefix")
+    no_prefix = args[:i] + args[i + 2:]
+    res = run_cli("fit", *no_prefix, "--resume", "auto", cwd=tmp_path)
+    assert res.returncode == 2 and "resume needs model_prefix" in res.stderr
+    res = run_cli("fit", *quick_args(tmp_path, resume="auto", load_epoch=1), cwd=tmp_path)
+    assert res.returncode == 2 and "either resume auto or load_epoch" in res.stderr
+    res = run_cli("fit", *quick_args(tmp_path, resume="newest"), cwd=tmp_path)
+    assert res.returncode == 2 and "resume" in res.stderr and len(res.stderr.strip().splitlines()) == 1
