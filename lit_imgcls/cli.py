@@ -99,8 +99,9 @@ def build_parser(command: str, func: Callable[..., Any]):
         """Keeps the docstring's line breaks in the description."""
 
     description, params = _doc_params(func)
+    # No abbreviations: ``--rec FILE`` would read a recipe past _check_recipe_files, which looks for the full flag.
     parser = ArgumentParser(prog=f"{PROG} {command}", description=description, exit_on_error=False,
-                            formatter_class=Formatter)
+                            formatter_class=Formatter, allow_abbrev=False)
     hints = typing.get_type_hints(func)
     shorts = _short_flags(func)
     trailing = _trailing_param(func)
@@ -146,8 +147,15 @@ def build_parser(command: str, func: Callable[..., Any]):
     return parser
 
 
-def _check_recipe_files(argv: list[str], recipe_cls: type) -> None:
-    """Unknown keys and unreadable files in a recipe get a clearer message than the parser's."""
+def _check_recipe_files(argv: list[str], recipe_cls: type, command_only: collections.abc.Set[str] = frozenset()) -> None:
+    """Unknown keys and unreadable files in a recipe get a clearer message than the parser's.
+
+    Args:
+        argv: the command's arguments.
+        recipe_cls: the recipe dataclass, whose fields are the valid keys.
+        command_only: the command's own parameters (``allow_any_class``): the parser would take them from a file
+            too, but a switch that grants permissions must come from the person typing the command.
+    """
     import yaml
 
     known = {f.name for f in dataclasses.fields(recipe_cls)}
@@ -160,21 +168,78 @@ def _check_recipe_files(argv: list[str], recipe_cls: type) -> None:
         if path is None:
             continue
         try:
-            with open(path) as f:
+            with open(path, encoding="utf-8") as f:
                 data = yaml.safe_load(f)
         except FileNotFoundError:
             raise UsageError(f"recipe file not found: {path}") from None
+        except UnicodeDecodeError as exc:
+            raise UsageError(f"cannot read recipe {path}: not UTF-8 text (byte {exc.object[exc.start]:#04x} at offset "
+                             f"{exc.start})") from None
+        except RecursionError:
+            raise UsageError(f"cannot read recipe {path}: it nests deeper than YAML can be read") from None
         except (OSError, yaml.YAMLError) as exc:
             raise UsageError(f"cannot read recipe {path}: {' '.join(str(exc).split())}") from None
+        except Exception as exc:  # PyYAML's constructors fail on some scalars with bare errors (`!!int _`: IndexError,
+            # `!!bool x`: KeyError, an integer of over 4300 digits: ValueError): the file is not a readable recipe
+            raise UsageError(f"cannot read recipe {path}: not valid YAML ({type(exc).__name__}: "
+                             f"{' '.join(str(exc).split())})") from None
         if data is None:
             continue
         if not isinstance(data, dict):
             raise UsageError(f"recipe {path} must be a mapping of keys to values, got {type(data).__name__}")
+        problem = _shape_problem(data)
+        if problem:
+            raise UsageError(f"recipe {path} {problem}")
         for key in data:
+            if key in command_only:
+                flag = "--" + key.replace("_", "-")
+                raise UsageError(f"{key} in recipe {path} is refused: it can only be given on the command line ({flag}), "
+                                 "so that a recipe file cannot grant it to itself")
             if key not in known:
                 close = difflib.get_close_matches(str(key), sorted(known), n=3)
                 hint = f"; did you mean {', '.join(close)}?" if close else ""
                 raise UsageError(f"unknown recipe key {key!r} in {path}{hint} valid keys: {', '.join(sorted(known))}")
+
+
+_MAX_DEPTH = 50
+_MAX_VALUES = 100_000
+
+
+class _Shape(Exception):
+    """What is wrong with a recipe document's shape (internal to _shape_problem)."""
+
+
+def _shape_problem(data: Any) -> str | None:
+    """Why a loaded YAML document cannot be a recipe however its keys look, or None.
+
+    YAML aliases let a few lines stand for a structure that refers to itself, or for billions of values (each
+    alias level multiplies); the parser and ``dataclasses.asdict`` would recurse into it or copy it all. Sizes are
+    counted once per distinct node, so the check itself stays cheap.
+    """
+    sizes: dict[int, int] = {}
+    on_path: set[int] = set()
+
+    def size(node: Any, depth: int) -> int:
+        if not isinstance(node, (dict, list)):
+            return 1
+        if depth > _MAX_DEPTH:
+            raise _Shape(f"nests deeper than {_MAX_DEPTH} levels")
+        key = id(node)
+        if key in on_path:
+            raise _Shape("contains itself (a YAML alias inside its own anchor)")
+        if key not in sizes:
+            on_path.add(key)
+            sizes[key] = 1 + sum(size(v, depth + 1) for v in (node.values() if isinstance(node, dict) else node))
+            on_path.discard(key)
+            if sizes[key] > _MAX_VALUES:
+                raise _Shape(f"expands to more than {_MAX_VALUES:,} values (YAML aliases of aliases)")
+        return sizes[key]
+
+    try:
+        size(data, 0)
+    except _Shape as exc:
+        return str(exc)
+    return None
 
 
 def _one_line(exc: BaseException) -> str:
@@ -222,9 +287,10 @@ def run(argv: list[str]) -> None:
         hint = f"; did you mean {close[0]}?" if close else ""
         raise UsageError(f"unknown command {command!r}{hint} commands: {', '.join(COMMANDS)}")
     func = _resolve(COMMANDS[command])
+    params = inspect.signature(func).parameters
     recipe_param = _recipe_type(func)
     if recipe_param:
-        _check_recipe_files(rest, recipe_param[1])
+        _check_recipe_files(rest, recipe_param[1], {p for p in params if p != recipe_param[0]})
     trailing = _trailing_param(func)
     tail: list[str] = []
     if trailing and "--" in rest:
@@ -238,7 +304,6 @@ def run(argv: list[str]) -> None:
         hint = f" ({trailing.upper()} goes after --)" if trailing and not tail else ""
         raise UsageError(f"{command}: {_one_line(exc)}{hint}") from None
     values = ns.as_dict()
-    kwargs = {}
     if recipe_param:
         pname, cls = recipe_param
         fields = {f.name for f in dataclasses.fields(cls)}
@@ -251,11 +316,17 @@ def run(argv: list[str]) -> None:
                           f"(the recipe said {recipe.lr_schedule})", file=sys.stderr)
                     recipe.lr_schedule = schedule
         if values.get("print_recipe"):
+            from lit_imgcls.recipe import check_scalars
+
+            check_scalars(recipe)  # what YAML cannot print (an integer of over 4300 digits) gets its one line
             print(recipe.to_yaml(), end="")
             return
+        # The command's own flags (fit's allow_any_class) go beside the recipe. The recipe file's flag shares the
+        # recipe parameter's name, so that value (the file paths) is replaced by the recipe.
+        kwargs = {k: v for k, v in values.items() if k in params and k != pname}
         kwargs[pname] = recipe
     else:
-        kwargs = {k: v for k, v in values.items() if k in inspect.signature(func).parameters}
+        kwargs = {k: v for k, v in values.items() if k in params}
         if trailing:
             kwargs[trailing] = tail
     func(**kwargs)
@@ -267,11 +338,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         run(argv)
     except (UsageError, DuplicateNameError) as exc:
-        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        # One line whatever the message quotes (a key or a path from a recipe may hold line breaks).
+        print(f"{PROG}: error: {' '.join(str(exc).split())}", file=sys.stderr)
         return 2
     except RunStopped as exc:
         print(f"{PROG}: {exc}", file=sys.stderr, flush=True)
-        return 128 + 15
+        return exc.exit_code
     except RunFailed as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr, flush=True)
         sys.stdout.flush()

@@ -8,6 +8,8 @@ import glob
 import logging
 import os
 import re
+import signal
+import sys
 import time
 import warnings
 from dataclasses import dataclass
@@ -229,20 +231,48 @@ def existing_epochs(prefix: str) -> list[int]:
     return sorted(found)
 
 
+def saved_checkpoints(prefix: str) -> list[str]:
+    """Every checkpoint a run with this prefix may resume from (epoch, step and stop), newest written first.
+
+    Written, not numbered: a rerun from scratch overwrites low epoch numbers and may leave higher step numbers
+    of the run before. At equal times an epoch checkpoint wins over a stop or step one of the same moment.
+    """
+    from lit_imgcls.callbacks.step_checkpoint import step_checkpoints
+
+    rank = {"epoch": 2, "stop": 1, "step": 0}
+    found = [(p, "epoch") for p in (f"{prefix}-{e:04d}.ckpt" for e in existing_epochs(prefix))]
+    found += [(p, "step") for p in step_checkpoints(prefix)]
+    if os.path.isfile(f"{prefix}-stop.ckpt"):
+        found.append((f"{prefix}-stop.ckpt", "stop"))
+    dated = []
+    for path, kind in found:
+        try:
+            dated.append((os.stat(path).st_mtime_ns, rank[kind], path))
+        except FileNotFoundError:  # removed meanwhile (another run's rotation)
+            pass
+    return [path for *_, path in sorted(dated, reverse=True)]
+
+
 def newest_readable(prefix: str) -> str | None:
-    """The newest ``PREFIX-NNNN.ckpt`` that loads; damaged newer ones (a crash, a full disk) are skipped, said once."""
+    """The newest checkpoint that loads and matches its checksum; damaged newer ones are skipped, said once each."""
     import sys
 
     from lit_imgcls.io import load_checkpoint
 
-    for epoch in reversed(existing_epochs(prefix)):
-        path = f"{prefix}-{epoch:04d}.ckpt"
+    for path in saved_checkpoints(prefix):
         try:
             load_checkpoint(path)
             return path
         except UsageError as exc:
             print(f"lit-imgcls: warning: {exc}; trying the one before", file=sys.stderr, flush=True)
     return None
+
+
+def epoch_of(path: str, prefix: str | None) -> int | None:
+    """The epoch number in an epoch checkpoint's name (``PREFIX-0003.ckpt`` -> 3); None for step/stop ones."""
+    name = re.escape(os.path.basename(prefix)) if prefix else r".*(?<!-step)"
+    m = re.fullmatch(name + r"-(\d{4,})\.ckpt", os.path.basename(path))
+    return int(m.group(1)) if m else None
 
 
 def resume_path(recipe: Recipe) -> str | None:
@@ -284,31 +314,54 @@ def _logger(recipe: Recipe):
     return [csv, TensorBoardLogger(save_dir=recipe.run_dir, name=name, version=csv.version, default_hp_metric=False)]
 
 
-def fit(recipe: Recipe, datamodule=None) -> RunResult:
+def fit(recipe: Recipe, datamodule=None, allow_any_class: bool = False) -> RunResult:
     """Trains as the recipe says; ``datamodule`` replaces the recipe's dataset (e.g. an ArrayDataModule)."""
     from lit_imgcls.callbacks import EpochCheckpoint, RunRecord, Speedometer
     from lit_imgcls.callbacks.watchdog import Watchdog
 
-    validate(recipe)
+    validate(recipe, allow_any_class=allow_any_class)
     start = time.perf_counter()
     prepare_process(recipe)
     datamodule = datamodule if datamodule is not None else build_datamodule(recipe)
     module = build_module(recipe, datamodule)
     ckpt = resume_path(recipe)
-    done = int(re.findall(r"-(\d+)\.ckpt$", ckpt)[0]) if ckpt else 0
+    done = (epoch_of(ckpt, recipe.model_prefix) or 0) if ckpt else 0
     if ckpt and done >= recipe.num_epochs:
         raise UsageError(f"epoch {done} ({ckpt}) is not before num_epochs {recipe.num_epochs}: nothing left to train")
+    from lit_imgcls.preflight import check_outputs
+
+    rank_zero = int(os.environ.get("RANK", "0") or 0) == 0
+    check_outputs(recipe, module, report=rank_zero)
+    if recipe.model_prefix and rank_zero:
+        from lit_imgcls.io import remove_stale_temporaries
+
+        if removed := remove_stale_temporaries(recipe.model_prefix):
+            print(f"lit-imgcls: removed {removed} half-written file(s) a killed run left under {recipe.model_prefix}",
+                  file=sys.stderr, flush=True)
+    if ckpt:
+        from lightning.pytorch.utilities import rank_zero_info
+
+        rank_zero_info(f"resuming from {ckpt}")
     speedometer = Speedometer(recipe.disp_batches)
     watchdog = Watchdog()
-    callbacks: list = [speedometer, RunRecord(recipe.to_yaml()), watchdog]
+    callbacks: list = [speedometer, RunRecord(recipe.to_yaml()), watchdog, *recipe.build_callbacks(allow_any_class)]
     saver = None
     if recipe.model_prefix:
         saver = EpochCheckpoint(recipe.model_prefix, recipe.save_period, recipe.to_yaml())
         callbacks.append(saver)
+    if recipe.save_every_steps:
+        from lit_imgcls.callbacks.step_checkpoint import StepCheckpoint
+
+        callbacks.append(StepCheckpoint(recipe.model_prefix or "", recipe.save_every_steps))
+    from lit_imgcls.callbacks.interrupt import GracefulInterrupt
+    from lit_imgcls.callbacks.resume_state import ResumeState
     from lit_imgcls.callbacks.run_events import RunEvents
 
     events = RunEvents(recipe, speedometer, saver)
-    callbacks.append(events)  # events.jsonl in the run folder (lit-imgcls tui reads it)
+    interrupt = GracefulInterrupt()
+    # events.jsonl in the run folder (lit-imgcls tui reads it); Ctrl-C handling after it, so a second Ctrl-C
+    # still quits while the stop checkpoint is written.
+    callbacks += [ResumeState(), events, interrupt]
     logger = _logger(recipe)
     trainer = build_trainer(recipe, callbacks, logger=logger)
     # Everything built so far lives for the whole run: freezing it keeps Python's cyclic GC from rescanning it
@@ -320,9 +373,18 @@ def fit(recipe: Recipe, datamodule=None) -> RunResult:
     except SystemExit as exc:
         from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-        if isinstance(exc, SIGTERMException):  # a cluster's pre-emption or the TUI's stop key
+        if isinstance(exc, SIGTERMException):  # a cluster's pre-emption, the TUI's stop key, or Ctrl-C
             saved = events.stop_checkpoint or "none (see the run's events.jsonl)"
-            raise RunStopped(f"stopped by SIGTERM at step {trainer.global_step}; checkpoint {saved}") from None
+            how = "Ctrl-C (SIGINT)" if interrupt.signal_name == "SIGINT" else "SIGTERM"
+            code = 128 + (signal.SIGINT if interrupt.signal_name == "SIGINT" else signal.SIGTERM)
+            raise RunStopped(f"stopped by {how} at step {trainer.global_step}; checkpoint {saved}; "
+                             "rerun with --resume auto to continue", exit_code=code) from None
+        raise
+    except OSError as exc:
+        from lit_imgcls.callbacks.saving import DISK_ERRORS, disk_failure
+
+        if exc.errno in DISK_ERRORS:  # a log or metrics file on a disk that filled up during the run
+            raise disk_failure(exc.filename or "the run's files", exc) from exc
         raise
     except Exception as exc:
         if watchdog.diagnosis:
@@ -342,9 +404,9 @@ def fit(recipe: Recipe, datamodule=None) -> RunResult:
     )
 
 
-def evaluate(recipe: Recipe, stage: str, checkpoint: str | None = None) -> dict[str, float]:
+def evaluate(recipe: Recipe, stage: str, checkpoint: str | None = None, allow_any_class: bool = False) -> dict[str, float]:
     """Runs validation or test with the weights of ``checkpoint`` (default: ``--load-epoch``, else the newest)."""
-    validate(recipe)
+    validate(recipe, allow_any_class=allow_any_class)
     prepare_process(recipe)
     datamodule = build_datamodule(recipe)
     module = build_module(recipe, datamodule)
@@ -367,5 +429,6 @@ def evaluate(recipe: Recipe, stage: str, checkpoint: str | None = None) -> dict[
     run = trainer.validate if stage == "validate" else trainer.test
     out = run(module, datamodule=datamodule, verbose=False)
     result = {k: float(v) for k, v in (out[0] if out else {}).items()}
-    result["checkpoint_epoch"] = float(re.findall(r"-(\d+)\.ckpt$", checkpoint)[0]) if re.search(r"-(\d+)\.ckpt$", checkpoint) else float("nan")
+    epoch = epoch_of(checkpoint, recipe.model_prefix)
+    result["checkpoint_epoch"] = float(epoch) if epoch is not None else float("nan")
     return result

@@ -30,4 +30,9 @@ class RunFailed(RuntimeError):
 
 
 class RunStopped(Exception):
-    """A run that stopped on request (SIGTERM) after saving a checkpoint; the CLI prints the line, exits 143."""
+    """A run that stopped on request after saving a checkpoint; the CLI prints the line and exits with
+    ``exit_code`` (128 + the signal: 143 for SIGTERM, 130 for Ctrl-C)."""
+
+    def __init__(self, message: str, exit_code: int = 143) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code

@@ -1,7 +1,13 @@
-"""Atomic file writes (temporary file in the same folder, fsync, rename) and safe checkpoint reads."""
+"""Atomic file writes (temporary file in the same folder, fsync, rename) and safe, checksummed checkpoint reads.
+
+Every checkpoint gets a ``.sha256`` file beside it (``sha256sum`` format, so ``sha256sum -c`` checks it too). The
+rename makes a cut-short checkpoint impossible under its final name; the checksum also catches damage after
+the write (a flipped bit on disk, a partial copy to another machine) that the zip structure may not reveal.
+"""
 
 from __future__ import annotations
 
+import io
 import os
 import tempfile
 from pathlib import Path
@@ -40,13 +46,61 @@ def atomic_write_text(path: str | Path, text: str) -> None:
     atomic_write(path, lambda f: f.write(text), mode="w")
 
 
+def remove_stale_temporaries(prefix: str) -> int:
+    """Deletes the half-written temporary files a killed run left beside ``PREFIX-*`` files; returns how many.
+
+    Only a process that died inside :func:`atomic_write` leaves one (kill -9, power loss): nothing else cleans up.
+    """
+    import glob
+
+    folder, base = os.path.split(os.path.abspath(prefix))
+    removed = 0
+    for tmp in glob.glob(os.path.join(glob.escape(folder), f".{glob.escape(base)}-*.tmp")):
+        try:
+            os.unlink(tmp)
+            removed += 1
+        except FileNotFoundError:
+            pass
+    return removed
+
+
+def checksum_path(path: str | Path) -> Path:
+    return Path(f"{path}.sha256")
+
+
+def remove_checkpoint(path: str | Path) -> None:
+    """Deletes a checkpoint and its checksum file (missing ones are fine)."""
+    for p in (Path(path), checksum_path(path)):
+        p.unlink(missing_ok=True)
+
+
+def verify_checksum(path: str | Path) -> None:
+    """Raises :class:`UsageError` when ``path`` has a checksum file that its bytes do not match."""
+    from lit_imgcls.data.download import file_digest
+
+    side = checksum_path(path)
+    try:
+        expected = side.read_text().split()[0].lower()
+    except (FileNotFoundError, IndexError):
+        return  # written before checksums, or the run died between the checkpoint's rename and its checksum's
+    except OSError as exc:
+        raise UsageError(f"cannot read {side}: {exc.strerror}") from None
+    actual = file_digest(path)
+    if actual != expected:
+        raise UsageError(f"checkpoint {path} is damaged: its sha256 {actual[:12]}... differs from {side.name} ({expected[:12]}...)")
+
+
 def load_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict:
-    """Reads a checkpoint with ``weights_only=True``: tensors and plain data only, no code runs."""
+    """Reads a checkpoint with ``weights_only=True``: tensors and plain data only, no code runs.
+
+    The checksum file beside it, when there is one, is checked first.
+    """
     import torch
 
     path = Path(path)
     if not path.is_file():
         raise UsageError(f"checkpoint not found: {path}")
+    verify_checksum(path)
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:
@@ -57,13 +111,32 @@ def load_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict:
     return ckpt
 
 
+def save_checkpoint(checkpoint: dict[str, Any], path: str | Path) -> None:
+    """Writes ``checkpoint`` atomically, then its checksum file."""
+    import hashlib
+
+    import torch
+
+    # Serialised in memory first, as Lightning does: torch's zip writer turns a failed write into an opaque
+    # RuntimeError, while a plain write of bytes reports "No space left on device" as an OSError with its errno.
+    buffer = io.BytesIO()
+    torch.save(checkpoint, buffer)
+    data = buffer.getbuffer()
+    # An old checksum must not outlive the file it describes: a crash right after the rename below would
+    # otherwise make the new, good checkpoint look damaged.
+    checksum_path(path).unlink(missing_ok=True)
+    atomic_write(path, lambda f: f.write(data))
+    atomic_write_text(checksum_path(path), f"{hashlib.sha256(data).hexdigest()}  {Path(path).name}\n")
+
+
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """Lightning checkpoint IO that writes atomically and never unpickles code when reading."""
+    """Lightning checkpoint IO that writes atomically with a checksum and never unpickles code when reading."""
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Optional[Any] = None) -> None:
-        import torch
+        save_checkpoint(checkpoint, path)
 
-        atomic_write(path, lambda f: torch.save(checkpoint, f))
+    def remove_checkpoint(self, path) -> None:
+        remove_checkpoint(path)
 
     def load_checkpoint(self, path, map_location: Any = None, weights_only: Optional[bool] = None) -> dict[str, Any]:
         return load_checkpoint(path, map_location or "cpu")

@@ -95,15 +95,22 @@ def _small_pack(recipe: dict, meta: dict) -> bool:
 
 def _resize_center_crop(arr: np.ndarray, size: int, crop_ratio: float = 0.875) -> np.ndarray:
     """fastdecode.resize_center_crop for an image already decoded (same arithmetic, same resizer)."""
-    from lit_imgcls.data.fastdecode import _resize
+    from lit_imgcls.data.fastdecode import center_crop_resized
 
-    short = round(size / crop_ratio)
-    h, w = arr.shape[:2]
-    s = short / min(h, w)
-    arr = _resize(np.ascontiguousarray(arr), max(size, round(w * s)), max(size, round(h * s)))
-    h, w = arr.shape[:2]
-    y0, x0 = (h - size) // 2, (w - size) // 2
-    return arr[y0 : y0 + size, x0 : x0 + size]
+    return center_crop_resized(np.ascontiguousarray(arr), size, crop_ratio)
+
+
+def _trim_aspect(image):
+    """The centre of a very long strip, MAX_ASPECT short sides long: resizing its short side to the crop size
+    would otherwise make an image of billions of pixels, of which the centre crop keeps the middle only."""
+    from lit_imgcls.data.fastdecode import MAX_ASPECT
+
+    w, h = image.size
+    if max(w, h) <= MAX_ASPECT * min(w, h):
+        return image
+    keep = MAX_ASPECT * min(w, h)
+    x0, y0 = (w - min(w, keep)) // 2, (h - min(h, keep)) // 2
+    return image.crop((x0, y0, x0 + min(w, keep), y0 + min(h, keep)))
 
 
 class Preprocessor:
@@ -143,7 +150,7 @@ class Preprocessor:
                 image = _open(bytes(image), exif=self.kind == "crop")
             image = _to_pil(image)
             if self.kind == "folder":
-                return self._folder(image.convert(self.mode))
+                return self._folder(_trim_aspect(image).convert(self.mode))
             if self.kind == "crop":
                 arr = _resize_center_crop(np.asarray(image.convert("RGB")), self.h)
                 return self._normalise(self._channels(arr))
@@ -175,10 +182,13 @@ class Preprocessor:
 
 
 def _open(data: bytes, exif: bool = False):
-    from PIL import Image, ImageOps
+    """Untrusted bytes as a loaded PIL image, through the same guard as packing (formats, pixel limit): a failure
+    is an ImageDecodeError, a ValueError that the caller reports as an unreadable image."""
+    from PIL import ImageOps
 
-    img = Image.open(io.BytesIO(data))
-    img.load()  # decode now: a truncated file fails here, naming itself, not later in a batch
+    from lit_imgcls.data.encode import open_image
+
+    img = open_image(data)
     # Packs store photos upright (pack applies EXIF rotation), so photos predicted with a pack-trained model are too.
     return ImageOps.exif_transpose(img) if exif else img
 

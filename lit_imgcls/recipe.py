@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
+import re
 from dataclasses import dataclass
-from typing import Literal, Optional
+import typing
+from typing import Any, Literal, Optional
 
 import yaml
 
@@ -66,11 +69,17 @@ class Recipe:
         progress_bar: show a progress bar.
         model_prefix: checkpoints go to PREFIX-0001.ckpt, ... and the recipe to PREFIX-recipe.yaml.
         save_period: save a checkpoint every N epochs (and after the last).
+        save_every_steps: also save PREFIX-step-NNNNNNNN.ckpt every N optimizer steps (the newest two are kept),
+            so a crash costs at most N steps; resuming from one continues the epoch's data order where it stopped.
         load_epoch: resume from PREFIX-NNNN.ckpt of that epoch: weights, optimizer, LR schedule, data order.
-        resume: "auto": resume from the newest readable PREFIX-NNNN.ckpt (a damaged newer one is skipped with a
-            warning), or start from scratch when none is saved yet; the same command line can simply be rerun.
+        resume: "auto": resume from the newest readable checkpoint under model_prefix (epoch, step or stop
+            checkpoint; a damaged newer one is skipped with a warning), or start from scratch when none is saved
+            yet; the same command line can simply be rerun after a crash or a pre-emption.
         run_dir: folder for logs and metrics (a numbered run folder is made inside).
         tensorboard: also write TensorBoard event files into the run folder (metrics.csv is always written).
+        callbacks: extra Lightning callbacks, a list of {class_path: NAME_OR_PATH, init_args: {...}}: a name
+            from `lit-imgcls list callbacks` (early_stopping, lr_monitor, swa) or the dotted path a registered
+            plugin points to; any other class only with --allow-any-class on the command line.
     """
 
     network: str = "lenet"
@@ -115,10 +124,12 @@ class Recipe:
     progress_bar: bool = True
     model_prefix: Optional[str] = None
     save_period: int = 1
+    save_every_steps: Optional[int] = None
     load_epoch: Optional[int] = None
     resume: Optional[Literal["auto"]] = None
     run_dir: str = "runs"
     tensorboard: bool = False
+    callbacks: Optional[list[dict[str, Any]]] = None
 
     def schedule(self) -> str:
         """The LR schedule in force, with MXNet's implicit choice when ``lr_schedule`` is unset."""
@@ -145,6 +156,12 @@ class Recipe:
     def checkpoint_path(self, epoch: int) -> str:
         return f"{self.model_prefix}-{epoch:04d}.ckpt"
 
+    def build_callbacks(self, allow_any_class: bool = False) -> list:
+        """The Lightning callbacks that ``callbacks`` names (see :func:`lit_imgcls.classpath.build_callbacks`)."""
+        from lit_imgcls.classpath import build_callbacks
+
+        return build_callbacks(self, allow_any_class)
+
     def to_yaml(self) -> str:
         return yaml.safe_dump(dataclasses.asdict(self), sort_keys=False)
 
@@ -153,13 +170,48 @@ FIELDS = {f.name: f for f in dataclasses.fields(Recipe)}
 PRECISIONS = ("32-true", "32", "16-mixed", "bf16-mixed", "16-true", "bf16-true", "64-true")
 
 
-def validate(recipe: Recipe) -> Recipe:
-    """Checks values that types alone do not; raises :class:`UsageError` naming the key and what is valid."""
+def check_scalars(recipe: Recipe) -> None:
+    """The checks every key gets, whatever it means: null only where allowed, finite floats, 64-bit integers, text
+    without NUL.
+
+    Raises:
+        UsageError: naming the first key that fails.
+    """
+    hints = typing.get_type_hints(Recipe)
+    for key in FIELDS:
+        value = getattr(recipe, key)
+        # The parser lets `key: null` through for any type; only Optional keys have a meaning for it.
+        if value is None and type(None) not in typing.get_args(hints[key]):
+            raise UsageError(f"{key} cannot be null (its default is {FIELDS[key].default!r})")
+        # NaN and inf slip past validate()'s range checks (NaN compares False both ways) and mean nothing anywhere.
+        if isinstance(value, float) and not math.isfinite(value):
+            raise UsageError(f"{key} must be a finite number, got {value}")
+        # Python takes any integer; torch, numpy and the OS do not. A YAML hex literal can even be too long for
+        # str() (over 4300 digits), so the message gives its size.
+        if isinstance(value, int) and not isinstance(value, bool) and not -(2**63) <= value < 2**63:
+            raise UsageError(f"{key} must fit a signed 64-bit integer, got a {value.bit_length()}-bit one")
+        # The OS refuses such paths with a bare ValueError.
+        if isinstance(value, str) and "\0" in value:
+            raise UsageError(f"{key} must not contain a NUL character, got {value!r:.80}")
+
+
+def validate(recipe: Recipe, *, allow_any_class: bool = False) -> Recipe:
+    """Checks values that types alone do not; raises :class:`UsageError` naming the key and what is valid.
+
+    Args:
+        recipe: the recipe to check.
+        allow_any_class: ``--allow-any-class`` was given: ``callbacks`` may name any dotted path (not imported here).
+    """
+    from lit_imgcls.classpath import check_class_paths
 
     def need(cond: bool, msg: str) -> None:
         if not cond:
             raise UsageError(msg)
 
+    check_scalars(recipe)
+    # First of the named checks: a refused class_path is the one message that matters in such a recipe.
+    check_class_paths(recipe, allow_any_class)
+    need(0 <= recipe.seed < 2**32, f"seed must lie in [0, 2**32), got {recipe.seed}")  # Lightning would use 0 instead
     need(recipe.batch_size > 0, f"batch_size must be a positive integer, got {recipe.batch_size}")
     need(recipe.fused_steps > 0, f"fused_steps must be a positive integer, got {recipe.fused_steps}")
     need(recipe.num_epochs > 0, f"num_epochs must be a positive integer, got {recipe.num_epochs}")
@@ -179,6 +231,9 @@ def validate(recipe: Recipe) -> Recipe:
          f"num_processes {recipe.num_processes} is for CPU training; with gpus {recipe.gpus!r} each listed GPU gets one process")
     need(recipe.dist_timeout > 0, f"dist_timeout must be positive seconds, got {recipe.dist_timeout}")
     need(recipe.save_period > 0, f"save_period must be positive, got {recipe.save_period}")
+    need(recipe.save_every_steps is None or recipe.save_every_steps > 0,
+         f"save_every_steps must be a positive number of steps (or unset), got {recipe.save_every_steps}")
+    need(recipe.save_every_steps is None or bool(recipe.model_prefix), "save_every_steps needs model_prefix (where checkpoints go)")
     need(recipe.data_nthreads >= 0, f"data_nthreads must be >= 0, got {recipe.data_nthreads}")
     need(recipe.threads is None or recipe.threads > 0, f"threads must be positive, got {recipe.threads}")
     need(recipe.num_examples is None or recipe.num_examples > 0, f"num_examples must be positive, got {recipe.num_examples}")
@@ -197,7 +252,7 @@ def validate(recipe: Recipe) -> Recipe:
         raise UsageError(str(exc)) from None
     if recipe.image_shape:
         parts = recipe.image_shape.split(",")
-        need(len(parts) == 3 and all(p.strip().isdigit() and int(p) > 0 for p in parts),
+        need(len(parts) == 3 and all(re.fullmatch(r"\s*[0-9]+\s*", p) and int(p) > 0 for p in parts),
              f"image_shape must be 'C,H,W' with positive integers, got {recipe.image_shape!r}")
     recipe.gpu_ids()
     if recipe.data_dir and "://" not in recipe.data_dir:

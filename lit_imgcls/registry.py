@@ -44,6 +44,7 @@ class Registry(Generic[T]):
         self._fallback_hint = fallback_hint
         self._entries: dict[str, T] = {}
         self._origins: dict[str, str] = {}
+        self._targets: dict[str, str] = {}  # name -> "module:attr" it points to, known without importing it
         self._pending: dict[str, object] = {}  # entry points discovered but not imported yet
         self._discovered = False
 
@@ -59,6 +60,11 @@ class Registry(Generic[T]):
         self._pending.pop(key, None)
         self._entries[key] = obj
         self._origins[key] = origin
+        module, qualname = getattr(obj, "__module__", None), getattr(obj, "__qualname__", None)
+        if isinstance(module, str) and isinstance(qualname, str) and "<" not in qualname:
+            self._targets[key] = f"{module}:{qualname}"
+        else:  # an instance or a lambda names no importable path
+            self._targets.pop(key, None)
         return obj
 
     def get(self, name: str) -> T:
@@ -82,6 +88,11 @@ class Registry(Generic[T]):
         """Which distribution (or 'runtime') registered ``name``."""
         self._discover()
         return self._origins[self._normalize(name)]
+
+    def targets(self) -> dict[str, str]:
+        """Name -> ``"module:attr"`` each entry points to, read from the entry points without importing them."""
+        self._discover()
+        return dict(self._targets)
 
     def names(self) -> list[str]:
         """All registered names, sorted, without importing their plugins."""
@@ -110,6 +121,7 @@ class Registry(Generic[T]):
                 )
             self._pending[key] = ep
             self._origins[key] = origin
+            self._targets[key] = f"{ep.module}:{ep.attr}"
 
     def _load(self, key: str) -> None:
         ep = self._pending.pop(key)
@@ -149,4 +161,8 @@ formats: Registry = Registry("data format", "lit_imgcls.formats")
 strategies: Registry = Registry("kv-store", "lit_imgcls.strategies")
 """kv-store names -> ``fn(recipe, num_devices) -> Lightning strategy (name or object)``."""
 
-ALL: dict[str, Registry] = {"networks": networks, "datasets": datasets, "formats": formats, "strategies": strategies}
+callbacks: Registry = Registry("callback", "lit_imgcls.callbacks", normalize=lambda name: name.strip().replace("-", "_"))
+"""Lightning Callback classes a recipe's ``callbacks`` key may name (``class_path: early_stopping``)."""
+
+ALL: dict[str, Registry] = {"networks": networks, "datasets": datasets, "formats": formats, "strategies": strategies,
+                            "callbacks": callbacks}

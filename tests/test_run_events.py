@@ -106,7 +106,7 @@ def test_sigterm_stops_after_the_step_with_a_checkpoint(tmp_path):
     # one clear line and the conventional exit code of a SIGTERM'd program
     assert proc.returncode == 143, out[-2000:]
     assert out.strip().splitlines()[-1].startswith("lit-imgcls: stopped by SIGTERM at step "), out[-2000:]
-    assert out.strip().endswith(f"checkpoint {end['checkpoint']}") and "Traceback" not in out
+    assert f"checkpoint {end['checkpoint']}; rerun with --resume auto" in out and "Traceback" not in out
     from lit_imgcls.io import load_checkpoint
 
     ckpt = load_checkpoint(end["checkpoint"])

@@ -374,6 +374,8 @@ def test_snapshot_pack(snap_compare, tmp_path, monkeypatch):
         pilot.app.screen.query_one("#pack-src", Input).value = "mnist"
         pilot.app.screen.query_one("#pack-out", Input).value = "data/mnist-packed"
         pilot.app.screen.query_one("#pack-format", Select).value = "both"
+        for field in pilot.app.screen.query(Input):  # a blinking cursor would make the picture depend on timing
+            field.cursor_blink = False
         await pilot.pause()
 
     assert snap_compare(LitImgclsApp(runs_dir="runs", recipes_dir=RECIPES), terminal_size=SIZE, run_before=run_before)

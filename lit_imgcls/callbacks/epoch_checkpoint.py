@@ -6,6 +6,7 @@ from pathlib import Path
 
 import lightning as L
 
+from lit_imgcls.callbacks.saving import save_or_fail
 from lit_imgcls.io import atomic_write_text
 
 
@@ -34,5 +35,5 @@ class EpochCheckpoint(L.Callback):
         done = trainer.current_epoch + 1
         if done % self.period == 0 or done >= (trainer.max_epochs or done):
             path = f"{self.prefix}-{done:04d}.ckpt"
-            trainer.save_checkpoint(path, weights_only=False)
+            save_or_fail(trainer, path)
             self.last_path = path

@@ -34,6 +34,10 @@ class Speedometer(L.Callback):
         elif trainer.is_global_zero:
             print(text, flush=True)
 
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # A run resumed in the middle of an epoch gets no epoch start: count its rest as the epoch.
+        self.on_train_epoch_start(trainer, pl_module)
+
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._epoch_tic = self._tic = time.perf_counter()
         self._epoch_samples = self._window_samples = 0

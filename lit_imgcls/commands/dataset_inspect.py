@@ -18,8 +18,11 @@ def inspect_pack(out: str) -> None:
     root = Path(out)
     m = read_manifest(root)
     names = m["class_names"]
-    print(f"pack {root}: {len(names)} classes, formats {', '.join(m['formats'])}, made {m['created']} by lit-imgcls {m['lit_imgcls_version']}")
-    print(f"source {m['source']['src']} ({m['source']['kind']}), shuffle {m['options']['shuffle']} (seed {m['options']['seed']})")
+    source, options = m.get("source", {}), m.get("options", {})  # descriptive only: "?" where a manifest lacks them
+    print(f"pack {root}: {len(names)} classes, formats {', '.join(m['formats'])}, made {m.get('created', '?')} "
+          f"by lit-imgcls {m.get('lit_imgcls_version', '?')}")
+    print(f"source {source.get('src', '?')} ({source.get('kind', '?')}), shuffle {options.get('shuffle', '?')} "
+          f"(seed {options.get('seed', '?')})")
     for split, entry in m["splits"].items():
         per = entry["per_class"]
         lo, hi = min(range(len(per)), key=per.__getitem__), max(range(len(per)), key=per.__getitem__)
@@ -32,9 +35,10 @@ def inspect_pack(out: str) -> None:
             print(f"lit-imgcls: warning: {split}: {warning}", file=sys.stderr)
     files = shard_files(m)
     total = sum(e["bytes"] for _, e in files)
-    print(f"  files: {len(files)} ({total / 1e6:.1f} MB); skipped at pack time: {len(m['skipped'])}")
+    print(f"  files: {len(files)} ({total / 1e6:.1f} MB); skipped at pack time: {len(m.get('skipped', []))}")
     split = next(iter(m["splits"]))
     sample = first_sample(root, m, split)
     if sample is not None:
         img, label = sample
-        print(f"  first {split} sample: {img.width}x{img.height} {img.mode}, label {label} ({names[label]})")
+        name = names[label] if 0 <= label < len(names) else "outside the classes: run `lit-imgcls dataset verify`"
+        print(f"  first {split} sample: {img.width}x{img.height} {img.mode}, label {label} ({name})")

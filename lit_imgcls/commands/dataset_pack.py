@@ -34,6 +34,10 @@ def pack(
     Files that cannot be used (empty, not images, truncated, too large) are skipped and listed, with the reason,
     in the manifest's "skipped". Output: OUT/wds/<split>-NNNNNN.tar, OUT/ffcv/<split>.beton, OUT/manifest.json.
 
+    Safe to interrupt, kill -9 included: OUT then holds the previous pack, complete, or no manifest at all (the
+    next pack or reader puts back a previous pack that the final swap had moved aside), never a mix. One pack at
+    a time may write into OUT; a second one is refused.
+
     Args:
         src: what to pack: a folder, a .lst or .csv file, or mnist / cifar10.
         out: output folder.
@@ -54,7 +58,7 @@ def pack(
         shard_size: samples per tar shard (10000) or bytes per shard (500MB).
         exts: file extensions taken from folders.
         data_dir: where the built-in dataset's files are.
-        max_pixels: larger images are refused (decompression-bomb guard).
+        max_pixels: larger images, and images that --resize would make larger, are refused (decompression-bomb guard).
     """
     import sys
 

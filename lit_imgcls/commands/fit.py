@@ -3,7 +3,7 @@ from __future__ import annotations
 from lit_imgcls.recipe import Recipe
 
 
-def fit(recipe: Recipe) -> None:
+def fit(recipe: Recipe, allow_any_class: bool = False) -> None:
     """Train a network from a recipe; every recipe key is also a flag that overrides it.
 
     Example: lit-imgcls fit --recipe recipes/mnist.yaml --lr .1 --lr-factor .9 --lr-factor-epoch .5
@@ -11,10 +11,13 @@ def fit(recipe: Recipe) -> None:
 
     Args:
         recipe: the training recipe (--recipe FILE, then flags).
+        allow_any_class: let the recipe's callbacks name any class by its dotted path, importing its module (which
+            runs that module's code). Without it a recipe names only registered plugins (`lit-imgcls list
+            callbacks`) and the paths they point to. A command-line switch only: a recipe file cannot set it.
     """
     from lit_imgcls.engine import fit as run_fit
 
-    result = run_fit(recipe)
+    result = run_fit(recipe, allow_any_class=allow_any_class)
     if not result.reports:  # synchronous workers share one result; rank 0 reports it
         return
     val = result.metrics.get("val/acc")

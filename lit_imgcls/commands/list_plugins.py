@@ -3,11 +3,12 @@ from __future__ import annotations
 from typing import Literal
 
 
-def list_plugins(kind: Literal["networks", "datasets", "formats", "strategies"], timm: bool = False) -> None:
+def list_plugins(kind: Literal["networks", "datasets", "formats", "strategies", "callbacks"], timm: bool = False) -> None:
     """List the names registered in one registry, with the distribution that provides each.
 
     Args:
-        kind: which registry: networks, datasets, formats or strategies (kv-store modes).
+        kind: which registry: networks, datasets, formats, strategies (kv-store modes) or callbacks (a recipe's
+            callbacks key).
         timm: with networks, list every timm model name too.
     """
     from lit_imgcls.registry import ALL

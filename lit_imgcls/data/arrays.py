@@ -8,6 +8,7 @@ import numpy as np
 import torch
 
 from lit_imgcls.data.base import ImageDataModule
+from lit_imgcls.data.resumable import ResumableEpoch
 
 
 def epoch_generator(seed: int, epoch: int) -> torch.Generator:
@@ -32,13 +33,18 @@ def to_float_images(x: np.ndarray | torch.Tensor, mean: Sequence[float], std: Se
     return out.sub_(m).div_(s).contiguous()
 
 
+def crop_flip_draws(n: int, gen: torch.Generator, pad: int = 4) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The random numbers :func:`crop_flip` uses for ``n`` images; a resumed epoch draws them for skipped batches."""
+    dy = torch.randint(0, 2 * pad + 1, (n,), generator=gen)
+    dx = torch.randint(0, 2 * pad + 1, (n,), generator=gen)
+    return dy, dx, torch.rand(n, generator=gen) < 0.5
+
+
 def crop_flip(x: torch.Tensor, gen: torch.Generator, pad: int = 4) -> torch.Tensor:
     """Random crop after zero padding by ``pad`` and random horizontal flip, for a whole batch at once."""
     n, _, h, w = x.shape
     padded = torch.nn.functional.pad(x, (pad, pad, pad, pad))
-    dy = torch.randint(0, 2 * pad + 1, (n,), generator=gen)
-    dx = torch.randint(0, 2 * pad + 1, (n,), generator=gen)
-    flip = torch.rand(n, generator=gen) < 0.5
+    dy, dx, flip = crop_flip_draws(n, gen, pad)
     rows = dy[:, None] + torch.arange(h)[None, :]
     cols = torch.arange(w)[None, :].expand(n, w)
     cols = torch.where(flip[:, None], cols.flip(1), cols) + dx[:, None]
@@ -48,7 +54,7 @@ def crop_flip(x: torch.Tensor, gen: torch.Generator, pad: int = 4) -> torch.Tens
     return out.permute(0, 3, 1, 2).contiguous()
 
 
-class TensorBatches:
+class TensorBatches(ResumableEpoch):
     """Iterates (x, y) batches sliced from in-memory tensors, in an order fixed by (seed, epoch).
 
     Each of ``world_size`` ranks gets the same number of batches: the shuffled indices are cut to a multiple of
@@ -56,6 +62,8 @@ class TensorBatches:
     Lightning calls ``set_epoch`` through the ``sampler`` attribute, as it does for a DataLoader's sampler.
     With ``fused_steps`` K > 1, each item holds K consecutive batches stacked along dim 0 (the last item of an
     epoch may hold fewer); :class:`~lit_imgcls.module.ImageClassifier` takes one optimizer step per batch.
+    A checkpoint saved mid-epoch stores the items handed out; a resumed loader skips them without slicing them,
+    drawing their augmentation numbers so the rest of the epoch is the same (:class:`ResumableEpoch`).
     """
 
     def __init__(
@@ -114,13 +122,19 @@ class TensorBatches:
             mine = torch.arange(self.rank, n, self.world_size)
         per_item = self.batch_size * self.fused_steps
         end = self.steps() * self.batch_size
+        skip = self.start_epoch()
         for b in range(len(self)):
             idx = mine[b * per_item : min((b + 1) * per_item, end)]
+            if b < skip:
+                if self.augment == "crop_flip":
+                    crop_flip_draws(len(idx), gen)
+                continue
             xb = self.x[idx] if self.shuffle or self.world_size > 1 else self.x[idx[0] : idx[-1] + 1]
             if self.augment == "crop_flip":
                 xb = crop_flip(xb, gen)
             if self.channels_last:
                 xb = xb.contiguous(memory_format=torch.channels_last)
+            self._handed += 1
             yield xb, self.y[idx]
 
 

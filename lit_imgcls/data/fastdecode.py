@@ -3,16 +3,21 @@
 Outputs uint8 HWC arrays; :func:`collate` stacks them into one NHWC block and hands it over as an NCHW tensor in
 channels-last layout (no transposing copy). Normalisation to float happens after the batch reaches the training
 device (``ImageClassifier.on_after_batch_transfer``), which keeps worker work and inter-process traffic 4x smaller.
+
+Bytes that are not a usable image raise :class:`~lit_imgcls.data.encode.ImageDecodeError` (a ValueError, so the
+WebDataset sample decoder names the shard), never a decoder's own exception; the header's size is checked
+against :data:`~lit_imgcls.data.encode.MAX_PIXELS` before anything is decoded.
 """
 
 from __future__ import annotations
 
-import io
 import math
 import random
 
 import numpy as np
 import torch
+
+from lit_imgcls.data.encode import ImageDecodeError, check_pixels, convert, open_image
 
 try:  # optional accelerators; PIL does everything when they are missing
     import simplejpeg
@@ -34,18 +39,23 @@ def decode_rgb(data: bytes, min_side: int = 0) -> np.ndarray:
     """HWC uint8 RGB; with ``min_side``, libjpeg-turbo may decode at 1/2, 1/4 or 1/8 scale while keeping the
     shorter side >= min_side (much less work for large photos)."""
     if simplejpeg is not None and _is_jpeg(data):
-        if min_side:
-            h, w, *_ = simplejpeg.decode_jpeg_header(data)
-            scale = min(h, w) / min_side
-            if scale >= 2:
-                return simplejpeg.decode_jpeg(data, colorspace="RGB", fastdct=True, fastupsample=True,
-                                              min_height=min_side * h // min(h, w), min_width=min_side * w // min(h, w))
-        # The fast integer IDCT and upsampling (as FFCV uses): ~20% faster, differences far below JPEG's own noise.
-        return simplejpeg.decode_jpeg(data, colorspace="RGB", fastdct=True, fastupsample=True)
-    from PIL import Image
+        try:
+            return _decode_jpeg(data, min_side)
+        except ImageDecodeError:
+            raise
+        except ValueError:
+            pass  # damaged, or a layout TurboJPEG refuses (odd chroma subsampling): PIL decodes it or says why
+    return np.asarray(convert(open_image(data), "RGB"))
 
-    img = Image.open(io.BytesIO(data))
-    return np.asarray(img.convert("RGB") if img.mode != "RGB" else img)
+
+def _decode_jpeg(data: bytes, min_side: int) -> np.ndarray:
+    h, w, *_ = simplejpeg.decode_jpeg_header(data)
+    check_pixels(w, h)  # libjpeg-turbo allocates what the header claims, up to 65535 x 65535 x 3 bytes
+    # The fast integer IDCT and upsampling (as FFCV uses): ~20% faster, differences far below JPEG's own noise.
+    if min_side and min(h, w) / min_side >= 2:
+        return simplejpeg.decode_jpeg(data, colorspace="RGB", fastdct=True, fastupsample=True,
+                                      min_height=min_side * h // min(h, w), min_width=min_side * w // min(h, w))
+    return simplejpeg.decode_jpeg(data, colorspace="RGB", fastdct=True, fastupsample=True)
 
 
 def _resize(arr: np.ndarray, width: int, height: int) -> np.ndarray:
@@ -91,11 +101,26 @@ def random_resized_crop(data: bytes, size: int, rng: random.Random, scale=(0.08,
 
 def resize_center_crop(data: bytes, size: int, crop_ratio: float = 0.875) -> np.ndarray:
     """Shorter side to size / crop_ratio, then the centre size x size: uint8 HWC (validation)."""
+    return center_crop_resized(decode_rgb(data, min_side=round(size / crop_ratio)), size, crop_ratio)
+
+
+# Longest side / shortest side beyond which only the middle of the long side is resized. The resized image grows
+# with this ratio (a 5000 x 1 strip with its short side at 256 px is 1,280,000 x 256 px); below it nothing changes.
+MAX_ASPECT = 16
+
+
+def center_crop_resized(arr: np.ndarray, size: int, crop_ratio: float = 0.875) -> np.ndarray:
+    """An already decoded HWC image: shorter side to size / crop_ratio, then the centre size x size."""
     short = round(size / crop_ratio)
-    arr = decode_rgb(data, min_side=short)
     h, w = arr.shape[:2]
+    if max(h, w) > MAX_ASPECT * min(h, w):
+        # The centre crop spans at most the short side: a window MAX_ASPECT short sides long still holds it with
+        # a wide margin (the result differs from resizing everything only by the rounding of the resized size).
+        keep = MAX_ASPECT * min(h, w)
+        arr = arr[(h - keep) // 2 : (h + keep) // 2] if h > w else arr[:, (w - keep) // 2 : (w + keep) // 2]
+        h, w = arr.shape[:2]
     s = short / min(h, w)
-    arr = _resize(arr, max(size, round(w * s)), max(size, round(h * s)))
+    arr = _resize(np.ascontiguousarray(arr), max(size, round(w * s)), max(size, round(h * s)))
     h, w = arr.shape[:2]
     y0, x0 = (h - size) // 2, (w - size) // 2
     return arr[y0 : y0 + size, x0 : x0 + size]
@@ -103,7 +128,4 @@ def resize_center_crop(data: bytes, size: int, crop_ratio: float = 0.875) -> np.
 
 def as_is(data: bytes, mode: str) -> np.ndarray:
     """Small same-size images (MNIST, CIFAR): decoded unchanged, uint8 HW (grey) or HWC."""
-    from PIL import Image
-
-    img = Image.open(io.BytesIO(data))
-    return np.asarray(img.convert(mode) if img.mode != mode else img)
+    return np.asarray(convert(open_image(data), mode))

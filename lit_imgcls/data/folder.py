@@ -9,6 +9,7 @@ import torch
 
 from lit_imgcls.data.arrays import epoch_generator
 from lit_imgcls.data.base import ImageDataModule
+from lit_imgcls.data.resumable import ResumableEpoch
 from lit_imgcls.errors import UsageError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -16,11 +17,16 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 class EpochShuffle(torch.utils.data.Sampler[int]):
-    """Shuffled indices fixed by (seed, epoch); each rank takes an equal share (the remainder is dropped)."""
+    """Shuffled indices fixed by (seed, epoch); each rank takes an equal share (the remainder is dropped).
+
+    ``skip`` leaves that many of this rank's first indices out of the next pass only (a resumed epoch); the
+    length stays the whole epoch's, as Lightning counts the resumed epoch's batches from the checkpoint's.
+    """
 
     def __init__(self, size: int, seed: int = 0, rank: int = 0, world_size: int = 1) -> None:
         self.size, self.seed, self.rank, self.world_size = size, seed, rank, world_size
         self.epoch = 0
+        self.skip = 0
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
@@ -30,7 +36,35 @@ class EpochShuffle(torch.utils.data.Sampler[int]):
 
     def __iter__(self) -> Iterator[int]:
         order = torch.randperm(self.size, generator=epoch_generator(self.seed, self.epoch))
-        yield from order[: len(self) * self.world_size][self.rank :: self.world_size].tolist()
+        skip, self.skip = self.skip, 0
+        return iter(order[: len(self) * self.world_size][self.rank :: self.world_size][skip:].tolist())
+
+
+class ResumableDataLoader(ResumableEpoch, torch.utils.data.DataLoader):
+    """A DataLoader over an :class:`EpochShuffle` sampler that resumes mid-epoch (Lightning's stateful loader).
+
+    Lightning stores :meth:`state_dict` in each checkpoint and, after a restart in the middle of an epoch, hands
+    it back before the first ``iter()``: the sampler then leaves out the indices of the batches already trained
+    on, so they are neither read nor decoded, and the rest of the epoch comes in the same order. Augmentation
+    draws from torch's global generator in the workers, so the pixels of the resumed batches are new draws.
+
+    On a restart Lightning calls ``iter()`` before ``set_epoch``, and a DataLoader with workers reads its
+    sampler as soon as its iterator exists; so the epoch comes back with the state, and the iterator is made on
+    the first ``next()``, after ``set_epoch``.
+    """
+
+    @property
+    def epoch(self) -> int:
+        return self.sampler.epoch
+
+    @epoch.setter
+    def epoch(self, epoch: int) -> None:
+        self.sampler.set_epoch(epoch)
+
+    def __iter__(self) -> Iterator:
+        skip = self.start_epoch()
+        self.sampler.skip = skip * self.batch_size
+        yield from self.counted(super().__iter__())
 
 
 def image_transforms(size: int, train: bool, mean=IMAGENET_MEAN, std=IMAGENET_STD):
@@ -100,8 +134,10 @@ class FolderDataModule(ImageDataModule):
         ds = self._dataset(root, train)
         rank = self.trainer.global_rank if self.trainer is not None else 0
         world = self.trainer.world_size if self.trainer is not None else 1
+        # Only the training loader keeps a state: Lightning saves and restores no other loader's.
+        cls = ResumableDataLoader if train else torch.utils.data.DataLoader
         sampler = EpochShuffle(len(ds), self.seed, rank, world) if train else None
-        return torch.utils.data.DataLoader(
+        return cls(
             ds, batch_size=self.batch_size, sampler=sampler, num_workers=self.workers, drop_last=train,
             persistent_workers=self.workers > 0, pin_memory=torch.cuda.is_available(),
         )

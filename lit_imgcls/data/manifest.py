@@ -1,15 +1,36 @@
-"""The JSON manifest beside packed shards: classes, counts, checksums, options. Written last, read first."""
+"""The JSON manifest beside packed shards: classes, counts, checksums, options. Written last, read first.
+
+Replacing a pack is made safe to kill (kill -9, a full disk, a power cut after the data reached the disk) by
+the manifest being the commit point. A pack writes everything, its manifest included, into a hidden work folder
+``OUT/.partial-<pid>``, then swaps (:func:`commit_pack`): the old manifest, then the old ``wds``/``ffcv``
+folders move into ``<work>/old``; the new folders move in; the new manifest moves in last. Every step is one
+rename. Killed anywhere before the last rename, ``OUT`` has no manifest (nothing looks valid) and ``<work>/old``
+holds the complete old pack, which the next pack, or the next reader, puts back (:func:`recover`), as SQLite's
+next reader rolls back a hot journal. A lock file (``OUT/.pack.lock``, a POSIX lock held by the packing process
+alone, so released by its death whatever kills it) tells a live pack from a dead one's leftovers.
+"""
 
 from __future__ import annotations
 
 import json
+import os
+import re
+import shutil
 from pathlib import Path
 from typing import Any
 
 from lit_imgcls.errors import UsageError
 
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows: no locking, so no protection against two packs at once
+    fcntl = None
+
 MANIFEST = "manifest.json"
 FORMAT_VERSION = 1
+FORMATS = ("wds", "ffcv")
+WORK_PREFIX = ".partial-"
+LOCK = ".pack.lock"
 
 
 def manifest_path(out: str | Path) -> Path:
@@ -20,15 +41,221 @@ def manifest_path(out: str | Path) -> Path:
 def read_manifest(out: str | Path) -> dict[str, Any]:
     """The manifest of a pack folder (or the manifest file itself); a missing or broken one is a clear error."""
     path = manifest_path(out)
+    if not path.is_file() and any(path.parent.glob(f"{WORK_PREFIX}*/old/{MANIFEST}")):
+        _put_back_old_pack(path.parent)
     if not path.is_file():
         raise UsageError(f"no {MANIFEST} in {path.parent}: not a finished pack (an interrupted pack leaves none)")
     try:
         data = json.loads(path.read_text())
     except (OSError, ValueError) as exc:
-        raise UsageError(f"{path} is not valid JSON: {exc}") from None
-    if not isinstance(data, dict) or data.get("format_version") != FORMAT_VERSION or "splits" not in data:
-        raise UsageError(f"{path} is not a lit-imgcls pack manifest (format_version {FORMAT_VERSION})")
+        raise UsageError(f"{path} is not valid JSON ({' '.join(str(exc).split())}): a damaged or cut-short "
+                         "manifest; re-pack with `lit-imgcls dataset pack`") from None
+    return check_manifest(data, str(path))
+
+
+# ------------------------------------------------------------------------------------------- what it must hold
+
+_SHARD_FILE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*\.tar")
+_BETON_FILE = re.compile(r"ffcv/[A-Za-z0-9][A-Za-z0-9._-]*\.beton")
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+def check_manifest(data: Any, where: str) -> dict[str, Any]:
+    """``data`` if it is a manifest every reader can use, else a :class:`UsageError` naming the first bad field.
+
+    Shard names must be plain file names: a manifest from elsewhere cannot point a reader outside its pack.
+    """
+    problem = _problem(data)
+    if problem:
+        raise UsageError(f"{where} is not a lit-imgcls pack manifest (format_version {FORMAT_VERSION}): {problem}; "
+                         "re-pack with `lit-imgcls dataset pack`")
     return data
+
+
+def _count(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= 0
+
+
+def _file_problem(entry: Any, where: str, pattern: re.Pattern) -> str | None:
+    if not isinstance(entry, dict):
+        return f"{where} is not an object"
+    if not isinstance(entry.get("file"), str) or not pattern.fullmatch(entry["file"]):
+        return f"{where}.file {entry.get('file')!r} is not a file name of the pack"
+    for key in ("samples", "bytes"):
+        if not _count(entry.get(key)):
+            return f"{where}.{key} is not a count"
+    if not isinstance(entry.get("sha256"), str) or not _SHA256.fullmatch(entry["sha256"]):
+        return f"{where}.sha256 is not 64 hex digits"
+    return None
+
+
+def _problem(m: Any) -> str | None:
+    if not isinstance(m, dict):
+        return f"a JSON {type(m).__name__}, not an object"
+    if m.get("format_version") != FORMAT_VERSION:
+        return f"format_version is {m.get('format_version')!r}"
+    names = m.get("class_names")
+    if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
+        return "class_names is not a list of names"
+    formats = m.get("formats")
+    if not isinstance(formats, list) or not formats or not set(formats) <= set(FORMATS):
+        return f"formats is {formats!r}, not a list of {' and '.join(FORMATS)}"
+    if m.get("channels", 3) not in (1, 3):
+        return f"channels is {m.get('channels')!r}, not 1 or 3"
+    for key in ("mean", "std"):
+        v = m.get(key, [0.5])
+        if not isinstance(v, list) or not v or not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in v):
+            return f"{key} is not a list of numbers"
+    for key in ("source", "options"):
+        if not isinstance(m.get(key, {}), dict):
+            return f"{key} is not an object"
+    if not isinstance(m.get("skipped", []), list):
+        return "skipped is not a list"
+    splits = m.get("splits")
+    if not isinstance(splits, dict) or not splits:
+        return "splits is not an object of splits"
+    for split, entry in splits.items():
+        where = f"splits.{split}"
+        if not isinstance(entry, dict):
+            return f"{where} is not an object"
+        if not _count(entry.get("count")):
+            return f"{where}.count is not a count"
+        per = entry.get("per_class")
+        if not isinstance(per, list) or len(per) != len(names) or not all(_count(n) for n in per):
+            return f"{where}.per_class is not one count per class ({len(names)})"
+        size = entry.get("image_size", {"min": [1, 1], "max": [1, 1]})
+        if not isinstance(size, dict) or not all(
+                isinstance(size.get(k), list) and len(size[k]) == 2 and all(_count(x) for x in size[k]) for k in ("min", "max")):
+            return f"{where}.image_size is not {{min: [width, height], max: [width, height]}}"
+        if "wds" in formats:
+            shards = entry.get("wds")
+            if not isinstance(shards, list):
+                return f"{where}.wds is not a list of shards"
+            for i, shard in enumerate(shards):
+                problem = _file_problem(shard, f"{where}.wds[{i}]", _SHARD_FILE)
+                if problem:
+                    return problem
+        if "ffcv" in formats:
+            problem = _file_problem(entry.get("ffcv"), f"{where}.ffcv", _BETON_FILE)
+            if problem:
+                return problem
+    return None
+
+
+# ------------------------------------------------------------------------------- replacing a pack, safe to kill
+
+
+class PackLock:
+    """``OUT/.pack.lock``, locked by the process that writes into OUT.
+
+    A POSIX (``lockf``) lock belongs to one process: worker processes forked by a pack do not hold it, and it
+    goes when the pack process goes, however it dies, so leftovers found while holding it are a dead pack's.
+    """
+
+    def __init__(self, out: Path) -> None:
+        self.path = Path(out) / LOCK
+        self._fd: int | None = None
+
+    def acquire(self) -> bool:
+        """True once held; False when another process holds it; OSError when OUT cannot be written."""
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        if fcntl is not None:
+            try:
+                fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except (BlockingIOError, PermissionError):  # EAGAIN or EACCES: another process holds it
+                os.close(fd)
+                return False
+            except OSError:
+                pass  # a file system without locks (ENOLCK): go on unprotected rather than refuse to work
+        os.ftruncate(fd, 0)
+        os.write(fd, str(os.getpid()).encode())
+        self._fd = fd
+        return True
+
+    def holder(self) -> str:
+        try:
+            return self.path.read_text().strip() or "?"
+        except OSError:
+            return "?"
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # closing drops the POSIX lock
+            self._fd = None
+
+
+def _move(src: Path, dst: Path) -> None:
+    """One step of a swap: an atomic rename (the seam where the fault tests kill the process)."""
+    os.replace(src, dst)
+
+
+def commit_pack(work: Path, out: Path, formats: list[str]) -> None:
+    """Swaps the finished pack in ``work`` (its manifest included) for the one in ``out``; the caller holds the
+    lock. Safe to kill at any point: see the module's doc."""
+    old = work / "old"
+    old.mkdir()
+    if (out / MANIFEST).exists():
+        _move(out / MANIFEST, old / MANIFEST)  # first: from here until the last step nothing looks valid
+    for fmt in FORMATS:
+        if (out / fmt).exists():
+            _move(out / fmt, old / fmt)
+        else:  # tells recovery that a folder of this name in OUT is the new pack's
+            (old / f"{fmt}.absent").touch()
+    for fmt in formats:
+        _move(work / fmt, out / fmt)
+    _move(work / MANIFEST, out / MANIFEST)  # the commit point
+    _sync_folder(out)
+    shutil.rmtree(work, ignore_errors=True)
+
+
+def recover(out: Path) -> None:
+    """With the lock held: puts back an old pack whose swap a killed pack left half done, and deletes the work
+    folders of dead packs. Each step is a rename or a deletion that a rerun repeats, so it is itself safe to kill."""
+    for work in sorted(out.glob(f"{WORK_PREFIX}*")):
+        old = work / "old"
+        if not (out / MANIFEST).exists() and (old / MANIFEST).exists():
+            for fmt in FORMATS:
+                kept, absent = old / fmt, old / f"{fmt}.absent"
+                if kept.exists() or absent.exists():  # else the swap never reached it: OUT's folder is the old one
+                    shutil.rmtree(out / fmt, ignore_errors=True)  # the new pack's, if the swap got that far
+                    if kept.exists():
+                        _move(kept, out / fmt)
+                    absent.unlink(missing_ok=True)
+            _move(old / MANIFEST, out / MANIFEST)
+            _sync_folder(out)
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _put_back_old_pack(folder: Path) -> None:
+    """A reader found a pack folder mid-swap: recover it if no pack is running, else say what is happening."""
+    lock = PackLock(folder)
+    try:
+        held = lock.acquire()
+    except OSError as exc:
+        raise UsageError(f"an interrupted `dataset pack` left the previous pack of {folder} in "
+                         f"{folder}/{WORK_PREFIX}*/old, and it cannot be put back from here ({exc.strerror}): "
+                         "rerun the pack as a user who can write there") from None
+    if not held:
+        raise UsageError(f"{folder} is being re-packed right now (process {lock.holder()}): "
+                         "its manifest is back when that pack finishes")
+    try:
+        recover(folder)
+    finally:
+        lock.release()
+
+
+def _sync_folder(folder: Path) -> None:
+    """Makes the renames in ``folder`` durable (a power cut after this keeps them)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass  # some file systems cannot sync a folder; the renames are still atomic
+    finally:
+        os.close(fd)
 
 
 def label_runs(labels: list[int]) -> tuple[int, int, float]:

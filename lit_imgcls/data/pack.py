@@ -1,12 +1,14 @@
 """`dataset pack`: list, shuffle, split, check and encode images, write shards and a manifest (im2rec's successor).
 
-Everything is written into a hidden work folder inside OUT and moved into place at the end, the manifest last:
-an interrupted pack (Ctrl-C, kill -9, full disk) leaves no manifest, so nothing that looks valid, and a rerun
-clears the leftovers and starts again.
+Everything is written into a hidden work folder inside OUT and swapped into place at the end, the manifest last
+(:func:`lit_imgcls.data.manifest.commit_pack`): an interrupted pack (Ctrl-C, kill -9, full disk) leaves either
+no manifest, so nothing that looks valid, or the previous pack, complete; a rerun puts back what a killed swap
+moved aside and deletes the leftovers of every earlier run, so at most one work folder is ever left behind.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import json
 import multiprocessing as mp
@@ -22,7 +24,8 @@ from typing import Iterator
 from lit_imgcls import __version__
 from lit_imgcls.data.encode import EncodeOptions, Encoded, encode_array, encode_file
 from lit_imgcls.data.formats.tar_shards import TarShardWriter, parse_shard_size
-from lit_imgcls.data.manifest import FORMAT_VERSION, MANIFEST, unshuffled_warning
+from lit_imgcls.data.manifest import (FORMAT_VERSION, MANIFEST, WORK_PREFIX, PackLock, commit_pack, recover,
+                                      unshuffled_warning)
 from lit_imgcls.data.sources import Item, Source, open_source
 from lit_imgcls.errors import UsageError
 from lit_imgcls.io import atomic_write_text
@@ -83,6 +86,42 @@ def _init_worker(opts: EncodeOptions, arrays: dict) -> None:
     _WORKER["opts"], _WORKER["arrays"] = opts, arrays
 
 
+class _Parent:
+    """The pack process, as its worker processes see it (an object for multiprocessing's after-fork registry)."""
+
+    def __init__(self) -> None:
+        self.pid = os.getpid()
+
+
+def _die_with_parent(parent: _Parent) -> None:
+    """Runs in every worker process a pack starts (its encoding pool, FFCV's writers): SIGKILL when the pack
+    process dies. Without it a pack killed with kill -9 leaves its pool workers blocked on a queue nobody
+    feeds, forever, one set per kill."""
+    import ctypes
+    import signal
+
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGKILL))  # 1: PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # no such call here
+        return
+    if os.getppid() != parent.pid:  # the pack died between the fork and the prctl
+        os._exit(1)
+
+
+@contextlib.contextmanager
+def _workers_die_with_this_process():
+    """Within: every process multiprocessing forks from this one gets SIGKILL when this one dies."""
+    parent = _Parent()
+    if sys.platform.startswith("linux"):
+        from multiprocessing.util import register_after_fork
+
+        register_after_fork(parent, _die_with_parent)
+    yield
+    # The registry holds `parent` weakly: when it goes, later forks of a process that called pack_dataset (a
+    # test run, a notebook) are left alone.
+    del parent
+
+
 def _encode(job: tuple[str, int, Item]) -> tuple[str, int, Item, Encoded]:
     split, n, item = job
     opts = _WORKER["opts"]
@@ -135,7 +174,7 @@ def pack_dataset(src: str, out: str, opts: PackOptions, enc: EncodeOptions, root
     """Packs ``src`` into ``out``; returns the manifest (also written to ``out/manifest.json``)."""
     from lit_imgcls.data.sources import DEFAULT_EXTS
 
-    max_samples, max_bytes = parse_shard_size(opts.shard_size)
+    parse_shard_size(opts.shard_size)  # a bad --shard-size fails before any work
     if opts.format not in ("wds", "ffcv", "both"):
         raise UsageError(f"format must be wds, ffcv or both, got {opts.format!r}")
     if not (0 <= opts.train_ratio <= 1 and 0 <= opts.test_ratio <= 1):
@@ -158,10 +197,43 @@ def pack_dataset(src: str, out: str, opts: PackOptions, enc: EncodeOptions, root
               "from such a pack sees one class at a time and can stay at chance accuracy for whole epochs",
               file=sys.stderr)
 
-    for stale in out_dir.glob(".partial-*"):
-        shutil.rmtree(stale, ignore_errors=True)
-    work = out_dir / f".partial-{os.getpid()}"
-    work.mkdir()
+    lock = PackLock(out_dir)
+    try:
+        held = lock.acquire()
+    except OSError as exc:
+        raise UsageError(f"cannot write into {out_dir}: {exc.strerror}") from None
+    if not held:
+        raise UsageError(f"another `lit-imgcls dataset pack` (process {lock.holder()}) is writing into {out_dir} now: "
+                         "wait for it to finish, or pack into another folder")
+    try:
+        recover(out_dir)  # what killed runs left: an old pack half swapped out is put back, work folders go
+        work = out_dir / f"{WORK_PREFIX}{os.getpid()}"
+        work.mkdir()
+        try:
+            with _workers_die_with_this_process():
+                manifest, labels_in_order = _write_pack(work, src, source, splits, opts, enc, root, recursive)
+        except BaseException:
+            shutil.rmtree(work, ignore_errors=True)
+            raise
+        try:
+            commit_pack(work, out_dir, manifest["formats"])
+        except BaseException:  # Ctrl-C or a disk error mid-swap: the old pack, moved into work, goes back
+            recover(out_dir)
+            raise
+    finally:
+        lock.release()
+    for split, labels in labels_in_order.items():
+        warning = unshuffled_warning(labels, source.class_names) if labels else None
+        if warning and opts.shuffle:
+            print(f"lit-imgcls: warning: {split}: {warning}", file=sys.stderr)
+    return manifest
+
+
+def _write_pack(work: Path, src: str, source: Source, splits: dict[str, list[Item]], opts: PackOptions,
+                enc: EncodeOptions, root: str | None, recursive: bool) -> tuple[dict, dict[str, list[int]]]:
+    """Encodes and writes the whole pack into ``work``, its manifest last; returns the manifest and each split's
+    labels in storage order."""
+    max_samples, max_bytes = parse_shard_size(opts.shard_size)
     writers = {s: TarShardWriter(work / "wds", s, max_samples, max_bytes) for s in SPLITS if splits.get(s)}
     per_class = {s: [0] * len(source.class_names) for s in SPLITS}
     labels_in_order: dict[str, list[int]] = {s: [] for s in SPLITS}
@@ -196,7 +268,6 @@ def pack_dataset(src: str, out: str, opts: PackOptions, enc: EncodeOptions, root
     except BaseException:
         for w in writers.values():
             w.abort()
-        shutil.rmtree(work, ignore_errors=True)
         raise
     finally:
         if pool is not None:
@@ -217,38 +288,17 @@ def pack_dataset(src: str, out: str, opts: PackOptions, enc: EncodeOptions, root
         "splits": {},
         "skipped": skipped,
     }
-    try:
+    for split, infos in shards.items():
+        entry = {"count": sum(i.samples for i in infos), "per_class": per_class[split]}
+        if opts.format in ("wds", "both"):
+            entry["wds"] = [asdict(i) for i in infos]
+        if split in sizes:
+            entry["image_size"] = {"min": sizes[split][:2], "max": sizes[split][2:]}  # width, height
+        manifest["splits"][split] = entry
+    if opts.format in ("ffcv", "both"):
+        from lit_imgcls.data.formats.ffcv import write_beton
+
         for split, infos in shards.items():
-            entry = {"count": sum(i.samples for i in infos), "per_class": per_class[split]}
-            if opts.format in ("wds", "both"):
-                entry["wds"] = [asdict(i) for i in infos]
-            if split in sizes:
-                entry["image_size"] = {"min": sizes[split][:2], "max": sizes[split][2:]}  # width, height
-            manifest["splits"][split] = entry
-        if opts.format in ("ffcv", "both"):
-            from lit_imgcls.data.formats.ffcv import write_beton
-
-            for split, infos in shards.items():
-                manifest["splits"][split]["ffcv"] = write_beton(work, split, infos, writers[split].locations, enc, opts.num_workers)
-        _move_into_place(work, out_dir, manifest)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-    for split, labels in labels_in_order.items():
-        warning = unshuffled_warning(labels, source.class_names) if labels else None
-        if warning and opts.shuffle:
-            print(f"lit-imgcls: warning: {split}: {warning}", file=sys.stderr)
-    return manifest
-
-
-def _move_into_place(work: Path, out_dir: Path, manifest: dict) -> None:
-    """Old manifest out first, then the new files, then the new manifest: a crash in between leaves no manifest."""
-    (out_dir / MANIFEST).unlink(missing_ok=True)
-    for fmt in ("wds", "ffcv"):
-        old = out_dir / fmt
-        if old.exists():
-            shutil.rmtree(old)
-    if "wds" in manifest["formats"]:
-        os.replace(work / "wds", out_dir / "wds")
-    if "ffcv" in manifest["formats"]:
-        os.replace(work / "ffcv", out_dir / "ffcv")
-    atomic_write_text(out_dir / MANIFEST, json.dumps(manifest, indent=1) + "\n")
+            manifest["splits"][split]["ffcv"] = write_beton(work, split, infos, writers[split].locations, enc, opts.num_workers)
+    atomic_write_text(work / MANIFEST, json.dumps(manifest, indent=1) + "\n")
+    return manifest, labels_in_order

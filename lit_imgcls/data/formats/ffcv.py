@@ -13,8 +13,9 @@ import numpy as np
 
 from lit_imgcls.data.encode import EncodeOptions, decode
 from lit_imgcls.data.formats.packed import PackedDataModule
-from lit_imgcls.data.remote import cached_copy, is_remote, local_path
 from lit_imgcls.data.formats.tar_shards import SampleLocation, ShardInfo, read_location
+from lit_imgcls.data.remote import cached_copy, is_remote, local_path
+from lit_imgcls.data.resumable import ResumableEpoch
 from lit_imgcls.errors import UsageError
 
 
@@ -70,13 +71,16 @@ def _epoch_order(rank: int, world: int, shuffle: bool):
     from ffcv.traversal_order.base import TraversalOrder
 
     class EpochOrder(TraversalOrder):
+        skip = 0  # samples to leave out of the next order only: a resumed epoch's (set by FFCVBatches)
+
         def sample_order(self, epoch: int):
             indices = np.asarray(self.indices)
             if shuffle:
                 indices = np.random.default_rng(int(self.seed) * 1_000_003 + int(epoch)).permutation(indices)
                 per = len(indices) // world
-                return indices[: per * world][rank::world]
-            return indices[rank::world]
+                indices = indices[: per * world]
+            skip, self.skip = self.skip, 0
+            return indices[rank::world][skip:]
 
     class Factory(TraversalOrder):
         def __call__(self, loader):
@@ -88,11 +92,18 @@ def _epoch_order(rank: int, world: int, shuffle: bool):
     return object.__new__(Factory)
 
 
-class FFCVBatches:
+class FFCVBatches(ResumableEpoch):
     """An FFCV Loader with ``set_epoch`` and ``len``, yielding (uint8 NCHW, int64 labels).
 
-    FFCV reuses its output buffers, so each batch is copied out (as a contiguous tensor) before the next one is
-    decoded; normalisation to float happens on the training device (ImageClassifier).
+    FFCV reuses its output buffers, so each batch, images and labels, is copied out (the images as a contiguous
+    tensor) before FFCV overwrites them; normalisation to float happens on the training device (ImageClassifier).
+    Each iteration reads the epoch last given to ``set_epoch`` (FFCV's own Loader would move on by one).
+
+    Resumable mid-epoch (:class:`~lit_imgcls.data.resumable.ResumableEpoch`): with the order of
+    :func:`_epoch_order`, a restored loader leaves the batches handed out before the checkpoint out of the
+    epoch's order, so they are never read; with any other order it decodes and drops them. The order and the
+    pixels of unaugmented (small-image) packs are exact after a resume. FFCV's random crop and flip draw from
+    numba's per-thread generators, which FFCV does not seed: they differ between any two runs, resumed or not.
     """
 
     def __init__(self, loader, channels: int, channels_last: bool) -> None:
@@ -100,9 +111,10 @@ class FFCVBatches:
         self.channels, self.channels_last = channels, channels_last
         self.sampler = self
         self.batch_sampler = None
+        self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
-        self.loader.next_epoch = int(epoch)
+        self.epoch = int(epoch)
 
     def __len__(self) -> int:
         return len(self.loader)
@@ -110,10 +122,22 @@ class FFCVBatches:
     def __iter__(self):
         import torch
 
+        skip = self.start_epoch()
+        self.loader.next_epoch = self.epoch
+        order = self.loader.traversal_order
+        if hasattr(order, "skip"):
+            order.skip, skip = skip * self.loader.batch_size, 0
         fmt = torch.channels_last if self.channels_last else torch.contiguous_format
-        for images, labels in self.loader:
-            x = images[:, : self.channels]  # NCHW view of FFCV's NHWC buffer; grey packs keep one channel
-            yield torch.empty_like(x, memory_format=fmt).copy_(x), labels.view(-1).long()
+        batches = iter(self.loader)
+        try:
+            for images, labels in self.counted(self.skipped(batches, skip)):
+                x = images[:, : self.channels]  # NCHW view of FFCV's NHWC buffer; grey packs keep one channel
+                # Labels come as int64 already, where .long() would hand out FFCV's buffer itself: copy them too.
+                yield torch.empty_like(x, memory_format=fmt).copy_(x), labels.view(-1).to(torch.long, copy=True)
+        finally:
+            # FFCV's reader thread of an epoch left early (an error, limit_train_batches) would otherwise wait
+            # on its full queue for ever.
+            batches.close()
 
 
 class FFCVDataModule(PackedDataModule):

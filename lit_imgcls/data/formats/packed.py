@@ -6,7 +6,7 @@ import json
 from typing import Any
 
 from lit_imgcls.data.base import ImageDataModule
-from lit_imgcls.data.manifest import FORMAT_VERSION, MANIFEST, read_manifest
+from lit_imgcls.data.manifest import MANIFEST, check_manifest, read_manifest
 from lit_imgcls.data.remote import is_remote, local_path, read_bytes
 from lit_imgcls.errors import UsageError
 
@@ -22,9 +22,7 @@ def load_pack_manifest(location: str) -> dict[str, Any]:
         data = json.loads(read_bytes(url))
     except (OSError, ValueError) as exc:
         raise UsageError(f"cannot read the pack manifest {url}: {exc}") from None
-    if not isinstance(data, dict) or data.get("format_version") != FORMAT_VERSION:
-        raise UsageError(f"{url} is not a lit-imgcls pack manifest")
-    return data
+    return check_manifest(data, url)  # the same checks as a local one: fields, types, shard names inside the pack
 
 
 def pick_split(manifest: dict, wanted: tuple[str, ...], where: str) -> str:

@@ -14,6 +14,7 @@ import torch
 
 from lit_imgcls.data.formats.packed import PackedDataModule
 from lit_imgcls.data.remote import cached_copy, is_remote, local_path, open_url
+from lit_imgcls.data.resumable import ResumableEpoch
 from lit_imgcls.errors import UsageError
 
 IMAGE_KEYS = ("jpg", "jpeg", "png", "webp")
@@ -144,13 +145,13 @@ class ShardStream(torch.utils.data.IterableDataset):
                     random.Random(self.seed * 7919 + self.epoch * 131 + p).shuffle(order)
                 yield from ({"url": u} for u in order)
 
-        from webdataset.tariterators import group_by_keys, tar_file_expander
+        from webdataset.tariterators import group_by_keys
 
         errors = NamedErrors()
         stages: list[Any] = [
             shard_source,
             self.opener,
-            lambda src: tar_file_expander(src, handler=errors),
+            self._counted_expander(errors),
             lambda src: group_by_keys(src, handler=errors),
         ]
         if not by_shard:
@@ -167,6 +168,37 @@ class ShardStream(torch.utils.data.IterableDataset):
         yield from it
 
 
+    def _counted_expander(self, errors: "NamedErrors"):
+        """tar_file_expander per shard, checking each shard yields the files its manifest entry counts.
+
+        tarfile ends a stream quietly at a damaged member header: without the count a damaged shard would be
+        read in part (and repeated) and the run would go on as if nothing were wrong.
+        """
+        from webdataset.tariterators import tar_file_expander
+
+        samples = {url: entry.get("samples") for url, entry in self.opener.entries.items()}
+
+        def expand(src):
+            for shard in src:
+                keys: set[str] = set()
+                for item in tar_file_expander([shard], handler=errors):
+                    if "fname" in item:  # webdataset also passes on items that carry only the shard's url
+                        keys.add(_sample_key(item["fname"]))
+                    yield item
+                want = samples.get(shard["url"])
+                if want is not None and len(keys) != want:
+                    raise UsageError(f"shard {shard['url']} ends after {len(keys)} of its {want} samples: it is "
+                                     "damaged; run `lit-imgcls dataset verify` on the pack")
+
+        return expand
+
+
+def _sample_key(fname: str) -> str:
+    """The sample a tar member belongs to, as webdataset groups them: the name up to the first dot of its file."""
+    folder, _, base = fname.rpartition("/")
+    return f"{folder}/{base.split('.', 1)[0]}"
+
+
 class _EveryNth:
     """Keeps samples slot, slot + n, slot + 2n, ... of the stream (webdataset's select stage)."""
 
@@ -178,8 +210,15 @@ class _EveryNth:
         return self.i % self.n == self.slot
 
 
-class EpochLoader:
-    """A DataLoader over a ShardStream with a length and ``set_epoch`` (through ``sampler``), as Lightning expects."""
+class EpochLoader(ResumableEpoch):
+    """A DataLoader over a ShardStream with a length and ``set_epoch`` (through ``sampler``), as Lightning expects.
+
+    Resumable mid-epoch (:class:`~lit_imgcls.data.resumable.ResumableEpoch`): a restored loader rebuilds the
+    epoch's streams and discards the batches handed out before the checkpoint. They are decoded all the same:
+    the random crops draw from one generator per worker in stream order (the number of draws depends on each
+    image's size), and the DataLoader deals batches round-robin over the workers, so decoding and dropping them
+    is what keeps every later batch, pixels included, the same as in the uninterrupted epoch.
+    """
 
     def __init__(self, stream: ShardStream, workers: int) -> None:
         self.stream, self.workers = stream, workers
@@ -187,8 +226,16 @@ class EpochLoader:
         self.batch_sampler = None
         self.dataset = stream
 
-    def set_epoch(self, epoch: int) -> None:
+    @property
+    def epoch(self) -> int:
+        return self.stream.epoch
+
+    @epoch.setter
+    def epoch(self, epoch: int) -> None:
         self.stream.epoch = int(epoch)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
 
     def __len__(self) -> int:
         if self.stream.batches is None:
@@ -196,11 +243,12 @@ class EpochLoader:
         return self.stream.batches
 
     def __iter__(self):
+        skip = self.start_epoch()
         loader = torch.utils.data.DataLoader(self.stream, batch_size=None, num_workers=self.workers,
                                              pin_memory=torch.cuda.is_available(), persistent_workers=False)
         try:
             # Batches arrive channels-last already (NHWC memory): the model takes them as they are.
-            yield from loader
+            yield from self.counted(self.skipped(iter(loader), skip))
         except UsageError as exc:
             # From a worker process the message carries the worker's traceback; the user needs its last line.
             raise UsageError(str(exc).strip().rsplit("UsageError: ", 1)[-1]) from None

@@ -1,0 +1,31 @@
+"""Saving a checkpoint from a callback: a full or read-only disk ends the run with one line, nothing overwritten."""
+
+from __future__ import annotations
+
+import errno
+
+import lightning as L
+
+from lit_imgcls.errors import RunFailed
+
+# Errors that free space or permissions cure; anything else is a bug and keeps its traceback.
+DISK_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG, errno.EIO)
+
+
+def disk_failure(what: str, exc: OSError) -> RunFailed:
+    """The run-ending error for an output that could not be written: what, why, and what is still intact."""
+    reason = exc.strerror or str(exc)
+    return RunFailed(
+        f"cannot write {what}: {reason}; nothing was written in its place and the checkpoints saved before are "
+        "intact; free space (or fix the folder's permissions), then rerun the same command with --resume auto"
+    )
+
+
+def save_or_fail(trainer: L.Trainer, path: str) -> None:
+    """``trainer.save_checkpoint(path)``; a disk error becomes :class:`RunFailed` naming the file."""
+    try:
+        trainer.save_checkpoint(path, weights_only=False)
+    except OSError as exc:
+        if exc.errno in DISK_ERRORS:
+            raise disk_failure(f"checkpoint {path}", exc) from exc
+        raise
