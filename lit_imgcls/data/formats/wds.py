@@ -174,7 +174,7 @@ class ShardStream(torch.utils.data.IterableDataset):
         tarfile ends a stream quietly at a damaged member header: without the count a damaged shard would be
         read in part (and repeated) and the run would go on as if nothing were wrong.
         """
-        from webdataset.tariterators import tar_file_expander
+        from webdataset.tariterators import base_plus_ext, tar_file_expander
 
         samples = {url: entry.get("samples") for url, entry in self.opener.entries.items()}
 
@@ -183,7 +183,7 @@ class ShardStream(torch.utils.data.IterableDataset):
                 keys: set[str] = set()
                 for item in tar_file_expander([shard], handler=errors):
                     if "fname" in item:  # webdataset also passes on items that carry only the shard's url
-                        keys.add(_sample_key(item["fname"]))
+                        keys.add(base_plus_ext(item["fname"])[0])  # the sample it belongs to, as group_by_keys sees it
                     yield item
                 want = samples.get(shard["url"])
                 if want is not None and len(keys) != want:
@@ -191,12 +191,6 @@ class ShardStream(torch.utils.data.IterableDataset):
                                      "damaged; run `lit-imgcls dataset verify` on the pack")
 
         return expand
-
-
-def _sample_key(fname: str) -> str:
-    """The sample a tar member belongs to, as webdataset groups them: the name up to the first dot of its file."""
-    folder, _, base = fname.rpartition("/")
-    return f"{folder}/{base.split('.', 1)[0]}"
 
 
 class _EveryNth:
