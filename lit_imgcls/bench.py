@@ -25,6 +25,7 @@ from typing import Iterator, Optional
 import lightning as L
 import torch
 
+from lit_imgcls.data.base import ImageDataModule
 from lit_imgcls.errors import RunFailed, UsageError
 
 SMALL_INPUT = {"lenet": "1,28,28", "mlp": "1,28,28"}  # the seed's MNIST networks; every other one gets ImageNet's
@@ -125,7 +126,7 @@ class FixedBatches:
             yield x, y
 
 
-class SyntheticData(L.LightningDataModule):
+class SyntheticData(ImageDataModule):
     """The DataModule contract (classes, image shape, mean/std) around :class:`FixedBatches`."""
 
     def __init__(self, cfg: BenchConfig) -> None:
@@ -189,7 +190,7 @@ def measure_train(cfg: BenchConfig) -> Optional[BenchResult]:
     """Trains ``warmup + steps`` steps through a Trainer; the result on rank 0, None on the other ranks."""
     import warnings
 
-    from lit_imgcls.engine import build_module, build_trainer, prepare_process
+    from lit_imgcls.engine import DataSpec, build_module, build_trainer, prepare_process
 
     recipe = _recipe(cfg)
     prepare_process(recipe)
@@ -197,7 +198,7 @@ def measure_train(cfg: BenchConfig) -> Optional[BenchResult]:
     warnings.filterwarnings("ignore", message=".*(does not have many workers|smaller than the logging interval|have no `val_dataloader`).*")
     logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.WARNING)
     dm = _datamodule(cfg)
-    module = build_module(recipe, dm)
+    module = build_module(recipe, DataSpec.of(dm))
     timer = _step_timer(cfg.warmup)
     trainer = build_trainer(recipe, [timer], logger=None, max_steps=cfg.warmup + cfg.steps, max_epochs=-1,
                             limit_val_batches=0, enable_model_summary=False)
@@ -233,14 +234,14 @@ _TRUE_DTYPES = {"bf16-true": "bfloat16", "16-true": "float16", "64-true": "float
 def measure_infer(cfg: BenchConfig, gate=None) -> BenchResult:
     """Forward passes under ``torch.inference_mode`` on one device; ``gate()`` is called between warm-up and the
     timed steps (several processes wait there for a common start)."""
-    from lit_imgcls.engine import build_module, prepare_process
+    from lit_imgcls.engine import DataSpec, build_module, prepare_process
 
     recipe = _recipe(cfg)
     prepare_process(recipe)
     ids = cfg.gpu_ids()
     device = torch.device(f"cuda:{ids[0]}" if ids else "cpu")
     dm = _datamodule(cfg)
-    module = build_module(recipe, dm).to(device).eval()
+    module = build_module(recipe, DataSpec.of(dm)).to(device).eval()
     dtype = getattr(torch, _TRUE_DTYPES[cfg.precision]) if cfg.precision in _TRUE_DTYPES else None
     if dtype is not None:
         module = module.to(dtype)

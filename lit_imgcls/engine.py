@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from lit_imgcls import __version__
+from lit_imgcls.data.checks import check_batch_norm, check_classes, check_training_samples
 from lit_imgcls.errors import RunFailed, RunStopped, UsageError
 from lit_imgcls.recipe import Recipe, validate
 from lit_imgcls.registry import datasets, strategies
@@ -35,31 +36,64 @@ class RunResult:
     reports: bool = True  # False on the workers of a synchronous run other than rank 0, which reports for all
 
 
+@dataclass
+class DataSpec:
+    """What a network is built for: the classes (output order) and the evaluation preprocessing (input shape,
+    mean/std). A DataModule gives it for training; a checkpoint's meta gives it back for prediction."""
+
+    class_names: list[str]
+    data_config: Any  # lit_imgcls.data.preprocess.DataConfig
+
+    @classmethod
+    def of(cls, datamodule) -> "DataSpec":
+        """A DataModule's; one that states no ``data_config`` (a plain LightningDataModule with ``class_names``,
+        ``image_shape``, ``mean``, ``std``) gets the base class's: its images whole, at ``image_shape``."""
+        from lit_imgcls.data.base import ImageDataModule
+
+        config = getattr(datamodule, "data_config", None) or ImageDataModule.data_config.fget(datamodule)
+        return cls([str(n) for n in datamodule.class_names], config)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+
 def build_datamodule(recipe: Recipe):
-    """The registered DataModule for ``recipe.dataset``, configured from the recipe."""
+    """The registered DataModule for ``recipe.dataset``, configured from the recipe; it must deliver the recipe's
+    ``image_shape`` when one is given (every built-in one does).
+
+    Raises:
+        UsageError: a plugin DataModule that delivers another shape than ``image_shape`` asks for.
+    """
     cls = datasets.get(recipe.dataset)
-    return cls.from_recipe(recipe) if hasattr(cls, "from_recipe") else cls(recipe)
-
-
-def input_shape(recipe: Recipe, datamodule) -> tuple[int, int, int]:
+    dm = cls.from_recipe(recipe) if hasattr(cls, "from_recipe") else cls(recipe)
     if recipe.image_shape:
-        c, h, w = (int(v) for v in recipe.image_shape.split(","))
-        return c, h, w
-    return tuple(datamodule.image_shape)  # type: ignore[return-value]
+        want = tuple(int(v) for v in recipe.image_shape.split(","))
+        if tuple(int(v) for v in dm.image_shape) != want:
+            have = ",".join(str(v) for v in dm.image_shape)
+            raise UsageError(f"dataset {recipe.dataset} delivers images of shape {have}, not image_shape "
+                             f"{recipe.image_shape}: leave image_shape unset, or use a dataset that honours it")
+    return dm
 
 
-def build_module(recipe: Recipe, datamodule):
-    """The network from the registry, wrapped in an ImageClassifier with the recipe's optimisation settings."""
+def build_module(recipe: Recipe, spec: DataSpec):
+    """The network from the registry, wrapped in an ImageClassifier with the recipe's optimisation settings.
+
+    The network is built for ``spec`` (class count, input channels and size); its meta (saved in every
+    checkpoint) holds the recipe, the class names and the evaluation preprocessing.
+    """
     import torch
 
     from lit_imgcls.module import ImageClassifier
     from lit_imgcls.networks.factory import create_network
 
-    c, h, _ = input_shape(recipe, datamodule)
-    if recipe.top_k > datamodule.num_classes:
-        raise UsageError(f"top_k {recipe.top_k} exceeds the {datamodule.num_classes} classes of dataset {recipe.dataset}; use --top-k 0 (off) or at most {datamodule.num_classes}")
+    config = spec.data_config
+    c, h, w = config.input_size
+    if recipe.top_k > spec.num_classes:
+        raise UsageError(f"top_k {recipe.top_k} exceeds the {spec.num_classes} classes of dataset {recipe.dataset}; use --top-k 0 (off) or at most {spec.num_classes}")
     net = create_network(
-        recipe.network, num_classes=datamodule.num_classes, in_chans=c, img_size=h, num_layers=recipe.num_layers,
+        recipe.network, num_classes=spec.num_classes, in_chans=c, img_size=h if h == w else (h, w),
+        num_layers=recipe.num_layers,
     )
     loaded = None
     if recipe.pretrained:
@@ -67,7 +101,7 @@ def build_module(recipe: Recipe, datamodule):
 
         from lit_imgcls.networks.factory import load_pretrained
 
-        loaded = load_pretrained(net, recipe.pretrained)
+        loaded = load_pretrained(net, recipe.pretrained, spec.class_names)
         rank_zero_info(f"pretrained: {loaded.summary()}")
     if recipe.freeze_backbone or recipe.backbone_lr_mult != 1:
         _check_head(net, recipe)
@@ -79,7 +113,7 @@ def build_module(recipe: Recipe, datamodule):
         net = net.to(memory_format=torch.channels_last)
     module = ImageClassifier(
         net,
-        num_classes=datamodule.num_classes,
+        num_classes=spec.num_classes,
         optimizer=recipe.optimizer,
         lr=recipe.lr,
         momentum=recipe.mom,
@@ -94,17 +128,18 @@ def build_module(recipe: Recipe, datamodule):
         label_smoothing=recipe.label_smoothing,
         backbone_lr_mult=recipe.backbone_lr_mult,
         top_k=recipe.top_k,
-        class_names=list(datamodule.class_names),
-        mean=list(datamodule.mean),
-        std=list(datamodule.std),
+        class_names=list(spec.class_names),
+        mean=list(config.mean),
+        std=list(config.std),
     )
     module.meta = {
         "version": __version__,
         "recipe": dataclasses.asdict(recipe),
-        "class_names": list(datamodule.class_names),
-        "image_shape": [c, h, h],
-        "mean": list(datamodule.mean),
-        "std": list(datamodule.std),
+        "class_names": list(spec.class_names),
+        "image_shape": [c, h, w],
+        "mean": list(config.mean),
+        "std": list(config.std),
+        "data_config": config.to_dict(),
     }
     if loaded is not None:
         module.meta["pretrained"] = {"path": loaded.path, "loaded": len(loaded.loaded), "skipped": loaded.skipped,
@@ -292,6 +327,45 @@ def resume_path(recipe: Recipe) -> str | None:
     return path
 
 
+def data_where(recipe: Recipe, train: bool = False) -> str:
+    """The training (``train``) or evaluation data of a recipe in words, for messages: ``dataset folder (data/train)``."""
+    location = (recipe.data_train if train else recipe.data_val or recipe.data_train) or recipe.data_dir
+    return f"dataset {recipe.dataset}" + (f" ({location})" if location else "")
+
+
+def match_checkpoint(datamodule, meta, checkpoint: str, where: str) -> None:
+    """Evaluation data fit for a checkpoint: the same classes in the same order (else one line naming the
+    difference), and the checkpoint's evaluation preprocessing (applied when the DataModule can, else a warning
+    naming both).
+
+    Raises:
+        UsageError: other classes than the checkpoint's.
+    """
+    from lit_imgcls.data.classes import check_same_classes
+
+    check_same_classes(datamodule.class_names, meta.class_names, where, f"checkpoint {checkpoint}")
+    use = getattr(datamodule, "use_eval_config", None)
+    own = getattr(datamodule, "data_config", None)
+    if meta.data_config is None:  # a checkpoint from before lit-imgcls 0.2 saved its preprocessing
+        return
+    if own is not None and own != meta.data_config and not (use is not None and use(meta.data_config)):
+        print(f"lit-imgcls: warning: {where} prepares images as {own.describe()}, checkpoint {checkpoint} was "
+              f"validated with {meta.data_config.describe()}: accuracy here may differ from the run's",
+              file=sys.stderr, flush=True)
+
+
+def _check_resumable(ckpt: str, module, datamodule, recipe: Recipe) -> None:
+    """A checkpoint to resume from holds this network's weights, trained on these classes (else one line)."""
+    from lit_imgcls.checkpoint_meta import load_weights, read_meta
+    from lit_imgcls.data.classes import check_same_classes
+    from lit_imgcls.io import load_checkpoint
+
+    state = load_checkpoint(ckpt)
+    meta = read_meta(state, ckpt, need_config=False)
+    check_same_classes(datamodule.class_names, meta.class_names, data_where(recipe), f"checkpoint {ckpt}")
+    load_weights(module, state["state_dict"], ckpt, recipe.network)  # Lightning loads them again; this names a misfit
+
+
 def _first_line(exc: BaseException) -> str:
     return (str(exc).strip().splitlines() or [""])[0][:300]
 
@@ -323,11 +397,19 @@ def fit(recipe: Recipe, datamodule=None, allow_any_class: bool = False) -> RunRe
     start = time.perf_counter()
     prepare_process(recipe)
     datamodule = datamodule if datamodule is not None else build_datamodule(recipe)
-    module = build_module(recipe, datamodule)
+    where = data_where(recipe, train=True)
+    check_classes(datamodule.class_names, where)
+    module = build_module(recipe, DataSpec.of(datamodule))
+    _, _, count = _devices(recipe)
+    check_training_samples(datamodule.training_class_counts() if hasattr(datamodule, "training_class_counts") else None,
+                           datamodule.class_names, recipe.batch_size, count * num_nodes(count), where)
+    check_batch_norm(module.net, recipe.batch_size, recipe.network)
     ckpt = resume_path(recipe)
     done = (epoch_of(ckpt, recipe.model_prefix) or 0) if ckpt else 0
     if ckpt and done >= recipe.num_epochs:
         raise UsageError(f"epoch {done} ({ckpt}) is not before num_epochs {recipe.num_epochs}: nothing left to train")
+    if ckpt:
+        _check_resumable(ckpt, module, datamodule, recipe)
     from lit_imgcls.preflight import check_outputs
 
     rank_zero = int(os.environ.get("RANK", "0") or 0) == 0
@@ -409,7 +491,7 @@ def evaluate(recipe: Recipe, stage: str, checkpoint: str | None = None, allow_an
     validate(recipe, allow_any_class=allow_any_class)
     prepare_process(recipe)
     datamodule = build_datamodule(recipe)
-    module = build_module(recipe, datamodule)
+    module = build_module(recipe, DataSpec.of(datamodule))
     if checkpoint is None:
         checkpoint = resume_path(recipe)
     if checkpoint is None and recipe.model_prefix:
@@ -418,13 +500,13 @@ def evaluate(recipe: Recipe, stage: str, checkpoint: str | None = None, allow_an
             checkpoint = recipe.checkpoint_path(epochs[-1])
     if checkpoint is None:
         raise UsageError(f"{stage} needs trained weights: give --model-prefix (newest epoch is used) and/or --load-epoch")
+    from lit_imgcls.checkpoint_meta import load_weights, read_meta
     from lit_imgcls.io import load_checkpoint
 
-    state = load_checkpoint(checkpoint)["state_dict"]
-    try:
-        module.load_state_dict(state)
-    except RuntimeError as exc:
-        raise UsageError(f"checkpoint {checkpoint} does not fit network {recipe.network}: {str(exc).splitlines()[0]}") from exc
+    ckpt = load_checkpoint(checkpoint)
+    meta = read_meta(ckpt, checkpoint, need_config=False)
+    match_checkpoint(datamodule, meta, checkpoint, data_where(recipe))
+    load_weights(module, ckpt["state_dict"], checkpoint, recipe.network)
     trainer = build_trainer(recipe, [])
     run = trainer.validate if stage == "validate" else trainer.test
     out = run(module, datamodule=datamodule, verbose=False)

@@ -36,3 +36,12 @@ class RunStopped(Exception):
     def __init__(self, message: str, exit_code: int = 143) -> None:
         super().__init__(message)
         self.exit_code = exit_code
+
+
+def from_worker(exc: UsageError) -> UsageError:
+    """A :class:`UsageError` raised in a DataLoader worker process, as the one line it said.
+
+    PyTorch re-raises a worker's exception in the main process with the worker's traceback in its message; the
+    user needs the last line only.
+    """
+    return UsageError(str(exc).strip().rsplit("UsageError: ", 1)[-1])

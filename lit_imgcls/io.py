@@ -13,8 +13,6 @@ import tempfile
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
-
 from lit_imgcls.errors import UsageError
 
 
@@ -129,14 +127,28 @@ def save_checkpoint(checkpoint: dict[str, Any], path: str | Path) -> None:
     atomic_write_text(checksum_path(path), f"{hashlib.sha256(data).hexdigest()}  {Path(path).name}\n")
 
 
-class AtomicCheckpointIO(TorchCheckpointIO):
-    """Lightning checkpoint IO that writes atomically with a checksum and never unpickles code when reading."""
+def _atomic_checkpoint_io() -> type:
+    from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 
-    def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Optional[Any] = None) -> None:
-        save_checkpoint(checkpoint, path)
+    class AtomicCheckpointIO(TorchCheckpointIO):
+        """Lightning checkpoint IO that writes atomically with a checksum and never unpickles code when reading."""
 
-    def remove_checkpoint(self, path) -> None:
-        remove_checkpoint(path)
+        def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Optional[Any] = None) -> None:
+            save_checkpoint(checkpoint, path)
 
-    def load_checkpoint(self, path, map_location: Any = None, weights_only: Optional[bool] = None) -> dict[str, Any]:
-        return load_checkpoint(path, map_location or "cpu")
+        def remove_checkpoint(self, path) -> None:
+            remove_checkpoint(path)
+
+        def load_checkpoint(self, path, map_location: Any = None, weights_only: Optional[bool] = None) -> dict[str, Any]:
+            return load_checkpoint(path, map_location or "cpu")
+
+    AtomicCheckpointIO.__module__ = __name__
+    return AtomicCheckpointIO
+
+
+def __getattr__(name: str):
+    # Built on first use: importing Lightning costs ~4 s, and the writers here (dataset pack, plot) need none of it.
+    if name == "AtomicCheckpointIO":
+        cls = globals()[name] = _atomic_checkpoint_io()
+        return cls
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

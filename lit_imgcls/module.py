@@ -139,10 +139,15 @@ class ImageClassifier(L.LightningModule):
             self.trainer.precision
         ) in ("32-true", "32", "bf16-mixed", "64-true")
 
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        """uint8 images (N, C, H, W) -> float32 (x / 255 - mean) / std, on ``x``'s device; float input as it is."""
+        if x.dtype != torch.uint8:
+            return x
+        return x.float().sub_(self.pixel_mean).div_(self.pixel_std)
+
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         if isinstance(batch, (tuple, list)) and isinstance(batch[0], torch.Tensor) and batch[0].dtype == torch.uint8:
-            x = batch[0].float().sub_(self.pixel_mean).div_(self.pixel_std)
-            return (x, *batch[1:])
+            return (self.normalize(batch[0]), *batch[1:])
         return batch
 
     def take_train_window(self) -> tuple[float, float, int]:

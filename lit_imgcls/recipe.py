@@ -264,7 +264,58 @@ def validate(recipe: Recipe, *, allow_any_class: bool = False) -> Recipe:
     from lit_imgcls.registry import datasets, networks, strategies
     from lit_imgcls.networks.factory import resolve_name
 
-    datasets.get(recipe.dataset)
+    check_dataset_keys(recipe, datasets.get(recipe.dataset))
     strategies.get(recipe.kv_store)
     networks.get(resolve_name(recipe.network, recipe.num_layers))
     return recipe
+
+
+# Keys that say which data a run reads. A dataset that does not take one of them would quietly read other data
+# than the user named (`fit --recipe recipes/mnist.yaml --data-train PACK` training MNIST), so setting one for
+# such a dataset is an error. (Keys that only tune speed, like data_nthreads or fused_steps, are not listed.)
+DATA_KEYS = ("data_dir", "data_url", "data_train", "data_val", "data_cache", "num_examples", "image_shape")
+
+
+def dataset_keys(cls) -> set[str] | None:
+    """The recipe keys a dataset class reads: its ``__init__`` parameters when it is built by the base
+    ``from_recipe`` (which passes exactly those); None when it builds itself some other way."""
+    import inspect
+
+    from lit_imgcls.data.base import ImageDataModule
+
+    own = getattr(cls, "from_recipe", None)
+    if getattr(own, "__func__", None) is not ImageDataModule.from_recipe.__func__:
+        return None
+    return set(inspect.signature(cls.__init__).parameters) - {"self"}
+
+
+def check_dataset_keys(recipe: Recipe, cls) -> None:
+    """Refuses a data key (:data:`DATA_KEYS`) set to something the chosen dataset does not read.
+
+    Raises:
+        UsageError: naming the key, the dataset, and the datasets that do read it.
+    """
+    reads = dataset_keys(cls)
+    if reads is None:
+        return
+    for key in DATA_KEYS:
+        value = getattr(recipe, key)
+        if value == FIELDS[key].default or key in reads:
+            continue
+        from lit_imgcls.registry import datasets
+
+        users = []
+        for name in datasets.names():
+            try:
+                keys = dataset_keys(datasets.get(name))
+            except Exception:  # noqa: BLE001 - a broken plugin must not hide this message
+                continue
+            if keys is not None and key in keys:
+                users.append(name)
+        hint = ""
+        if key in ("data_train", "data_val", "data_dir") and isinstance(value, str) and "://" not in value and \
+                os.path.isfile(os.path.join(os.path.expanduser(value), "manifest.json")):
+            hint = f"; {value} is a pack: add --dataset wds (or ffcv)"
+        raise UsageError(f"{key} is set ({value!r}) but dataset {recipe.dataset} does not read it, so it would "
+                         f"train on other data than you named; datasets that read {key}: "
+                         f"{', '.join(users) or 'none'}{hint}")

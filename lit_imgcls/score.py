@@ -49,9 +49,10 @@ class ScoreResult:
         return np.divide(np.diag(self.confusion), counts, out=np.full(len(counts), np.nan), where=counts > 0)
 
 
-def resolve_recipe(meta: dict, overrides: dict[str, Any]):
-    """The checkpoint's saved recipe, machine keys reset, then ``overrides`` (the keys a user gave) on top."""
-    from lit_imgcls.predict import recipe_from_meta
+def resolve_recipe(meta, overrides: dict[str, Any]):
+    """The checkpoint's saved recipe (``meta``: its CheckpointMeta), machine keys reset, then ``overrides`` (the
+    keys a user gave) on top."""
+    from lit_imgcls.checkpoint_meta import recipe_from_meta
     from lit_imgcls.recipe import Recipe
 
     recipe = recipe_from_meta(meta)
@@ -63,9 +64,12 @@ def resolve_recipe(meta: dict, overrides: dict[str, Any]):
         raise UsageError(f"unknown recipe keys: {', '.join(sorted(unknown))}")
     recipe = dataclasses.replace(recipe, **overrides)
     recipe.pretrained = None  # the checkpoint's weights are the ones scored
-    if not recipe.image_shape and meta.get("image_shape"):
+    from lit_imgcls.recipe import dataset_keys
+    from lit_imgcls.registry import datasets
+
+    if not recipe.image_shape and "image_shape" in (dataset_keys(datasets.get(recipe.dataset)) or ()):
         # Another dataset must still deliver what the network takes (a grey MNIST model scoring an RGB pack).
-        recipe.image_shape = ",".join(str(int(v)) for v in meta["image_shape"])
+        recipe.image_shape = ",".join(str(v) for v in meta.image_shape)
     return recipe
 
 
@@ -79,15 +83,13 @@ def score(checkpoint: str, overrides: dict[str, Any] | None = None, top_k: int =
     """
     import torch
 
-    from lit_imgcls.engine import _devices, build_datamodule, prepare_process
+    from lit_imgcls.checkpoint_meta import load_module, read_meta
+    from lit_imgcls.engine import _devices, build_datamodule, data_where, match_checkpoint, prepare_process
     from lit_imgcls.io import load_checkpoint
-    from lit_imgcls.predict import load_module
     from lit_imgcls.recipe import validate
 
     ckpt = load_checkpoint(checkpoint)
-    meta = ckpt.get("lit_imgcls") or {}
-    if "recipe" not in meta:
-        raise UsageError(f"checkpoint {checkpoint} has no saved recipe: it was not written by `lit-imgcls fit`")
+    meta = read_meta(ckpt, checkpoint)
     recipe = resolve_recipe(meta, dict(overrides or {}))
     recipe.top_k = 0  # top-k is measured here, for any k; the module needs none
     validate(recipe)
@@ -96,8 +98,7 @@ def score(checkpoint: str, overrides: dict[str, Any] | None = None, top_k: int =
     device = torch.device(f"cuda:{devices[0]}" if accelerator == "gpu" else "cpu")
     datamodule = build_datamodule(recipe)
     names = [str(n) for n in datamodule.class_names]
-    if names != [str(n) for n in meta.get("class_names", names)]:
-        raise UsageError(f"dataset {recipe.dataset} has classes {names[:5]}..., the checkpoint {list(meta['class_names'])[:5]}...")
+    match_checkpoint(datamodule, meta, checkpoint, data_where(recipe))
     datamodule.prepare_data()
     datamodule.setup("validate")
     loader = datamodule.val_dataloader()

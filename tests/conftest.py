@@ -58,6 +58,8 @@ def quick_args(tmp: Path, **overrides) -> list[str]:
         "run_dir": str(tmp / "runs"), "model_prefix": str(tmp / "model" / "mnist"),
     }
     base.update({k: str(v) for k, v in overrides.items()})
+    if base["dataset"] not in ("mnist", "cifar10", "npz") and "num_examples" not in overrides:
+        del base["num_examples"]  # the other datasets refuse it (they would not honour it)
     out: list[str] = []
     for k, v in base.items():
         out += [f"--{k.replace('_', '-')}", v]

@@ -245,7 +245,7 @@ def test_a_live_pack_is_not_disturbed_by_a_second_pack_or_a_reader(small_pack, t
 def flip_inside_an_image(shard: Path) -> None:
     """Flips one byte in the middle of an image's bytes, choosing one whose image still decodes afterwards, so
     that only the checksum can tell."""
-    from lit_imgcls.data.encode import decode
+    from lit_imgcls.data.image import decode
 
     data = bytearray(shard.read_bytes())
     with tarfile.open(shard) as tar:
@@ -289,7 +289,7 @@ def test_verify_names_a_damaged_shard(small_pack, tmp_path, rel, damage, says):
 
 
 def fit(pack: Path, tmp_path: Path):
-    args = quick_args(tmp_path, dataset="wds", data_train=pack, num_examples=300, batch_size=32, data_nthreads=1,
+    args = quick_args(tmp_path, dataset="wds", data_train=pack, batch_size=32, data_nthreads=1,
                       gpus="", data_dir="")
     return run_cli("fit", *args, cwd=tmp_path, timeout=300)
 

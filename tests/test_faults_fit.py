@@ -22,7 +22,7 @@ import torch
 
 from lit_imgcls.io import load_checkpoint
 
-from conftest import REPO, quick_args, run_cli
+from conftest import quick_args, run_cli
 
 # 1000 images in batches of 64: 15 steps an epoch, 45 in all; the step schedule makes the LR move every 7-8 steps.
 COMMON = dict(num_examples=1000, lr=0.1, lr_factor=0.9, lr_factor_epoch=0.5, seed=2, num_epochs=3, disp_batches=1)

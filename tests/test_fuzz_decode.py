@@ -28,7 +28,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-MAX_PIXELS = 89_478_485  # lit_imgcls.data.encode.MAX_PIXELS, imported here only by the worker
+MAX_PIXELS = 89_478_485  # lit_imgcls.data.image.MAX_PIXELS, imported here only by the worker
 EXAMPLES = 300
 FUZZ = settings(max_examples=EXAMPLES, derandomize=True, database=None, deadline=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
@@ -39,21 +39,20 @@ HEADROOM = 3 << 30  # address space the worker may add to what its imports took:
 
 # entry point -> the only exception type it may raise (None: it must not raise at all)
 ALLOWED = {
-    "fastdecode.decode_rgb": "ImageDecodeError",
-    "fastdecode.random_resized_crop": "ImageDecodeError",
-    "fastdecode.resize_center_crop": "ImageDecodeError",
-    "fastdecode.as_is": "ImageDecodeError",
-    "encode.decode": "ImageDecodeError",
+    "image.decode": "ImageDecodeError",
+    "image.check_complete": "ImageDecodeError",
+    "transforms.random_resized_crop": "ImageDecodeError",
+    "EvalTransform[center]": "ImageDecodeError",
+    "EvalTransform[squash]": "ImageDecodeError",
     "encode.encode_file": None,
     "wds.SampleDecoder": "UsageError",
-    "predict.Preprocessor[as_is]": "ImageError",
-    "predict.Preprocessor[crop]": "ImageError",
-    "predict.Preprocessor[folder]": "ImageError",
+    "Classifier.preprocess[squash]": "ImageError",
+    "Classifier.preprocess[center]": "ImageError",
 }
 
-# predict's PIL path (as_is and folder preprocessing), checked on its own by test_predict_findings as well.
-_PREDICT_PIL = ("predict.Preprocessor[as_is]", "predict.Preprocessor[folder]")
-# Outcomes tolerated per decoder: none left (predict's own PIL path had four until it went through encode.open_image).
+# predict's preprocessing, checked on its own by test_predict_findings as well.
+_PREDICT_PIL = ("Classifier.preprocess[squash]", "Classifier.preprocess[center]")
+# Outcomes tolerated per decoder: none left (predict's own PIL path had four until it went through the contract).
 KNOWN: set[tuple[str, str]] = set()
 FOUND: dict[tuple[str, str], int] = {}
 
@@ -62,19 +61,26 @@ def _run_entry(name: str, data: bytes, p: dict, tmp: Path) -> dict:
     """Calls one entry point as the code that uses it does; describes what came back."""
     import random
 
-    from lit_imgcls.data import encode, fastdecode
+    from types import SimpleNamespace
 
-    if name == "fastdecode.decode_rgb":
-        return _array(fastdecode.decode_rgb(data, min_side=p["min_side"]))
-    if name == "fastdecode.random_resized_crop":
-        return _array(fastdecode.random_resized_crop(data, p["size"], random.Random(p["seed"])))
-    if name == "fastdecode.resize_center_crop":
-        return _array(fastdecode.resize_center_crop(data, p["size"]))
-    if name == "fastdecode.as_is":
-        return _array(fastdecode.as_is(data, p["mode"]))
-    if name == "encode.decode":
-        img = encode.decode(data, p["mode"])
-        return {"shape": [img.height, img.width], "mode": img.mode}
+    from lit_imgcls.data import encode, image, transforms
+    from lit_imgcls.data.preprocess import DataConfig, EvalTransform
+
+    c = 1 if p["mode"] == "L" else 3
+
+    def config(mode: str) -> DataConfig:
+        return DataConfig((c, p["size"], p["size"]), mode, 0.875, "auto", (0.5,) * c, (0.25,) * c)
+
+    if name == "image.decode":
+        return _array(image.decode(data, c))
+    if name == "image.check_complete":
+        image.check_complete(data)
+        return {"shape": [1, 1]}
+    if name == "transforms.random_resized_crop":
+        return _array(transforms.random_resized_crop(image.decode(data, c), p["size"], p["size"],
+                                                     random.Random(p["seed"])))
+    if name.startswith("EvalTransform"):
+        return _array(EvalTransform(config(name[name.index("[") + 1 : -1]))(data))
     if name == "encode.encode_file":
         path = tmp / "input.img"
         path.write_bytes(data)
@@ -83,22 +89,21 @@ def _run_entry(name: str, data: bytes, p: dict, tmp: Path) -> dict:
         res = encode.encode_file(str(path), opts)
         if res.error is not None:
             return {"skipped": res.error}
-        back = encode.decode(res.data)  # what was packed must read back, at the size the manifest will record
-        return {"shape": [back.height, back.width], "recorded": [res.height, res.width], "ext": res.ext}
+        back = image.decode(res.data)  # what was packed must read back, at the size the manifest will record
+        return {"shape": list(back.shape[:2]), "recorded": [res.height, res.width], "ext": res.ext}
     if name == "wds.SampleDecoder":
         from lit_imgcls.data.formats.wds import SampleDecoder
 
-        decoder = SampleDecoder(p["size"], p["train"], p["mode"])
-        image, label = decoder({"__key__": "train00000007", "__url__": "pack/wds/train-000000.tar",
-                                p["key"]: data, "cls": b"3"})
-        return {**_array(image), "label": label}
-    if name.startswith("predict.Preprocessor"):
-        from lit_imgcls.predict import Preprocessor
+        decoder = SampleDecoder(config("center"), p["train"], augment=True)
+        pixels, label = decoder({"__key__": "train00000007", "__url__": "pack/wds/train-000000.tar",
+                                 p["key"]: data, "cls": b"3"})
+        return {**_array(pixels), "label": label}
+    if name.startswith("Classifier.preprocess"):
+        from lit_imgcls.classifier import Classifier
 
-        kind = name[name.index("[") + 1 : -1]
-        c = 1 if p["mode"] == "L" else 3
-        t = Preprocessor((c, p["size"], p["size"]), [0.5] * c, [0.25] * c, kind)(data)
-        return {"shape": list(t.shape), "dtype": str(t.dtype).replace("torch.", ""), "finite": bool(t.isfinite().all())}
+        cfg = config(name[name.index("[") + 1 : -1])
+        clf = Classifier(None, SimpleNamespace(class_names=["a"], image_shape=cfg.input_size, data_config=cfg))
+        return _array(clf.preprocess(data))
     raise KeyError(name)
 
 
@@ -113,7 +118,8 @@ def _serve() -> None:
     import tempfile
 
     import lit_imgcls.data.formats.wds  # noqa: F401 - everything imported before the address space is capped
-    import lit_imgcls.predict  # noqa: F401
+    import lit_imgcls.classifier  # noqa: F401
+    import lit_imgcls.data.preprocess  # noqa: F401
     import torchvision  # noqa: F401
 
     vm = int(next(line for line in Path("/proc/self/status").read_text().splitlines() if line.startswith("VmSize")).split()[1])
@@ -209,17 +215,16 @@ def check(answers: dict, params: dict, valid: bool = False, claimed: tuple[int, 
             assert _known(name, "decoded over the pixel limit"), f"{name} decoded a {claimed} image"
             continue
         shape = a["shape"]
-        assert a.get("dtype", "uint8") == ("float32" if name.startswith("predict") else "uint8"), (name, a)
-        if name in ("fastdecode.random_resized_crop", "fastdecode.resize_center_crop"):
-            assert shape == [p["size"], p["size"], 3], (name, shape)
-        elif name == "fastdecode.decode_rgb":
-            assert len(shape) == 3 and shape[2] == 3 and 0 < shape[0] * shape[1] <= MAX_PIXELS, (name, shape)
-        elif name == "fastdecode.as_is":
-            assert len(shape) == (2 if p["mode"] == "L" else 3) and 0 < shape[0] * shape[1] <= MAX_PIXELS, (name, shape)
+        assert a.get("dtype", "uint8") == "uint8", (name, a)
+        c = 1 if p["mode"] == "L" else 3
+        if name == "transforms.random_resized_crop":
+            assert shape[:2] == [p["size"], p["size"]], (name, shape)
+        elif name.startswith(("EvalTransform", "Classifier")):
+            assert shape == [p["size"], p["size"], c], (name, shape)
+        elif name == "image.decode":
+            assert len(shape) == (2 if c == 1 else 3) and 0 < shape[0] * shape[1] <= MAX_PIXELS, (name, shape)
         elif name == "wds.SampleDecoder":
-            assert a["label"] == 3 and (shape[:2] == [p["size"]] * 2 or p["size"] == 0), (name, shape)
-        elif name.startswith("predict"):
-            assert shape == [1 if p["mode"] == "L" else 3, p["size"], p["size"]] and a["finite"], (name, a)
+            assert a["label"] == 3 and shape == [p["size"], p["size"], c], (name, shape)
         elif name == "encode.encode_file":
             assert shape == a["recorded"] and min(shape) > 0 and a["ext"] in (".jpg", ".png"), (name, a)
         else:
@@ -399,7 +404,7 @@ def test_thin_strips_decode_without_blowing_up(decoders):
     was a cv2 out-of-memory error), and pack must skip it with a reason (it was a MemoryError out of encode_file);
     a 300 x 1 strip fits the pixel limit but not JPEG's 65500 px side (it was an OSError that stopped the pack)."""
     strip = encoded("PNG", "L", 20000, 1, 0)
-    entries = [n for n in OWN_PIL if n != "encode.encode_file"] + ["predict.Preprocessor[as_is]"]
+    entries = [n for n in OWN_PIL if n != "encode.encode_file"]
     check(decoders.run(strip, entries=entries, size=224), {"size": 224}, valid=True)
     packed = decoders.run(strip, entries=["encode.encode_file"], resize=256)["encode.encode_file"]
     assert "more than --max-pixels" in packed["skipped"]
@@ -418,13 +423,13 @@ def test_formats_outside_the_list_are_not_handed_to_their_plugins(decoders):
 
 @pytest.mark.parametrize("case", ["bomb", "over", "strip", "ico"])
 def test_predict_findings(decoders, case):
-    """predict's PIL path (as_is and folder preprocessing) on the inputs the decoders above already refuse."""
+    """predict's preprocessing (both crop modes) on the inputs the decoders above already refuse."""
     data = {"bomb": png_claiming(100_000, 100_000), "over": jpeg_claiming(9460, 9460),
             "strip": encoded("PNG", "L", 20000, 1, 0), "ico": encoded("ICO", "RGB", 16, 16, 0)}[case]
     answers = decoders.run(data, entries=_PREDICT_PIL, size=224)
     for name, a in answers.items():
         if case == "strip":
-            assert a["ok"] and a["shape"] == [3, 224, 224], (name, a)
+            assert a["ok"] and a["shape"] == [224, 224, 3], (name, a)
         else:
             assert not a["ok"] and a["type"] == "ImageError", (name, a)
 

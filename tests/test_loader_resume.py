@@ -138,18 +138,17 @@ def test_ffcv_resume_is_exact_with_a_deterministic_decoder(pack, order, ffcv_col
 
 
 @pytest.mark.parametrize("workers", [0, 2])
-def test_folder_resume_skips_whole_batches_in_the_sampler(photos, workers):
-    """Order exact. The training transform draws from torch's global generator, so the test decodes with the
-    deterministic validation transform: equal pixels then prove the same images in the same order."""
-    from lit_imgcls.data.folder import FolderDataModule, ResumableDataLoader, image_transforms
+def test_folder_resume_skips_whole_batches_in_the_sampler(photos, workers, monkeypatch):
+    """Order and pixels exact, random crops and flips included (drawn from seed, epoch and image alone, so the
+    worker that decodes an image does not matter)."""
+    from lit_imgcls.data import folder
+    from lit_imgcls.data.folder import FolderDataModule, ResumableDataLoader
 
     dm = FolderDataModule(data_train=str(photos / "train"), batch_size=BATCH, data_nthreads=workers,
                           image_shape="3,32,32")
 
     def make() -> ResumableDataLoader:
-        loader = dm.train_dataloader()
-        loader.dataset.transform = image_transforms(32, False)
-        return loader
+        return dm.train_dataloader()
 
     whole = _epoch(make(), EPOCH)
     assert len(whole) == BATCHES
@@ -158,8 +157,8 @@ def test_folder_resume_skips_whole_batches_in_the_sampler(photos, workers):
     _assert_same(_epoch(resumed, EPOCH + 1), _epoch(make(), EPOCH + 1))
     if workers == 0:  # the skipped batches are never read (workers would read in their own processes)
         loader, reads = make(), []
-        transform = loader.dataset.transform
-        loader.dataset.transform = lambda image: reads.append(1) or transform(image)
+        read_file = folder.read_file
+        monkeypatch.setattr(folder, "read_file", lambda path: reads.append(path) or read_file(path))
         loader.load_state_dict({"epoch": EPOCH, "items": 7})
         assert len(_epoch(loader, EPOCH)) == BATCHES - 7 and len(reads) == (BATCHES - 7) * BATCH
 
@@ -188,9 +187,9 @@ def test_a_state_from_the_end_of_the_previous_epoch_skips_nothing(pack, photos):
 @pytest.mark.parametrize("fmt", ["wds", "folder"])
 def test_resume_through_lightning(fmt, pack, photos, tmp_path):
     """A run stopped by an error right after a checkpoint, mid-epoch or at the epoch's last batch, and resumed
-    from that checkpoint by a new Trainer, trains on exactly the batches of an uninterrupted run. The folder
-    loader decodes with the deterministic validation transform (equal pixels = same images) and 2 workers,
-    which read the sampler as soon as Lightning calls ``iter()``, before ``set_epoch``."""
+    from that checkpoint by a new Trainer, trains on exactly the batches of an uninterrupted run, pixels included.
+    The folder loader runs 2 workers, which read the sampler as soon as Lightning calls ``iter()``, before
+    ``set_epoch``."""
     import lightning as L
 
     from lit_imgcls.data.folder import FolderDataModule
@@ -222,15 +221,11 @@ def test_resume_through_lightning(fmt, pack, photos, tmp_path):
                 trainer.save_checkpoint(self.path)
                 raise Stop
 
-    class SteadyFolder(FolderDataModule):
-        def _dataset(self, root: str, train: bool):
-            return super()._dataset(root, False)
-
     def fit(callbacks=(), ckpt=None) -> list:
         if fmt == "wds":
             dm = WDSDataModule(data_train=str(pack), batch_size=BATCH, data_nthreads=0, image_shape="3,24,24")
         else:
-            dm = SteadyFolder(data_train=str(photos / "train"), batch_size=BATCH, data_nthreads=2,
+            dm = FolderDataModule(data_train=str(photos / "train"), batch_size=BATCH, data_nthreads=2,
                               image_shape="3,32,32")
         model = Tiny()
         trainer = L.Trainer(max_epochs=3, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,

@@ -242,7 +242,9 @@ def test_equal_batches_for_every_rank_and_worker(photos, tmp_path):
                    "--center-crop").returncode == 0
     m = json.loads((out / "manifest.json").read_text())
     urls = shard_urls(str(out), m, "train")
-    decoder = SampleDecoder(24, train=True)
+    from lit_imgcls.data.preprocess import DataConfig
+
+    decoder = SampleDecoder(DataConfig((3, 24, 24), "center", mean=(0.5,) * 3, std=(0.5,) * 3), train=True, augment=True)
     counts = []
     for rank in range(2):
         stream = ShardStream(urls, decoder, batch_size=4, train=True, seed=0, rank=rank, world=2, batches=36 // 2 // 4,
@@ -282,7 +284,7 @@ def test_mnist_trains_from_each_format(tmp_path_factory, fmt):
         res = run_cli("dataset", "pack", "mnist", str(out), "--format", "both", "--num-workers", "2")
         assert res.returncode == 0, res.stderr
     tmp = tmp_path_factory.mktemp(fmt)
-    res = run_cli("fit", *quick_args(tmp, dataset=fmt, data_train=out, data_nthreads=2, num_examples=60000, lr=0.05,
+    res = run_cli("fit", *quick_args(tmp, dataset=fmt, data_train=out, data_nthreads=2, lr=0.05,
                                      lr_schedule="onecycle", nesterov="true", wd=0.0005, channels_last="true"), cwd=tmp)
     assert res.returncode == 0, res.stderr[-3000:]
     acc = float(res.stdout.rsplit("val top-1 accuracy ", 1)[1].split()[0])

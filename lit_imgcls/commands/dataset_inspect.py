@@ -2,18 +2,27 @@ from __future__ import annotations
 
 
 def inspect_pack(out: str) -> None:
-    """Show a pack: counts per split and class, class balance, shards, a decoded sample, and storage order.
+    """Show a pack: counts per split and class, class balance, shards, a decoded sample, storage order and copies.
 
-    Warns when labels sit in long runs of one class (an unshuffled pack) and says what that does to training.
+    Warns (on stderr, ``lit-imgcls: warning: ...``) when a split's labels are stored sorted by class, in whole or
+    in blocks, judged against a random order of the same labels so that imbalanced classes are no false alarm;
+    when val or test has no sample of a class that train has; and when byte-identical images (sha256 of the
+    stored bytes) repeat within a split, appear in more than one split (leakage) or carry different labels.
+    Duplicates come from the manifest's ``duplicates`` (recorded by ``dataset pack``), else from hashing the
+    WebDataset shards; an FFCV-only pack made before they were recorded cannot be checked, and says so.
 
     Args:
         out: the pack folder (with manifest.json).
+
+    Raises:
+        UsageError: no manifest, a malformed one, or a shard that cannot be read.
     """
     import sys
     from pathlib import Path
 
-    from lit_imgcls.data.manifest import read_manifest, unshuffled_warning
-    from lit_imgcls.data.pack_check import first_sample, shard_files, storage_labels
+    from lit_imgcls.data.manifest import read_manifest
+    from lit_imgcls.data.pack_report import duplicate_warnings, missing_class_warnings, unshuffled_warning
+    from lit_imgcls.data.pack_check import duplicates_in_shards, first_sample, shard_files, storage_labels
 
     root = Path(out)
     m = read_manifest(root)
@@ -23,16 +32,33 @@ def inspect_pack(out: str) -> None:
           f"by lit-imgcls {m.get('lit_imgcls_version', '?')}")
     print(f"source {source.get('src', '?')} ({source.get('kind', '?')}), shuffle {options.get('shuffle', '?')} "
           f"(seed {options.get('seed', '?')})")
+    dup = m.get("duplicates")
+    labels_by_split: dict[str, list[int]] = {}
+    if dup is None and all("wds" in e for e in m["splits"].values()):
+        # An older pack: hash the stored images, reading the labels in the same pass.
+        dup, labels_by_split = duplicates_in_shards(root, m)
+    warnings: list[str] = []
     for split, entry in m["splits"].items():
         per = entry["per_class"]
         lo, hi = min(range(len(per)), key=per.__getitem__), max(range(len(per)), key=per.__getitem__)
         size = entry.get("image_size")
         dims = f", images {size['min'][0]}x{size['min'][1]} to {size['max'][0]}x{size['max'][1]} px" if size else ""
         print(f"  {split}: {entry['count']} samples; per class {per[lo]} ({names[lo]}) to {per[hi]} ({names[hi]}){dims}")
-        labels = storage_labels(root, m, split)
+        labels = labels_by_split[split] if split in labels_by_split else storage_labels(root, m, split)
         warning = unshuffled_warning(labels, names)
         if warning:
-            print(f"lit-imgcls: warning: {split}: {warning}", file=sys.stderr)
+            warnings.append(f"{split}: {warning}")
+    warnings += missing_class_warnings(m["splits"], names)
+    if dup is None:
+        print("  duplicates: not checked (an FFCV-only pack made before lit-imgcls recorded them; re-pack, or pack "
+              "with --format both, to check)")
+    else:
+        warnings += duplicate_warnings(dup, names)
+        found = (f"{dup['groups']} images stored more than once ({dup['copies']} extra copies)" if dup.get("groups")
+                 else "none")
+        print(f"  duplicates (sha256 of the stored images): {found}")
+    for warning in warnings:
+        print(f"lit-imgcls: warning: {warning}", file=sys.stderr)
     files = shard_files(m)
     total = sum(e["bytes"] for _, e in files)
     print(f"  files: {len(files)} ({total / 1e6:.1f} MB); skipped at pack time: {len(m.get('skipped', []))}")

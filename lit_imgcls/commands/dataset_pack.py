@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from typing import Literal, Optional
 
-from lit_imgcls.data.encode import MAX_PIXELS
+from lit_imgcls.data.image import MAX_PIXELS
 
 
 def pack(
@@ -33,6 +33,13 @@ def pack(
     (path,label; paths relative to --root, default the list's folder), or a built-in dataset (mnist, cifar10).
     Files that cannot be used (empty, not images, truncated, too large) are skipped and listed, with the reason,
     in the manifest's "skipped". Output: OUT/wds/<split>-NNNNNN.tar, OUT/ffcv/<split>.beton, OUT/manifest.json.
+    A .lst or .csv takes its class names from a classes.txt beside it (line N names label N-1), as --list writes.
+
+    After packing, warnings (stderr, exit code still 0) name what would mislead training: a split stored sorted
+    by class (judged against a random order of the same class counts, so imbalanced classes are no false alarm);
+    val or test without a class that train has; byte-identical images (sha256 of the stored bytes) repeated
+    within a split, stored in more than one split (leakage), or stored with different labels. The manifest's
+    "duplicates" records the counts and up to 20 example groups; `dataset inspect` shows them again.
 
     Safe to interrupt, kill -9 included: OUT then holds the previous pack, complete, or no manifest at all (the
     next pack or reader puts back a previous pack that the final swap had moved aside), never a mix. One pack at
@@ -44,7 +51,8 @@ def pack(
         format: wds (WebDataset tar shards), ffcv (.beton) or both.
         root: folder that the paths of a .lst/.csv are relative to.
         recursive: take images from any depth below each class folder.
-        list: only write the im2rec lists (OUT/train.lst, val.lst, test.lst) and stop.
+        list: only write the im2rec lists (OUT/train.lst, val.lst, test.lst; paths relative to OUT) and the class
+            map OUT/classes.txt, and stop: `dataset pack OUT/train.lst` then finds the images and the class names.
         train_ratio: share of the samples for the train split.
         test_ratio: share for the test split; the rest is the val split.
         shuffle: shuffle before splitting and packing; --no-shuffle keeps source order (dangerous: see the warning).

@@ -12,7 +12,7 @@ def verify(out: str, deep: bool = False) -> None:
     """
     from pathlib import Path
 
-    from lit_imgcls.data.encode import decode
+    from lit_imgcls.data.image import decode
     from lit_imgcls.data.manifest import read_manifest
     from lit_imgcls.data.pack_check import check_file, iter_tar_samples, shard_files
     from lit_imgcls.errors import UsageError

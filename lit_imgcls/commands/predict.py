@@ -3,6 +3,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Literal
 
+from lit_imgcls.data.image import MAX_PIXELS
+
 
 def predict(
     inputs: Sequence[str],
@@ -13,6 +15,7 @@ def predict(
     gpus: str = "",
     threads: int | None = None,
     split: str = "val",
+    max_pixels: int = MAX_PIXELS,
 ) -> None:
     """Name the classes in images with a trained checkpoint: top-k classes and softmax probabilities per image.
 
@@ -31,6 +34,7 @@ def predict(
         gpus: a CUDA device like "0"; empty means CPU.
         threads: CPU threads for compute; default: all cores.
         split: the split of a pack to predict (train, val or test).
+        max_pixels: larger images are refused (decompression-bomb guard); raise it for large scans or panoramas.
     """
     import sys
 
@@ -40,8 +44,8 @@ def predict(
         raise UsageError("predict needs --checkpoint CKPT (a PREFIX-NNNN.ckpt written by fit)")
     if not inputs:
         raise UsageError("predict needs inputs: image files, folders, globs, URLs or packs")
-    if top_k < 1 or batch_size < 1 or (threads is not None and threads < 1):
-        raise UsageError("top_k, batch_size and threads must be positive")
+    if top_k < 1 or batch_size < 1 or max_pixels < 1 or (threads is not None and threads < 1):
+        raise UsageError("top_k, batch_size, max_pixels and threads must be positive")
     ids = [v.strip() for v in (gpus or "").split(",") if v.strip()]
     if len(ids) > 1:
         raise UsageError(f"predict runs on one device; give one GPU like --gpus {ids[0]}, not {gpus!r}")
@@ -51,9 +55,11 @@ def predict(
 
     if threads:
         torch.set_num_threads(threads)
-    from lit_imgcls.predict import FORMATS, Classifier, expand_inputs
+    from lit_imgcls.classifier import Classifier
+    from lit_imgcls.inputs import expand_inputs
+    from lit_imgcls.predictions import FORMATS
 
-    clf = Classifier.load(checkpoint, device=f"cuda:{ids[0]}" if ids else "cpu")
+    clf = Classifier.load(checkpoint, device=f"cuda:{ids[0]}" if ids else "cpu", max_pixels=max_pixels)
     bar = None
     if format == "table":
         from tqdm import tqdm

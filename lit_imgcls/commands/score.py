@@ -41,10 +41,11 @@ def _options_class() -> type:
         """The recipe score would use (--print-recipe)."""
         if not self.checkpoint:
             return Recipe(**self.given()).to_yaml()
+        from lit_imgcls.checkpoint_meta import read_meta
         from lit_imgcls.io import load_checkpoint
         from lit_imgcls.score import resolve_recipe
 
-        return resolve_recipe(load_checkpoint(self.checkpoint).get("lit_imgcls") or {}, self.given()).to_yaml()
+        return resolve_recipe(read_meta(load_checkpoint(self.checkpoint), self.checkpoint), self.given()).to_yaml()
 
     cls = dataclasses.make_dataclass("ScoreOptions", fields, namespace={"__doc__": doc, "given": given, "to_yaml": to_yaml})
     cls.__module__ = __name__

@@ -8,7 +8,9 @@ import numpy as np
 import torch
 
 from lit_imgcls.data.base import ImageDataModule
+from lit_imgcls.data.preprocess import conform_images, per_channel
 from lit_imgcls.data.resumable import ResumableEpoch
+from lit_imgcls.errors import UsageError
 
 
 def epoch_generator(seed: int, epoch: int) -> torch.Generator:
@@ -52,6 +54,17 @@ def crop_flip(x: torch.Tensor, gen: torch.Generator, pad: int = 4) -> torch.Tens
     # (N, H, W, C) after advanced indexing on dims 0, 2, 3
     out = padded.permute(0, 2, 3, 1)[idx, rows[:, :, None], cols[:, None, :]]
     return out.permute(0, 3, 1, 2).contiguous()
+
+
+def _chw(shape: tuple[int, ...]) -> tuple[int, int, int]:
+    """(C, H, W) of images stored as (N, H, W), (N, H, W, C) or (N, C, H, W) (C of 1, 3 or 4)."""
+    if len(shape) == 3:
+        return 1, int(shape[1]), int(shape[2])
+    if len(shape) != 4:
+        raise UsageError(f"images must be (N, H, W), (N, H, W, C) or (N, C, H, W), got shape {tuple(shape)}")
+    if shape[-1] in (1, 3, 4) and shape[1] not in (1, 3, 4):
+        return int(shape[3]), int(shape[1]), int(shape[2])
+    return int(shape[1]), int(shape[2]), int(shape[3])
 
 
 class TensorBatches(ResumableEpoch):
@@ -157,6 +170,9 @@ class ArrayDataModule(ImageDataModule):
         channels_last: hand batches over in channels-last memory format.
         num_examples: use only the first N training examples.
         fused_steps: training batches handed over together (see :class:`TensorBatches`).
+        image_shape: "C,H,W" the network takes; uint8 images of another size or channel count are converted
+            once, at setup, by the rules ``predict`` applies (:func:`~lit_imgcls.data.preprocess.conform_images`);
+            default: the images' own.
     """
 
     def __init__(
@@ -176,8 +192,10 @@ class ArrayDataModule(ImageDataModule):
         channels_last: bool = False,
         num_examples: int | None = None,
         fused_steps: int = 1,
+        image_shape: str | None = None,
     ) -> None:
         super().__init__()
+        self.requested_shape = tuple(int(v) for v in image_shape.split(",")) if image_shape else None
         self.batch_size = batch_size
         self.fused_steps = fused_steps
         self.seed = seed
@@ -188,28 +206,26 @@ class ArrayDataModule(ImageDataModule):
         if class_names is not None:
             self.class_names = list(class_names)
             self.num_classes = len(self.class_names)
-        if mean is not None:
-            self.mean = tuple(mean)
-        if std is not None:
-            self.std = tuple(std)
+        self._given_mean, self._given_std = mean, std
         self._tensors: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        if self.requested_shape:
+            self._set_shape(self.requested_shape)
         if x_train is not None:
             self._describe(x_train, y_train)
 
+    def _set_shape(self, shape: tuple[int, int, int]) -> None:
+        """The shape loaders deliver, and mean/std for its channel count."""
+        self.image_shape = tuple(int(v) for v in shape)  # type: ignore[assignment]
+        c = self.image_shape[0]
+        self.mean = per_channel(self._given_mean, c) if self._given_mean is not None else (0.5,) * c
+        self.std = per_channel(self._given_std, c) if self._given_std is not None else (0.5,) * c
+
     def _describe(self, x, y) -> None:
-        shape = np.asarray(x[:1]).shape
-        if len(shape) == 3:
-            c, h, w = 1, shape[1], shape[2]
-        elif shape[-1] in (1, 3, 4) and shape[1] not in (1, 3, 4):
-            c, h, w = shape[3], shape[1], shape[2]
-        else:
-            c, h, w = shape[1], shape[2], shape[3]
-        self.image_shape = (int(c), int(h), int(w))
+        self.native_shape = _chw(np.asarray(x[:1]).shape)
+        self._set_shape(self.requested_shape or self.native_shape)
         if not hasattr(self, "num_classes"):
             self.num_classes = int(np.asarray(y).max()) + 1
             self.class_names = [str(i) for i in range(self.num_classes)]
-        if len(self.mean) != c:
-            self.mean, self.std = (0.5,) * c, (0.5,) * c
 
     def load_arrays(self) -> None:
         """Subclasses fill ``self._raw`` here (read files); the base class has its arrays already."""
@@ -230,11 +246,30 @@ class ArrayDataModule(ImageDataModule):
             labels = torch.as_tensor(np.asarray(y)).long().view(-1)
             if len(labels) and (int(labels.min()) < 0 or int(labels.max()) >= self.num_classes):
                 raise ValueError(f"{split} labels must lie in [0, {self.num_classes}), found {int(labels.min())}..{int(labels.max())}")
-            self._tensors[split] = (to_float_images(x, self.mean, self.std), labels)
+            self._tensors[split] = (to_float_images(self._conform(x, split), self.mean, self.std), labels)
         if "val" not in self._tensors and "test" in self._tensors:
             self._tensors["val"] = self._tensors["test"]
         if "test" not in self._tensors and "val" in self._tensors:
             self._tensors["test"] = self._tensors["val"]
+
+    def _conform(self, x, split: str):
+        """``x`` with the delivered shape: as it is when it has it, else converted (uint8 only)."""
+        have = _chw(np.asarray(x[:1]).shape)
+        if have == tuple(self.image_shape):
+            return x
+        x = np.asarray(x)
+        if x.dtype != np.uint8:
+            raise UsageError(f"{split} images are {have[0]}x{have[1]}x{have[2]} {x.dtype}, the network takes "
+                             f"image_shape {','.join(map(str, self.image_shape))}: only uint8 images are converted; "
+                             "give images of that shape or leave image_shape unset")
+        if x.ndim == 4 and x.shape[-1] not in (1, 3) and x.shape[1] in (1, 3):
+            x = x.transpose(0, 2, 3, 1)  # (N, C, H, W) -> (N, H, W, C)
+        return conform_images(x, tuple(self.image_shape))
+
+    def training_class_counts(self) -> list[int]:
+        self.setup("fit")
+        labels = self._tensors["train"][1]
+        return torch.bincount(labels, minlength=self.num_classes).tolist()
 
     def _loader(self, split: str, train: bool) -> TensorBatches:
         x, y = self._tensors[split]
@@ -277,6 +312,7 @@ class CardDataModule(ArrayDataModule):
         channels_last: hand batches over in channels-last memory format.
         num_examples: train on the first N examples only.
         fused_steps: training batches handed over together (see :class:`TensorBatches`).
+        image_shape: "C,H,W" the network takes (default: the card's); images are converted once at setup.
     """
 
     card: str = ""
@@ -291,6 +327,7 @@ class CardDataModule(ArrayDataModule):
         channels_last: bool = False,
         num_examples: int | None = None,
         fused_steps: int = 1,
+        image_shape: str | None = None,
     ) -> None:
         from lit_imgcls.data.cards import load_card
 
@@ -298,9 +335,8 @@ class CardDataModule(ArrayDataModule):
         super().__init__(
             batch_size=batch_size, class_names=card["classes"], mean=card["mean"], std=card["std"], seed=seed,
             augment=self.augment_train, channels_last=channels_last, num_examples=num_examples,
-            fused_steps=fused_steps,
+            fused_steps=fused_steps, image_shape=image_shape or ",".join(str(v) for v in card["image_shape"]),
         )
-        self.image_shape = tuple(card["image_shape"])  # type: ignore[assignment]
         self.data_dir, self.data_url = data_dir, data_url
         self.source = ""
 

@@ -1,4 +1,5 @@
-"""The contract every dataset plugin meets: a LightningDataModule that knows its classes and image shape."""
+"""The contract every dataset plugin meets: a LightningDataModule that knows its classes, input shape and
+evaluation preprocessing."""
 
 from __future__ import annotations
 
@@ -7,12 +8,16 @@ from typing import Any, Sequence
 
 import lightning as L
 
+from lit_imgcls.data.preprocess import DataConfig, per_channel
+
 
 class ImageDataModule(L.LightningDataModule):
     """Base of lit-imgcls DataModules; it owns loaders and the per-device batch size.
 
-    Subclasses set ``num_classes``, ``class_names``, ``image_shape`` (C, H, W), ``mean`` and ``std`` in
-    ``__init__`` (or at latest in ``prepare_dataset``) and build loaders in ``train_dataloader`` etc.
+    Subclasses set ``num_classes``, ``class_names``, ``image_shape`` (C, H, W: what every loader delivers,
+    exactly), ``mean`` and ``std`` in ``__init__`` (or at latest in ``setup``) and build loaders in
+    ``train_dataloader`` etc. Loaders yield (images, labels): images uint8 (N, C, H, W), normalised on the
+    training device with :attr:`data_config`'s mean/std, or float (N, C, H, W) already normalised; labels int64.
     """
 
     num_classes: int
@@ -27,3 +32,24 @@ class ImageDataModule(L.LightningDataModule):
         params = inspect.signature(cls.__init__).parameters
         kwargs = {k: getattr(recipe, k) for k in params if k != "self" and hasattr(recipe, k)}
         return cls(**kwargs)
+
+    @property
+    def data_config(self) -> DataConfig:
+        """How an image becomes this DataModule's evaluation input (saved in checkpoints; ``predict`` applies it).
+
+        The default, for data whose images already have the input size: the whole image resized to
+        ``image_shape`` (a no-op for its own images). A DataModule that crops overrides this.
+        """
+        c = int(self.image_shape[0])
+        return DataConfig(tuple(int(v) for v in self.image_shape), "squash", 0.875, "area",
+                          per_channel(self.mean, c), per_channel(self.std, c))
+
+    def use_eval_config(self, config: DataConfig) -> bool:
+        """Evaluates with ``config`` (a checkpoint's) instead of :attr:`data_config`; False when it cannot, and
+        the caller then says the two differ. The base class can only evaluate with its own."""
+        return config == self.data_config
+
+    def training_class_counts(self) -> list[int] | None:
+        """Training samples per class, in class order, as training will see them (after ``num_examples`` and
+        skipped files); None when unknown before loading. ``fit`` checks them before the run starts."""
+        return None

@@ -94,6 +94,7 @@ class CIFAR10DataModule(CardDataModule):
         channels_last: hand batches over in channels-last memory format.
         num_examples: train on the first N examples only.
         fused_steps: training batches handed over together, one optimizer step each.
+        image_shape: "C,H,W" the network takes (default: the card's); images are converted once at setup.
     """
 
     card = "cifar10"

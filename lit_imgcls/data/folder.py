@@ -1,7 +1,15 @@
-"""Image folders (a subfolder per class) through torchvision's ImageFolder and a DataLoader: the plain baseline."""
+"""Image folders (a sub-folder per class), decoded by the image contract in DataLoader workers.
+
+The tree is listed by :func:`lit_imgcls.data.classes.list_tree` (hidden files and folders are not data) and every
+image is checked before the run (:func:`lit_imgcls.data.image.check_complete`): files that cannot be used are
+skipped and listed with the reason, as ``dataset pack`` does, instead of stopping the run mid-epoch.
+"""
 
 from __future__ import annotations
 
+import os
+import random
+import sys
 from pathlib import Path
 from typing import Iterator
 
@@ -9,16 +17,22 @@ import torch
 
 from lit_imgcls.data.arrays import epoch_generator
 from lit_imgcls.data.base import ImageDataModule
+from lit_imgcls.data.classes import ImageTree, list_tree
+from lit_imgcls.data.image import MAX_PIXELS, ImageDecodeError, check_complete, read_file
+from lit_imgcls.data.preprocess import DataConfig, EvalTransform, per_channel
 from lit_imgcls.data.resumable import ResumableEpoch
-from lit_imgcls.errors import UsageError
+from lit_imgcls.data.transforms import collate
+from lit_imgcls.errors import UsageError, from_worker
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
-class EpochShuffle(torch.utils.data.Sampler[int]):
+class EpochShuffle(torch.utils.data.Sampler):
     """Shuffled indices fixed by (seed, epoch); each rank takes an equal share (the remainder is dropped).
 
+    Yields ``(index, epoch)`` keys: the dataset draws an image's augmentation from (seed, epoch, index) alone, so
+    the pixels of a batch do not depend on which worker decodes it, nor on a resume.
     ``skip`` leaves that many of this rank's first indices out of the next pass only (a resumed epoch); the
     length stays the whole epoch's, as Lightning counts the resumed epoch's batches from the checkpoint's.
     """
@@ -34,19 +48,19 @@ class EpochShuffle(torch.utils.data.Sampler[int]):
     def __len__(self) -> int:
         return self.size // self.world_size
 
-    def __iter__(self) -> Iterator[int]:
+    def __iter__(self) -> Iterator[tuple[int, int]]:
         order = torch.randperm(self.size, generator=epoch_generator(self.seed, self.epoch))
         skip, self.skip = self.skip, 0
-        return iter(order[: len(self) * self.world_size][self.rank :: self.world_size][skip:].tolist())
+        mine = order[: len(self) * self.world_size][self.rank :: self.world_size][skip:].tolist()
+        return iter([(i, self.epoch) for i in mine])
 
 
 class ResumableDataLoader(ResumableEpoch, torch.utils.data.DataLoader):
     """A DataLoader over an :class:`EpochShuffle` sampler that resumes mid-epoch (Lightning's stateful loader).
 
-    Lightning stores :meth:`state_dict` in each checkpoint and, after a restart in the middle of an epoch, hands
-    it back before the first ``iter()``: the sampler then leaves out the indices of the batches already trained
-    on, so they are neither read nor decoded, and the rest of the epoch comes in the same order. Augmentation
-    draws from torch's global generator in the workers, so the pixels of the resumed batches are new draws.
+    Lightning stores :meth:`state_dict` in each checkpoint; after a restart in the middle of an epoch the sampler
+    leaves out the indices of the batches already trained on, so they are neither read nor decoded, and the rest
+    of the epoch comes in the same order, with the same augmentation.
 
     On a restart Lightning calls ``iter()`` before ``set_epoch``, and a DataLoader with workers reads its
     sampler as soon as its iterator exists; so the epoch comes back with the state, and the iterator is made on
@@ -64,32 +78,107 @@ class ResumableDataLoader(ResumableEpoch, torch.utils.data.DataLoader):
     def __iter__(self) -> Iterator:
         skip = self.start_epoch()
         self.sampler.skip = skip * self.batch_size
-        yield from self.counted(super().__iter__())
+        try:
+            yield from self.counted(super().__iter__())
+        except UsageError as exc:
+            raise from_worker(exc) from None
 
 
-def image_transforms(size: int, train: bool, mean=IMAGENET_MEAN, std=IMAGENET_STD):
-    """Train: random-resized-crop and flip; val: resize the shorter side to size/0.875, centre crop."""
-    from torchvision import transforms as T
+class EvalLoader(torch.utils.data.DataLoader):
+    """A plain DataLoader whose worker errors come out as the one line they say."""
 
-    if train:
-        steps = [T.RandomResizedCrop(size), T.RandomHorizontalFlip()]
-    else:
-        steps = [T.Resize(int(round(size / 0.875))), T.CenterCrop(size)]
-    return T.Compose([*steps, T.ToTensor(), T.Normalize(mean, std)])
+    def __iter__(self) -> Iterator:
+        try:
+            yield from super().__iter__()
+        except UsageError as exc:
+            raise from_worker(exc) from None
+
+
+class FolderImages(torch.utils.data.Dataset):
+    """(path, label) items -> (uint8 (H, W, C) image, label).
+
+    Training keys are ``(index, epoch)`` (:class:`EpochShuffle`): a random-resized crop and flip drawn from
+    (seed, epoch, index). Evaluation keys are indices: :class:`EvalTransform` of the DataModule's config.
+    """
+
+    def __init__(self, items: list[tuple[str, int]], config: DataConfig, train: bool, seed: int,
+                 max_pixels: int = MAX_PIXELS) -> None:
+        self.items, self.config, self.train, self.seed, self.max_pixels = items, config, train, seed, max_pixels
+        self.eval = EvalTransform(config, max_pixels)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, key):
+        from lit_imgcls.data import image, transforms
+
+        index, epoch = key if isinstance(key, tuple) else (key, 0)
+        path, label = self.items[index]
+        try:
+            data = read_file(path)
+            if not self.train:
+                return self.eval(data), label
+            c, h, w = self.config.input_size
+            rng = random.Random(f"{self.seed}/{epoch}/{index}")
+            pixels = transforms.random_resized_crop(image.decode(data, c, self.max_pixels), h, w, rng)
+            return (pixels[:, :, None] if pixels.ndim == 2 else pixels), label
+        except ImageDecodeError as exc:
+            # Checked before the run; a file changed since then still names itself, in one line.
+            raise UsageError(f"image {path} cannot be used any more ({exc}); it was readable when the run "
+                             "started: was it changed or removed?") from None
+
+
+def scan(tree: ImageTree, workers: int, max_pixels: int = MAX_PIXELS) -> tuple[list[tuple[str, int]], list[dict]]:
+    """The usable items of ``tree`` and, for the others, ``{"path", "reason"}``; every image decoded once.
+
+    Threads share the work (PIL releases the GIL while it decodes); JPEGs are read at 1/8 scale, which still
+    reads every byte, so a truncated file is found (about 1 ms per 500 x 375 photo).
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    def reason(item: tuple[str, int]) -> str | None:
+        try:
+            check_complete(read_file(item[0]), max_pixels)
+            return None
+        except ImageDecodeError as exc:
+            return str(exc)
+
+    with ThreadPoolExecutor(max(1, workers)) as pool:
+        reasons = list(pool.map(reason, tree.items, chunksize=64))
+    good = [item for item, why in zip(tree.items, reasons) if why is None]
+    bad = [{"path": item[0], "reason": why} for item, why in zip(tree.items, reasons) if why is not None]
+    return good, bad
+
+
+def report_skipped(where: str, total: int, bad: list[dict], limit: int = 10) -> None:
+    """One warning naming the files of a tree that cannot be used (on the first process of a run only)."""
+    if not bad or int(os.environ.get("RANK", "0") or 0) != 0:
+        return
+    shown = "; ".join(f"{b['path']}: {b['reason']}" for b in bad[:limit])
+    more = f"; and {len(bad) - limit} more" if len(bad) > limit else ""
+    print(f"lit-imgcls: warning: skipped {len(bad)} of {total} files in {where} that cannot be used: {shown}{more}",
+          file=sys.stderr, flush=True)
 
 
 class FolderDataModule(ImageDataModule):
-    """Images in ``<root>/<class>/<file>`` folders, decoded with PIL in DataLoader workers.
+    """Images in ``<root>/<class>/<file>`` folders (sub-folders of a class folder too), decoded in workers.
+
+    Training: Inception-style random-resized crops with flips, drawn from (seed, epoch, image). Evaluation:
+    :class:`~lit_imgcls.data.preprocess.EvalTransform` of :attr:`data_config` (centre 0.875 crop). Batches are
+    uint8 (N, C, H, W), normalised with ImageNet's mean/std on the training device.
 
     Args:
-        data_train: folder of training images, a subfolder per class.
-        data_val: folder of validation images with the same class subfolders.
+        data_train: folder of training images, a sub-folder per class.
+        data_val: folder of validation images with the same class sub-folders.
         data_dir: parent holding ``train/`` and ``val/`` when data_train/data_val are not given.
         batch_size: samples per batch on each device.
-        data_nthreads: DataLoader worker processes (MXNet's decode threads).
-        image_shape: "C,H,W" of the network input (H = W = crop size).
-        seed: seed of the data order.
+        data_nthreads: DataLoader worker processes (MXNet's decode threads); also the threads checking the images.
+        image_shape: "C,H,W" of the network input (C 1: grey, 3: RGB).
+        seed: seed of the data order and augmentation.
         channels_last: hand batches over in channels-last memory format.
+
+    Raises:
+        UsageError: a missing folder, no class sub-folders, validation classes other than training's.
     """
 
     def __init__(
@@ -107,7 +196,7 @@ class FolderDataModule(ImageDataModule):
         if data_train is None and data_dir:
             data_train, data_val = str(Path(data_dir) / "train"), data_val or str(Path(data_dir) / "val")
         if not data_train:
-            raise UsageError("the folder dataset needs data_train (a folder with a subfolder per class) or data_dir")
+            raise UsageError("the folder dataset needs data_train (a folder with a sub-folder per class) or data_dir")
         for key, value in (("data_train", data_train), ("data_val", data_val)):
             if value and not Path(value).is_dir():
                 raise UsageError(f"{key} folder does not exist: {value}")
@@ -115,38 +204,66 @@ class FolderDataModule(ImageDataModule):
         self.batch_size, self.workers, self.seed = batch_size, data_nthreads, seed
         self.channels_last = channels_last
         c, h, w = (int(v) for v in (image_shape or "3,224,224").split(","))
+        if c not in (1, 3):
+            raise UsageError(f"image_shape {image_shape}: images from files have 1 (grey) or 3 (RGB) channels")
         self.image_shape = (c, h, w)
-        self.mean, self.std = IMAGENET_MEAN, IMAGENET_STD
-        self.class_names = sorted(p.name for p in Path(data_train).iterdir() if p.is_dir())
-        if not self.class_names:
-            raise UsageError(f"data_train {data_train} has no class subfolders")
+        self.mean, self.std = per_channel(IMAGENET_MEAN, c), per_channel(IMAGENET_STD, c)
+        self.trees = {"train": list_tree(data_train, recursive=True)}
+        self.class_names = self.trees["train"].class_names
         self.num_classes = len(self.class_names)
+        if data_val:
+            self.trees["val"] = list_tree(data_val, recursive=True, class_names=self.class_names)
+        self._usable: dict[str, list[tuple[str, int]]] = {}
+        self._eval_config: DataConfig | None = None
 
-    def _dataset(self, root: str, train: bool):
-        from torchvision.datasets import ImageFolder
+    @property
+    def data_config(self) -> DataConfig:
+        if self._eval_config is not None:
+            return self._eval_config
+        return DataConfig(self.image_shape, "center", 0.875, "auto", self.mean, self.std)
 
-        ds = ImageFolder(root, transform=image_transforms(self.image_shape[1], train, self.mean, self.std))
-        if ds.classes != list(self.class_names):
-            raise UsageError(f"{root} has classes {ds.classes[:5]}..., training has {list(self.class_names)[:5]}...")
-        return ds
+    def use_eval_config(self, config: DataConfig) -> bool:
+        """Evaluates with ``config`` (a checkpoint's) instead of this DataModule's own; the channels must agree."""
+        if config.input_size != self.image_shape:
+            return False
+        self._eval_config = config
+        return True
 
-    def _loader(self, root: str, train: bool) -> torch.utils.data.DataLoader:
-        ds = self._dataset(root, train)
+    def usable(self, split: str) -> list[tuple[str, int]]:
+        """The split's images that decode, checked once (the others are reported, once)."""
+        if split not in self._usable:
+            tree = self.trees[split]
+            good, bad = scan(tree, self.workers)
+            report_skipped(tree.root, len(tree.items), bad)
+            self._usable[split] = good
+        return self._usable[split]
+
+    def training_class_counts(self) -> list[int]:
+        counts = [0] * self.num_classes
+        for _, label in self.usable("train"):
+            counts[label] += 1
+        return counts
+
+    def class_counts_where(self) -> str:
+        return f"folder {self.data_train}"
+
+    def _loader(self, split: str, train: bool) -> torch.utils.data.DataLoader:
+        ds = FolderImages(self.usable(split), self.data_config, train, self.seed)
         rank = self.trainer.global_rank if self.trainer is not None else 0
         world = self.trainer.world_size if self.trainer is not None else 1
-        # Only the training loader keeps a state: Lightning saves and restores no other loader's.
-        cls = ResumableDataLoader if train else torch.utils.data.DataLoader
-        sampler = EpochShuffle(len(ds), self.seed, rank, world) if train else None
-        return cls(
-            ds, batch_size=self.batch_size, sampler=sampler, num_workers=self.workers, drop_last=train,
-            persistent_workers=self.workers > 0, pin_memory=torch.cuda.is_available(),
-        )
+        common = dict(batch_size=self.batch_size, num_workers=self.workers, collate_fn=collate,
+                      persistent_workers=self.workers > 0, pin_memory=torch.cuda.is_available())
+        if train:
+            # Only the training loader keeps a state: Lightning saves and restores no other loader's.
+            return ResumableDataLoader(ds, sampler=EpochShuffle(len(ds), self.seed, rank, world), drop_last=True,
+                                       **common)
+        return EvalLoader(ds, shuffle=False, drop_last=False, **common)
 
     def train_dataloader(self):
-        return self._loader(self.data_train, True)
+        return self._loader("train", True)
 
     def val_dataloader(self):
-        return self._loader(self.data_val, False) if self.data_val else []
+        return self._loader("val", False) if self.data_val else []
 
     def test_dataloader(self):
-        return self._loader(self.data_val or self.data_train, False)
+        return self._loader("val" if self.data_val else "train", False)

@@ -111,6 +111,10 @@ def _problem(m: Any) -> str | None:
             return f"{key} is not an object"
     if not isinstance(m.get("skipped", []), list):
         return "skipped is not a list"
+    if "duplicates" in m:  # optional: packs made before it was recorded have none
+        problem = _duplicates_problem(m["duplicates"])
+        if problem:
+            return problem
     splits = m.get("splits")
     if not isinstance(splits, dict) or not splits:
         return "splits is not an object of splits"
@@ -258,33 +262,43 @@ def _sync_folder(folder: Path) -> None:
         os.close(fd)
 
 
-def label_runs(labels: list[int]) -> tuple[int, int, float]:
-    """Longest run of one label in storage order, its label, and the share of neighbours with equal labels."""
-    if not labels:
-        return 0, -1, 0.0
-    best, best_label, run, same = 1, labels[0], 1, 0
-    for a, b in zip(labels, labels[1:]):
-        if a == b:
-            run += 1
-            same += 1
-            if run > best:
-                best, best_label = run, b
-        else:
-            run = 1
-    return best, best_label, same / max(1, len(labels) - 1)
+# ------------------------------------------------------------------ what a pack holds: checks that print warnings
+#
+# Shared by `dataset pack` (at the end of a pack) and `dataset inspect` (from the manifest or the shards), so both
+# say the same thing about the same pack. Each returns the text of a warning, or nothing: callers add the
+# "lit-imgcls: warning: " prefix.
 
 
-def unshuffled_warning(labels: list[int], class_names: list[str]) -> str | None:
-    """A warning when storage order looks sorted by class, saying what that does to training."""
-    k = max(2, len(class_names))
-    longest, label, same = label_runs(labels)
-    # Shuffled data has neighbours of one class about 1/k of the time and runs of a few samples.
-    if len(labels) >= 4 * k and (same > min(0.9, 3.0 / k + 0.05) or longest > max(30, len(labels) // 4)):
-        name = class_names[label] if 0 <= label < len(class_names) else str(label)
-        return (
-            f"labels are stored in long runs (longest: {longest} samples of class {name!r}; {same:.0%} of "
-            "neighbours share a label): this pack is not shuffled. A loader's shuffle buffer holds a few thousand "
-            "samples, so training would see one class at a time and accuracy can sit at chance for whole epochs "
-            "(MXNet's im2rec warning). Re-pack without --no-shuffle."
-        )
+def _duplicates_problem(d: Any) -> str | None:
+    """What is wrong with a manifest's optional ``duplicates`` (see :func:`summarise_duplicates`), or None."""
+    if not isinstance(d, dict):
+        return "duplicates is not an object"
+    for key in ("groups", "copies", "label_conflicts"):
+        if not _count(d.get(key, 0)):
+            return f"duplicates.{key} is not a count"
+    for key in ("within_split", "cross_split"):
+        counts = d.get(key, {})
+        if not isinstance(counts, dict) or not all(isinstance(k, str) and _count(n) for k, n in counts.items()):
+            return f"duplicates.{key} is not an object of counts"
+    examples = d.get("examples", [])
+    if not isinstance(examples, list):
+        return "duplicates.examples is not a list"
+    for i, ex in enumerate(examples):
+        where = f"duplicates.examples[{i}]"
+        if not isinstance(ex, dict):
+            return f"{where} is not an object"
+        if not _count(ex.get("size")):
+            return f"{where}.size is not a count"
+        if not isinstance(ex.get("kinds", []), list) or not all(isinstance(k, str) for k in ex.get("kinds", [])):
+            return f"{where}.kinds is not a list of names"
+        samples = ex.get("samples")
+        if not isinstance(samples, list):
+            return f"{where}.samples is not a list"
+        for j, s in enumerate(samples):
+            if not isinstance(s, dict) or not isinstance(s.get("split"), str) or not isinstance(s.get("key"), str):
+                return f"{where}.samples[{j}] is not an object with a split and a key"
+            if not isinstance(s.get("label"), int) or isinstance(s.get("label"), bool):
+                return f"{where}.samples[{j}].label is not an integer"
+            if not isinstance(s.get("path", ""), str):
+                return f"{where}.samples[{j}].path is not a string"
     return None

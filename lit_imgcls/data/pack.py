@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import hashlib
 import json
 import multiprocessing as mp
 import os
@@ -17,6 +18,7 @@ import random
 import shutil
 import sys
 import time
+from array import array
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Iterator
@@ -24,8 +26,9 @@ from typing import Iterator
 from lit_imgcls import __version__
 from lit_imgcls.data.encode import EncodeOptions, Encoded, encode_array, encode_file
 from lit_imgcls.data.formats.tar_shards import TarShardWriter, parse_shard_size
-from lit_imgcls.data.manifest import (FORMAT_VERSION, MANIFEST, WORK_PREFIX, PackLock, commit_pack, recover,
-                                      unshuffled_warning)
+from lit_imgcls.data.manifest import FORMAT_VERSION, MANIFEST, WORK_PREFIX, PackLock, commit_pack, recover
+from lit_imgcls.data.pack_report import (duplicate_warnings, missing_class_warnings, summarise_duplicates,
+                                         unshuffled_warning)
 from lit_imgcls.data.sources import Item, Source, open_source
 from lit_imgcls.errors import UsageError
 from lit_imgcls.io import atomic_write_text
@@ -64,18 +67,56 @@ def split_items(source: Source, opts: PackOptions) -> dict[str, list[Item]]:
     return {"train": items[:n_train], "test": items[n_train : n_train + n_test], "val": items[n_train + n_test :]}
 
 
-def write_lists(out: Path, splits: dict[str, list[Item]]) -> list[Path]:
-    """im2rec's --list: ``index<TAB>label<TAB>path`` files, one per non-empty split."""
+def write_lists(out: Path, splits: dict[str, list[Item]], class_names: list[str] | None = None) -> list[Path]:
+    """im2rec's --list: ``index<TAB>label<TAB>path`` files, one per non-empty split, and the class map.
+
+    Paths are written relative to ``out`` (absolute where no relative path exists, another drive on Windows), so
+    ``dataset pack OUT/train.lst`` finds the images with no --root, from any working folder. The class names go
+    to ``OUT/classes.txt`` (line ``i`` names label ``i``), which the .lst reader picks up from a list's folder:
+    without it a re-pack of the lists would name its classes "0", "1", ... Each file is written atomically.
+    Warns (stderr) when val or test lacks a class that train has.
+
+    Raises:
+        UsageError: a split has items without a file (built-in datasets).
+    """
     written = []
+    base = os.path.abspath(out)
+    for split, items in splits.items():
+        if items and any(it.path is None for it in items):
+            raise UsageError("--list needs a folder, .lst or .csv source (built-in datasets have no files to list)")
+    if class_names is not None:
+        bad = next((n for n in class_names if not n.strip() or "\n" in n or "\r" in n), None)
+        if bad is not None:
+            raise UsageError(f"class name {bad!r} cannot be written to classes.txt (one name a line: a name must "
+                             "have a visible character and no line break)")
+        path = out / "classes.txt"
+        atomic_write_text(path, "".join(f"{n}\n" for n in class_names))
+        written.append(path)
     for split, items in splits.items():
         if not items:
             continue
-        if any(it.path is None for it in items):
-            raise UsageError("--list needs a folder, .lst or .csv source (built-in datasets have no files to list)")
         path = out / f"{split}.lst"
-        atomic_write_text(path, "".join(f"{i}\t{it.label}\t{it.path}\n" for i, it in enumerate(items)))
+        rows = (f"{i}\t{it.label}\t{_list_path(it.path, base)}\n" for i, it in enumerate(items))
+        atomic_write_text(path, "".join(rows))
         written.append(path)
+    if class_names is not None:
+        per_split = {}
+        for split, items in splits.items():
+            per = [0] * len(class_names)
+            for it in items:
+                if 0 <= it.label < len(per):
+                    per[it.label] += 1
+            per_split[split] = {"count": len(items), "per_class": per}
+        for warning in missing_class_warnings(per_split, class_names):
+            print(f"lit-imgcls: warning: {warning}", file=sys.stderr)
     return written
+
+
+def _list_path(path: str, base: str) -> str:
+    try:
+        return os.path.relpath(os.path.abspath(path), base)
+    except ValueError:  # another drive (Windows): no relative path exists
+        return os.path.abspath(path)
 
 
 # Worker-process state: the options and, for built-in datasets, the arrays (shared by fork, not pickled per item).
@@ -191,7 +232,7 @@ def pack_dataset(src: str, out: str, opts: PackOptions, enc: EncodeOptions, root
     out_dir.mkdir(parents=True, exist_ok=True)
     splits = split_items(source, opts)
     if list_only:
-        return {"lists": [str(p) for p in write_lists(out_dir, splits)]}
+        return {"lists": [str(p) for p in write_lists(out_dir, splits, source.class_names)]}
     if not opts.shuffle:
         print("lit-imgcls: warning: --no-shuffle packs samples in source order (often sorted by class); training "
               "from such a pack sees one class at a time and can stay at chance accuracy for whole epochs",
@@ -224,8 +265,11 @@ def pack_dataset(src: str, out: str, opts: PackOptions, enc: EncodeOptions, root
         lock.release()
     for split, labels in labels_in_order.items():
         warning = unshuffled_warning(labels, source.class_names) if labels else None
-        if warning and opts.shuffle:
+        if warning and opts.shuffle:  # with --no-shuffle the warning came first, with the reason
             print(f"lit-imgcls: warning: {split}: {warning}", file=sys.stderr)
+    for warning in (missing_class_warnings(manifest["splits"], source.class_names)
+                    + duplicate_warnings(manifest["duplicates"], source.class_names)):
+        print(f"lit-imgcls: warning: {warning}", file=sys.stderr)
     return manifest
 
 
@@ -239,6 +283,10 @@ def _write_pack(work: Path, src: str, source: Source, splits: dict[str, list[Ite
     labels_in_order: dict[str, list[int]] = {s: [] for s in SPLITS}
     skipped = list(source.skipped)
     sizes: dict[str, list[int]] = {}  # per split: min width, min height, max width, max height
+    # For finding byte-identical images: the sha256 of every stored image, its split and its place in that split,
+    # kept compact (about 50 bytes a sample) so a pack of millions can afford it. Identical sources give
+    # identical stored bytes (encoding is deterministic), so this also finds copies under other names.
+    digests, dig_split, dig_n, dig_label = bytearray(), bytearray(), array("q"), array("q")
     total = sum(len(v) for v in splits.values())
     # Results come back in submission order (imap), so storage order is the shuffled order.
     ctx = mp.get_context("fork")
@@ -260,10 +308,21 @@ def _write_pack(work: Path, src: str, source: Source, splits: dict[str, list[Ite
                     skipped.append({"path": where, "reason": f"label {item.label} outside 0..{len(source.class_names) - 1}"})
                     continue
                 writers[split].write(f"{split}{n:08d}", res.data, res.ext, item.label)
+                digests += hashlib.sha256(res.data).digest()
+                dig_split.append(SPLITS.index(split))
+                dig_n.append(n)
+                dig_label.append(item.label)
                 per_class[split][item.label] += 1
                 labels_in_order[split].append(item.label)
                 lo_hi = sizes.setdefault(split, [res.width, res.height, res.width, res.height])
                 lo_hi[:] = [min(lo_hi[0], res.width), min(lo_hi[1], res.height), max(lo_hi[2], res.width), max(lo_hi[3], res.height)]
+        if not any(labels_in_order.values()):
+            # Nothing usable: a pack of zero samples would "succeed" and then train nothing.
+            example = f" (e.g. {skipped[0]['path']}: {skipped[0]['reason']})" if skipped else ""
+            if not total and source.kind == "folder":
+                example = (f": its class folders ({', '.join(source.class_names[:4])}) hold no images directly; is "
+                           "it one level too high, or do the images sit in sub-folders (--recursive)?")
+            raise UsageError(f"nothing to pack: {src} lists {total} images and none can be used{example}")
         shards = {s: w.finish() for s, w in writers.items()}
     except BaseException:
         for w in writers.values():
@@ -288,6 +347,14 @@ def _write_pack(work: Path, src: str, source: Source, splits: dict[str, list[Ite
         "splits": {},
         "skipped": skipped,
     }
+
+    def describe(i: int) -> dict:
+        split, n = SPLITS[dig_split[i]], dig_n[i]
+        item = splits[split][n]
+        where = item.path if item.path is not None else f"{source.kind}[{split}][{item.index}]"
+        return {"split": split, "key": f"{split}{n:08d}", "label": dig_label[i], "path": where}
+
+    manifest["duplicates"] = summarise_duplicates(bytes(digests), dig_split, SPLITS, dig_label, describe)
     for split, infos in shards.items():
         entry = {"count": sum(i.samples for i in infos), "per_class": per_class[split]}
         if opts.format in ("wds", "both"):

@@ -7,31 +7,26 @@ traceback from tarfile or FFCV.
 from __future__ import annotations
 
 import contextlib
-import tarfile
 from pathlib import Path
 from typing import Iterator
 
 from lit_imgcls.data.download import file_digest
-from lit_imgcls.data.encode import decode
+from lit_imgcls.data.image import open_image, to_rgb_or_grey
 from lit_imgcls.errors import UsageError
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
 
 
 def iter_tar_samples(path: str | Path) -> Iterator[tuple[str, bytes, int]]:
-    """(key, image bytes, label) for each sample of a shard, in storage order."""
-    pending: dict[str, dict] = {}
-    with tarfile.open(path, "r:") as tar:
-        for member in tar:
-            if not member.isfile():
-                continue
-            key, _, ext = member.name.rpartition("/")[-1].partition(".")
-            data = tar.extractfile(member).read()  # type: ignore[union-attr]
-            entry = pending.setdefault(key, {})
-            entry["cls" if ext == "cls" else "img"] = data
-            if "cls" in entry and "img" in entry:
-                del pending[key]
-                yield key, entry["img"], int(entry["cls"])
+    """(key, image bytes, label) for each sample of a local shard that has both, in storage order; through the one
+    shard reader, :func:`lit_imgcls.data.formats.tar_shards.iter_samples`."""
+    from lit_imgcls.data.formats.tar_shards import iter_samples
+
+    with open(path, "rb") as f:
+        for key, sample in iter_samples(f):
+            image = next((v for ext, v in sample.items() if ext != "cls"), None)
+            if image is not None and "cls" in sample:
+                yield key, image, int(sample["cls"])
 
 
 @contextlib.contextmanager
@@ -52,11 +47,9 @@ def storage_labels(out: Path, manifest: dict, split: str) -> list[int]:
     if "wds" in entry:
         labels: list[int] = []
         for shard in entry["wds"]:
-            with naming(f"wds/{shard['file']}", out), tarfile.open(out / "wds" / shard["file"], "r:") as tar:
+            with naming(f"wds/{shard['file']}", out):
                 before = len(labels)
-                for member in tar:
-                    if member.name.endswith(".cls"):
-                        labels.append(int(tar.extractfile(member).read()))  # type: ignore[union-attr]
+                labels += [label for _, _, label in iter_tar_samples(out / "wds" / shard["file"])]
                 # tarfile stops quietly at a cut-short or damaged header: count what it found
                 if len(labels) - before != shard["samples"]:
                     raise ValueError(f"{len(labels) - before} samples, the manifest says {shard['samples']}")
@@ -77,7 +70,8 @@ def first_sample(out: Path, manifest: dict, split: str):
             return None
         with naming(f"wds/{entry['wds'][0]['file']}", out):
             for _, data, label in iter_tar_samples(out / "wds" / entry["wds"][0]["file"]):
-                return decode(data, mode), label
+                img = to_rgb_or_grey(open_image(data))
+                return (img.convert(mode) if img.mode != mode else img), label
         return None
     with naming(entry["ffcv"]["file"], out):
         from ffcv.fields.decoders import IntDecoder, SimpleRGBImageDecoder
@@ -116,3 +110,56 @@ def check_file(out: Path, rel: str, entry: dict) -> str | None:
     if digest != entry["sha256"]:
         return f"{rel}: sha256 {digest[:12]}... differs from the manifest's {entry['sha256'][:12]}... (corrupt)"
     return None
+
+
+def split_digests(out: Path, manifest: dict, split: str) -> tuple[list[str], list[int], bytes]:
+    """Keys, labels and the sha256 of each stored image (32 bytes each, concatenated) of a split's WebDataset
+    shards, in storage order: one read of the shards, for packs whose manifest has no ``duplicates``.
+
+    Raises:
+        UsageError: a shard cannot be read, or holds another number of samples than the manifest says.
+    """
+    import hashlib
+
+    keys: list[str] = []
+    labels: list[int] = []
+    digests = bytearray()
+    for shard in manifest["splits"][split].get("wds", []):
+        with naming(f"wds/{shard['file']}", out):
+            before = len(keys)
+            for key, data, label in iter_tar_samples(out / "wds" / shard["file"]):
+                keys.append(key)
+                labels.append(label)
+                digests += hashlib.sha256(data).digest()
+            # tarfile stops quietly at a cut-short or damaged header: count what it found
+            if len(keys) - before != shard["samples"]:
+                raise ValueError(f"{len(keys) - before} samples, the manifest says {shard['samples']}")
+    return keys, labels, bytes(digests)
+
+
+def duplicates_in_shards(out: Path, manifest: dict) -> tuple[dict, dict[str, list[int]]]:
+    """What ``dataset pack`` records as ``duplicates`` (:func:`lit_imgcls.data.pack_report.summarise_duplicates`),
+    found by hashing the image of every sample in the WebDataset shards, and each split's labels in storage order
+    (read in the same pass). The pack must have WebDataset shards; samples have keys but no source paths.
+
+    Raises:
+        UsageError: a shard cannot be read (see :func:`split_digests`).
+    """
+    from lit_imgcls.data.pack_report import summarise_duplicates
+
+    names = list(manifest["splits"])
+    keys: list[str] = []
+    codes: list[int] = []
+    labels: list[int] = []
+    digests = bytearray()
+    per_split: dict[str, list[int]] = {}
+    for code, split in enumerate(names):
+        k, lbl, d = split_digests(out, manifest, split)
+        keys += k
+        labels += lbl
+        codes += [code] * len(k)
+        digests += d
+        per_split[split] = lbl
+    summary = summarise_duplicates(bytes(digests), codes, names, labels,
+                                   lambda i: {"split": names[codes[i]], "key": keys[i], "label": labels[i]})
+    return summary, per_split

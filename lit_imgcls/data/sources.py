@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import csv
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from lit_imgcls.data.classes import IMAGE_EXTS as DEFAULT_EXTS  # the one list of image endings
 from lit_imgcls.errors import UsageError
-
-DEFAULT_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif")
 
 
 @dataclass
@@ -40,21 +38,25 @@ class Source:
 
 
 def _folder(root: Path, recursive: bool, exts: tuple[str, ...]) -> Source:
-    classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
-    if not classes:
-        raise UsageError(f"{root} has no class subfolders (expected {root}/<class>/<image>)")
-    items: list[Item] = []
-    for label, name in enumerate(classes):
-        folder = root / name
-        walker = (Path(d) / f for d, _, files in os.walk(folder) for f in files) if recursive else folder.iterdir()
-        for path in sorted(walker):
-            if path.suffix.lower() in exts and path.is_file():
-                items.append(Item(label, str(path)))
-    return Source("folder", classes, items)
+    """An image tree by the rules every route shares (:func:`lit_imgcls.data.classes.list_tree`)."""
+    from lit_imgcls.data.classes import list_tree
+
+    tree = list_tree(root, recursive=recursive, exts=exts)
+    return Source("folder", tree.class_names, [Item(label, path) for path, label in tree.items])
 
 
 def _lst(path: Path, root: Path) -> Source:
-    items, skipped, labels = [], [], []
+    """An im2rec list: ``index<TAB>label<TAB>path`` a line (more columns allowed: the path is the last).
+
+    Class names come from ``classes.txt`` in the list's folder when there is one (what ``--list`` writes beside
+    its lists), else labels are named "0", "1", ... up to the largest. Rows whose label is not a non-negative
+    integer are skipped with the reason; a file that is missing or unreadable is skipped later, when packed.
+
+    Raises:
+        UsageError: no usable row; a label outside the classes of ``classes.txt`` (naming file and line); a
+            malformed ``classes.txt``.
+    """
+    items, skipped, labels, lines = [], [], [], []
     with path.open() as f:
         for lineno, line in enumerate(f, 1):
             if not line.strip():
@@ -67,31 +69,100 @@ def _lst(path: Path, root: Path) -> Source:
                 if label_f != int(label_f) or label_f < 0:
                     raise ValueError(f"label {parts[1]!r} is not a non-negative integer")
                 labels.append(int(label_f))
+                lines.append(lineno)
                 items.append(Item(int(label_f), str(root / parts[-1])))
             except ValueError as exc:
                 skipped.append({"path": f"{path}:{lineno}", "reason": str(exc)})
     if not items:
         raise UsageError(f"{path} lists no usable rows (format: index<TAB>label<TAB>path)")
-    classes = [str(i) for i in range(max(labels) + 1)]
+    known = _read_classes(path.parent)
+    if known is None:
+        classes = [str(i) for i in range(max(labels) + 1)]
+    else:
+        classes, classes_path = known
+        for label, lineno in zip(labels, lines):
+            if label >= len(classes):
+                raise UsageError(f"{path} line {lineno}: label {label} is outside the {len(classes)} classes of "
+                                 f"{classes_path} (0..{len(classes) - 1}): the list and its class map do not match")
     return Source("lst", classes, items, skipped=skipped)
 
 
 def _csv(path: Path, root: Path) -> Source:
+    """A ``path,label`` CSV (a ``path,label`` header line is optional); labels are class names or indices.
+
+    Index labels (all digits) take their names from ``classes.txt`` in the CSV's folder when there is one, else
+    are named "0", "1", ...; name labels map through ``classes.txt`` when there is one (so the train and val
+    CSVs of one dataset agree on indices), else are numbered in sorted order.
+
+    Raises:
+        UsageError: a row without a label; with ``classes.txt``, an index outside it or a name not in it (naming
+            file and line); a malformed ``classes.txt``.
+    """
     with path.open(newline="") as f:
-        rows = [r for r in csv.reader(f) if r and any(c.strip() for c in r)]
-    if rows and rows[0][:2] == ["path", "label"]:
+        reader = csv.reader(f)
+        rows = [(reader.line_num, r) for r in reader if r and any(c.strip() for c in r)]
+    if rows and rows[0][1][:2] == ["path", "label"]:
         rows = rows[1:]
-    bad = [i for i, r in enumerate(rows) if len(r) < 2]
+    if not rows:
+        raise UsageError(f"{path} lists no rows (format: path,label)")
+    bad = [lineno for lineno, r in rows if len(r) < 2]
     if bad:
-        raise UsageError(f"{path} row {bad[0] + 1} has no label: expected 'path,label'")
-    names = [r[1].strip() for r in rows]
-    if all(n.isdigit() for n in names):
+        raise UsageError(f"{path} line {bad[0]} has no label: expected 'path,label'")
+    names = [r[1].strip() for _, r in rows]
+    known = _read_classes(path.parent)
+    if known is not None:
+        classes, classes_path = known
+        index = {n: i for i, n in enumerate(classes)}
+        numeric = all(n.isdigit() for n in names)
+        labels = []
+        for (lineno, _), name in zip(rows, names):
+            label = int(name) if numeric else index.get(name, -1)
+            if not 0 <= label < len(classes):
+                what = f"label {name}" if numeric else f"class {name!r}"
+                raise UsageError(f"{path} line {lineno}: {what} is not among the {len(classes)} classes of "
+                                 f"{classes_path}: the list and its class map do not match")
+            labels.append(label)
+    elif all(n.isdigit() for n in names):
         classes = [str(i) for i in range(max(int(n) for n in names) + 1)]
         labels = [int(n) for n in names]
     else:
         classes = sorted(set(names))
-        labels = [classes.index(n) for n in names]
-    return Source("csv", classes, [Item(label, str(root / r[0].strip())) for r, label in zip(rows, labels)])
+        index = {n: i for i, n in enumerate(classes)}
+        labels = [index[n] for n in names]
+    return Source("csv", classes, [Item(label, str(root / r[0].strip())) for (_, r), label in zip(rows, labels)])
+
+
+CLASSES_FILE = "classes.txt"  # beside a .lst or .csv: line i names label i (written by `dataset pack --list`)
+
+
+def _read_classes(folder: Path) -> tuple[list[str], Path] | None:
+    """The class names of ``folder/classes.txt`` (used by :func:`_lst` and :func:`_csv`) and its path, or None
+    when there is none.
+
+    Raises:
+        UsageError: it cannot be read, names no class, or has an empty or repeated line.
+    """
+    path = folder / CLASSES_FILE
+    if not path.is_file():
+        return None
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"cannot read the class map {path}: {' '.join(str(exc).split())}") from None
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()  # the last line's newline
+    names = [line.rstrip("\r") for line in lines]
+    if not names:
+        raise UsageError(f"{path} names no classes (one class name a line, line 1 naming label 0)")
+    seen: dict[str, int] = {}
+    for lineno, name in enumerate(names, 1):
+        if not name.strip():
+            raise UsageError(f"{path} line {lineno} is empty: one class name a line, line N naming label N-1")
+        if name in seen:
+            raise UsageError(f"{path} line {lineno} repeats class {name!r} of line {seen[name]}")
+        seen[name] = lineno
+    return names, path
 
 
 def _builtin(name: str, data_dir: str | None) -> Source:

@@ -45,7 +45,7 @@ def create_network(
     network: str,
     num_classes: int,
     in_chans: int = 3,
-    img_size: int | None = None,
+    img_size: int | tuple[int, int] | None = None,
     num_layers: int | None = None,
     pretrained: str | None = None,
     **kwargs,
@@ -56,7 +56,7 @@ def create_network(
         network: a registry name (``lenet``, ``inception-bn``) or any timm model name (``resnet18``).
         num_classes: classes of the classifier head.
         in_chans: image channels.
-        img_size: image side, for networks whose layer sizes depend on it (lenet, mlp).
+        img_size: image side, or (H, W), for networks whose layer sizes depend on it (lenet, mlp).
         num_layers: MXNet's depth flag, appended to a name without digits (``resnet`` + 50).
         pretrained: a local file with weights (lit-imgcls checkpoint, timm or plain state_dict, safetensors).
         kwargs: passed to the network's factory.
@@ -98,9 +98,13 @@ class LoadReport:
     skipped: list[str] = field(default_factory=list)  # in the file, but shape differs from the model's
     new: list[str] = field(default_factory=list)  # in the model, not in the file: freshly initialised
     unused: list[str] = field(default_factory=list)  # in the file, no such tensor in the model
+    other_classes: list[str] = field(default_factory=list)  # the classifier, left out: trained on other classes
 
     def summary(self) -> str:
         parts = [f"loaded {len(self.loaded)} tensors from {self.path}"]
+        if self.other_classes:
+            parts.append(f"classifier not loaded ({', '.join(self.other_classes[:4])}): it was trained on other "
+                         "classes than the data's, so it starts fresh")
         if self.skipped:
             parts.append(f"skipped {len(self.skipped)} with other shapes ({', '.join(self.skipped[:4])})")
         if self.new:
@@ -115,6 +119,17 @@ _PREFIXES = ("net.", "model.", "module.", "_orig_mod.")
 
 def read_state_dict(path: str | Path) -> dict:
     """Reads tensors from a local file without running any code in it (``weights_only=True`` or safetensors)."""
+    return read_weights(path)[0]
+
+
+def read_weights(path: str | Path) -> tuple[dict, list[str] | None]:
+    """The tensors of a local weights file and, for a lit-imgcls checkpoint, the class names of its outputs.
+
+    Nothing in the file runs (``weights_only=True`` or safetensors).
+
+    Raises:
+        UsageError: a URL, a missing or unreadable file, or one without a state_dict.
+    """
     import torch
 
     text = str(path)
@@ -132,6 +147,10 @@ def read_state_dict(path: str | Path) -> dict:
             state = torch.load(p, map_location="cpu", weights_only=True)
     except Exception as exc:
         raise UsageError(f"cannot read weights from {p}: {str(exc).splitlines()[0]}") from exc
+    class_names = None
+    meta = state.get("lit_imgcls") if isinstance(state, dict) else None
+    if isinstance(meta, dict) and isinstance(meta.get("class_names"), list):
+        class_names = [str(n) for n in meta["class_names"]]
     if isinstance(state, dict):
         for key in ("state_dict", "model", "state_dict_ema"):
             if isinstance(state.get(key), dict):
@@ -147,14 +166,38 @@ def read_state_dict(path: str | Path) -> dict:
             if k.startswith(pre):
                 k = k[len(pre):]
         out[k] = v
-    return out
+    return out, class_names
 
 
-def load_pretrained(model: nn.Module, path: str | Path) -> LoadReport:
-    """Copies every tensor of ``path`` whose name and shape match into ``model``; reports the rest."""
-    state = read_state_dict(path)
+def _classifier_keys(model: nn.Module) -> set[str]:
+    """state_dict names of ``model``'s classifier layer (timm's ``get_classifier``); empty when it has none."""
+    head = model.get_classifier() if hasattr(model, "get_classifier") else None
+    if not isinstance(head, nn.Module):
+        return set()
+    ids = {id(t) for t in [*head.parameters(), *head.buffers()]}
+    return {k for k, t in model.state_dict(keep_vars=True).items() if id(t) in ids}
+
+
+def load_pretrained(model: nn.Module, path: str | Path, class_names: list[str] | None = None) -> LoadReport:
+    """Copies every tensor of ``path`` whose name and shape match into ``model``; reports the rest.
+
+    When ``path`` is a lit-imgcls checkpoint trained on other classes than ``class_names`` (renamed, reordered,
+    other ones), its classifier is not copied even where the shapes match: output i would mean another class.
+
+    Raises:
+        UsageError: an unreadable file, or no tensor that fits.
+    """
+    state, trained_on = read_weights(path)
     own = model.state_dict()
     report = LoadReport(str(path))
+    if class_names is not None and trained_on is not None and list(trained_on) != list(class_names):
+        head = _classifier_keys(model)
+        if not head and len(trained_on) == len(class_names):
+            raise UsageError(f"{path} was trained on other classes than the data's, and network has no "
+                             "classifier layer to leave out (get_classifier()): its outputs would mean other classes")
+        # Only where the shapes fit: a classifier of another class count is skipped for its shape anyway.
+        report.other_classes = sorted(k for k in head if k in state and state[k].shape == own[k].shape)
+        state = {k: v for k, v in state.items() if k not in report.other_classes}
     usable = {}
     for k, v in state.items():
         if k not in own:

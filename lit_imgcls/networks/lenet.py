@@ -16,7 +16,7 @@ class LeNet(HeadMixin, nn.Module):
     MXNet's LeNet uses tanh; ReLU is the default here because it reaches 99% on MNIST in fewer steps.
     """
 
-    def __init__(self, num_classes: int = 10, in_chans: int = 1, img_size: int = 28, act: str = "relu") -> None:
+    def __init__(self, num_classes: int = 10, in_chans: int = 1, img_size: int | tuple[int, int] = 28, act: str = "relu") -> None:
         super().__init__()
         if act not in _ACTS:
             raise ValueError(f"lenet act must be one of {sorted(_ACTS)}, got {act!r}")
@@ -27,10 +27,11 @@ class LeNet(HeadMixin, nn.Module):
             nn.Conv2d(20, 50, 5), act_layer(), nn.MaxPool2d(2),
             nn.Flatten(),
         )
-        side = ((img_size - 4) // 2 - 4) // 2
-        if side < 1:
+        h, w = (img_size, img_size) if isinstance(img_size, int) else img_size  # timm's convention: side or (H, W)
+        fh, fw = ((h - 4) // 2 - 4) // 2, ((w - 4) // 2 - 4) // 2
+        if fh < 1 or fw < 1:
             raise ValueError(f"lenet needs images of at least 16 px, got {img_size}")
-        self.fc = nn.Sequential(nn.Linear(50 * side * side, 500), act_layer())
+        self.fc = nn.Sequential(nn.Linear(50 * fh * fw, 500), act_layer())
         self.head = nn.Linear(500, num_classes)
 
 
@@ -38,7 +39,8 @@ class LeNet(HeadMixin, nn.Module):
         return self.head(self.fc(self.features(x)))
 
 
-def lenet(pretrained: bool = False, num_classes: int = 10, in_chans: int = 1, img_size: int = 28, **kwargs) -> LeNet:
+def lenet(pretrained: bool = False, num_classes: int = 10, in_chans: int = 1, img_size: int | tuple[int, int] = 28,
+          **kwargs) -> LeNet:
     """timm entry point for :class:`LeNet` (weights come from a local file, never a hub)."""
     for key in ("pretrained_cfg", "pretrained_cfg_overlay", "cache_dir"):
         kwargs.pop(key, None)

@@ -9,10 +9,11 @@ from lit_imgcls.networks.head import HeadMixin
 
 
 class MLP(HeadMixin, nn.Module):
-    def __init__(self, num_classes: int = 10, in_chans: int = 1, img_size: int = 28, hidden: tuple[int, ...] = (128, 64)):
+    def __init__(self, num_classes: int = 10, in_chans: int = 1, img_size: int | tuple[int, int] = 28, hidden: tuple[int, ...] = (128, 64)):
         super().__init__()
         layers: list[nn.Module] = [nn.Flatten()]
-        width = in_chans * img_size * img_size
+        h, w = (img_size, img_size) if isinstance(img_size, int) else img_size  # timm's convention: side or (H, W)
+        width = in_chans * h * w
         for h in hidden:
             layers += [nn.Linear(width, h), nn.ReLU()]
             width = h
@@ -25,7 +26,8 @@ class MLP(HeadMixin, nn.Module):
         return self.head(self.body(x))
 
 
-def mlp(pretrained: bool = False, num_classes: int = 10, in_chans: int = 1, img_size: int = 28, **kwargs) -> MLP:
+def mlp(pretrained: bool = False, num_classes: int = 10, in_chans: int = 1, img_size: int | tuple[int, int] = 28,
+        **kwargs) -> MLP:
     """timm entry point for :class:`MLP`."""
     for key in ("pretrained_cfg", "pretrained_cfg_overlay", "cache_dir"):
         kwargs.pop(key, None)

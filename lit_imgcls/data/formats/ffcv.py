@@ -11,7 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
-from lit_imgcls.data.encode import EncodeOptions, decode
+from lit_imgcls.data.encode import EncodeOptions
+from lit_imgcls.data.image import decode
 from lit_imgcls.data.formats.packed import PackedDataModule
 from lit_imgcls.data.formats.tar_shards import SampleLocation, ShardInfo, read_location
 from lit_imgcls.data.remote import cached_copy, is_remote, local_path
@@ -31,8 +32,7 @@ class _ShardImages:
 
     def __getitem__(self, i: int) -> tuple[np.ndarray, int]:
         loc = self.locations[i]
-        img = decode(read_location(self.paths[loc.shard], loc), "RGB")
-        return np.asarray(img, dtype=np.uint8), loc.label
+        return decode(read_location(self.paths[loc.shard], loc), 3), loc.label
 
 
 def write_beton(work: Path, split: str, shards: list[ShardInfo], locations: list[SampleLocation],
@@ -148,6 +148,23 @@ class FFCVDataModule(PackedDataModule):
     """
 
     format_name = "ffcv"
+    interpolation = "area"  # FFCV's decoders resize with OpenCV's pixel-area averaging
+
+    def check_shape(self) -> None:
+        """FFCV's compiled decoders deliver RGB, square centre crops, and small images at their stored size; any
+        other shape is refused here rather than delivered wrong."""
+        c, h, w = self.image_shape
+        shape = ",".join(map(str, self.image_shape))
+        if c == 1 and self.pack_channels == 3:
+            raise UsageError(f"image_shape {shape}: FFCV decodes RGB only, and this pack holds colour images; use "
+                             "--dataset wds (grey by the image contract's luma), or image_shape 3,H,W")
+        if self.small and (h, w) != self.stored_size:
+            sh, sw = self.stored_size
+            raise UsageError(f"image_shape {shape}: this pack's images are {sh}x{sw} and FFCV's decoder for small "
+                             f"images does not resize; use --image-shape {c},{sh},{sw}, --dataset wds (which "
+                             "resizes), or re-pack with --resize")
+        if not self.small and h != w:
+            raise UsageError(f"image_shape {shape}: FFCV's centre crop is square; use H = W, or --dataset wds")
 
     def _path(self, location: str, manifest: dict, split: str) -> str:
         entry = manifest["splits"][split]["ffcv"]
@@ -171,8 +188,8 @@ class FFCVDataModule(PackedDataModule):
             image = [SimpleRGBImageDecoder()]
         elif train:
             image = [RandomResizedCropRGBImageDecoder((h, w)), RandomHorizontalFlip()]
-        else:
-            image = [CenterCropRGBImageDecoder((h, w), ratio=0.875)]
+        else:  # the region of lit_imgcls.data.transforms.center_crop_box, resized with INTER_AREA
+            image = [CenterCropRGBImageDecoder((h, w), ratio=self.data_config.crop_pct)]
         rank, world = self.rank_world()
         loader = Loader(
             self._path(location, manifest, split), batch_size=self.batch_size, num_workers=max(1, self.workers),

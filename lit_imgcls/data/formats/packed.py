@@ -7,6 +7,7 @@ from typing import Any
 
 from lit_imgcls.data.base import ImageDataModule
 from lit_imgcls.data.manifest import MANIFEST, check_manifest, read_manifest
+from lit_imgcls.data.preprocess import DataConfig, per_channel
 from lit_imgcls.data.remote import is_remote, local_path, read_bytes
 from lit_imgcls.errors import UsageError
 
@@ -41,7 +42,9 @@ class PackedDataModule(ImageDataModule):
         data_dir: the pack, when data_train is not given.
         batch_size: samples per batch on each device.
         data_nthreads: loader worker processes decoding images.
-        image_shape: "C,H,W" of the network input; default: the pack's size for small images, else 3,224,224.
+        image_shape: "C,H,W" every loader delivers; default: the pack's size for small images, else 3,224,224.
+            Small same-size images (MNIST, CIFAR) are used whole (resized if the shape asks for another size);
+            photos get random-resized crops for training and a centre crop for evaluation.
         seed: seed of the data order and augmentation.
         channels_last: hand batches over in channels-last memory format.
         data_cache: local folder keeping verified copies of remote shards (default: stream them).
@@ -81,20 +84,40 @@ class PackedDataModule(ImageDataModule):
             self.val_split = next((s for s in ("val", "test") if self.manifest["splits"].get(s, {}).get("count")), None)
         self.class_names = list(self.manifest["class_names"])
         self.num_classes = len(self.class_names)
-        self.mean, self.std = tuple(self.manifest.get("mean", (0.5,))), tuple(self.manifest.get("std", (0.5,)))
         self.batch_size, self.workers, self.seed, self.channels_last = batch_size, data_nthreads, seed, channels_last
         size = self.manifest["splits"][self.train_split].get("image_size") or {"min": [0, 0], "max": [0, 0]}
         self.small = size["min"] == size["max"] and max(size["max"]) <= SMALL
-        channels = int(self.manifest.get("channels", 3))
+        self.stored_size = tuple(size["max"][::-1]) if self.small else None  # (H, W) of every image
+        self.pack_channels = int(self.manifest.get("channels", 3))
         if image_shape:
             c, h, w = (int(v) for v in image_shape.split(","))
         elif self.small:
-            c, (w, h) = channels, size["max"]
+            c, (w, h) = self.pack_channels, size["max"]
         else:
             c, h, w = 3, 224, 224
+        if c not in (1, 3):
+            raise UsageError(f"image_shape {image_shape}: images from files have 1 (grey) or 3 (RGB) channels")
         self.image_shape = (c, h, w)
-        if len(self.mean) != c:
-            self.mean, self.std = (sum(self.mean) / len(self.mean),) * c, (sum(self.std) / len(self.std),) * c
+        self.mean = per_channel(self.manifest.get("mean", (0.5,)), c)
+        self.std = per_channel(self.manifest.get("std", (0.5,)), c)
+        self._eval_config: DataConfig | None = None
+        self.check_shape()
+
+    interpolation = "auto"  # of the centre crop; FFCV's decoders use "area"
+
+    def check_shape(self) -> None:
+        """Raises :class:`UsageError` when this format cannot deliver :attr:`image_shape` from this pack."""
+
+    @property
+    def data_config(self) -> DataConfig:
+        if self._eval_config is not None:
+            return self._eval_config
+        if self.small:  # used whole, as MNIST and CIFAR are in memory
+            return DataConfig(self.image_shape, "squash", 0.875, "area", self.mean, self.std)
+        return DataConfig(self.image_shape, "center", 0.875, self.interpolation, self.mean, self.std)
+
+    def training_class_counts(self) -> list[int]:
+        return list(self.manifest["splits"][self.train_split]["per_class"])
 
     def rank_world(self) -> tuple[int, int]:
         if self.trainer is None:

@@ -9,6 +9,7 @@ import re
 import tarfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterator
 
 from lit_imgcls.errors import UsageError
 
@@ -144,3 +145,26 @@ def read_location(shard_path: str | Path, loc: SampleLocation) -> bytes:
     with open(shard_path, "rb") as f:
         f.seek(loc.offset)
         return f.read(loc.size)
+
+
+def iter_samples(fileobj) -> Iterator[tuple[str, dict[str, bytes]]]:
+    """(key, {extension: bytes}) for each sample of a shard read as a stream, in storage order.
+
+    The one reader of packed shards outside training (``predict``, ``dataset inspect``/``verify``): a sample's
+    files are adjacent (``<key>.jpg``, ``<key>.cls``), and extensions are lower-cased. Streaming mode reads
+    remote shards (http, s3) without seeking. tarfile's own errors propagate for the caller to name the shard.
+    """
+    sample: dict[str, bytes] = {}
+    key = None
+    with tarfile.open(fileobj=fileobj, mode="r|") as tar:
+        for member in tar:
+            if not member.isfile():
+                continue
+            k, _, ext = member.name.rpartition("/")[-1].partition(".")
+            if k != key and key is not None:
+                yield key, sample
+                sample = {}
+            key = k
+            sample[ext.lower()] = tar.extractfile(member).read()  # type: ignore[union-attr]
+    if key is not None:
+        yield key, sample

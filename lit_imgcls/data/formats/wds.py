@@ -15,7 +15,7 @@ import torch
 from lit_imgcls.data.formats.packed import PackedDataModule
 from lit_imgcls.data.remote import cached_copy, is_remote, local_path, open_url
 from lit_imgcls.data.resumable import ResumableEpoch
-from lit_imgcls.errors import UsageError
+from lit_imgcls.errors import UsageError, from_worker
 
 IMAGE_KEYS = ("jpg", "jpeg", "png", "webp")
 
@@ -67,20 +67,24 @@ class NamedErrors:
 
 
 class SampleDecoder:
-    """Turns a webdataset sample dict into (uint8 HWC image, label); a picklable stage for worker processes.
+    """Turns a webdataset sample dict into (uint8 (H, W, C) image, label); a picklable stage for worker processes.
 
     Args:
-        size: output side; 0 keeps small images as they are.
-        train: random-resized crop and flip (else resize and centre crop).
-        mode: "RGB" or "L" (for small grey images).
+        config: the evaluation preprocessing (:class:`~lit_imgcls.data.preprocess.DataConfig`); its input size is
+            what comes out, training included.
+        train: training samples; with ``augment``, a random-resized crop and flip drawn from :attr:`rng`.
+        augment: crop and flip training images (photos); small same-size images are used whole.
     """
 
-    def __init__(self, size: int, train: bool, mode: str = "RGB") -> None:
-        self.size, self.train, self.mode = size, train, mode
+    def __init__(self, config, train: bool, augment: bool) -> None:
+        from lit_imgcls.data.preprocess import EvalTransform
+
+        self.config, self.train, self.augment = config, train, augment
+        self.eval = EvalTransform(config)
         self.rng = random.Random(0)
 
     def __call__(self, sample: dict):
-        from lit_imgcls.data import fastdecode
+        from lit_imgcls.data import image, transforms
 
         key = next((k for k in IMAGE_KEYS if k in sample), None)
         where = f"sample {sample.get('__key__')} of shard {sample.get('__url__')}"
@@ -88,13 +92,13 @@ class SampleDecoder:
             raise UsageError(f"{where} lacks an image or a label: the shard is corrupt")
         data = sample[key]
         try:
-            if not self.size:
-                image = fastdecode.as_is(data, self.mode)
-            elif self.train:
-                image = fastdecode.random_resized_crop(data, self.size, self.rng)
+            if self.train and self.augment:
+                c, h, w = self.config.input_size
+                pixels = transforms.random_resized_crop(image.decode(data, c), h, w, self.rng)
+                pixels = pixels[:, :, None] if pixels.ndim == 2 else pixels
             else:
-                image = fastdecode.resize_center_crop(data, self.size)
-            return image, int(sample["cls"])
+                pixels = self.eval(data)
+            return pixels, int(sample["cls"])
         except (OSError, ValueError, SyntaxError) as exc:
             raise UsageError(f"{where} does not decode ({exc}): the shard is corrupt") from None
 
@@ -158,7 +162,7 @@ class ShardStream(torch.utils.data.IterableDataset):
             stages.append(wds.select(_EveryNth(slot, slots)))
         if self.train:
             stages.append(wds.shuffle(self.buffer, initial=min(self.buffer, 1000), rng=random.Random(rng.random() + slot)))
-        from lit_imgcls.data.fastdecode import collate
+        from lit_imgcls.data.transforms import collate
 
         stages += [wds.map(self.decoder), wds.batched(self.batch_size, collation_fn=collate, partial=not self.train)]
         pipeline = wds.DataPipeline(*stages)
@@ -245,7 +249,7 @@ class EpochLoader(ResumableEpoch):
             yield from self.counted(self.skipped(iter(loader), skip))
         except UsageError as exc:
             # From a worker process the message carries the worker's traceback; the user needs its last line.
-            raise UsageError(str(exc).strip().rsplit("UsageError: ", 1)[-1]) from None
+            raise from_worker(exc) from None
 
 
 class WDSDataModule(PackedDataModule):
@@ -257,10 +261,16 @@ class WDSDataModule(PackedDataModule):
     format_name = "wds"
     shuffle_buffer = 5000
 
+    def use_eval_config(self, config) -> bool:
+        """Evaluates with ``config`` (a checkpoint's): every input size and crop is in reach of this loader."""
+        if config.input_size != self.image_shape:
+            return False
+        self._eval_config = config
+        return True
+
     def _loader(self, location: str, manifest: dict, split: str, train: bool) -> EpochLoader:
         rank, world = self.rank_world()
-        mode = "L" if self.image_shape[0] == 1 else "RGB"
-        decoder = SampleDecoder(0 if self.small else self.image_shape[1], train, mode)
+        decoder = SampleDecoder(self.data_config, train, augment=not self.small)
         count = manifest["splits"][split]["count"]
         urls, entries = shard_urls(location, manifest, split), manifest["splits"][split]["wds"]
         check_local_shards(urls, entries)
