@@ -43,17 +43,36 @@ def _pixels(image: Any) -> Any:
         t = image.detach().cpu()
         image = (t.permute(1, 2, 0) if t.ndim == 3 else t).numpy()
     if isinstance(image, np.ndarray):
-        arr = image
-        if arr.dtype != np.uint8:  # floats are taken as [0, 1]
-            arr = np.clip(np.rint(np.nan_to_num(arr.astype(np.float64)) * 255), 0, 255).astype(np.uint8)
+        arr = _as_uint8(image)
         if arr.ndim == 3 and arr.shape[2] == 1:
             arr = arr[:, :, 0]
-        if arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[2] not in (3, 4)):
-            raise ImageError("an image array must be HW, HWC (numpy) or CHW (torch) with 1, 3 or 4 channels, "
+        if arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[2] not in (2, 3, 4)):
+            raise ImageError("an image array must be HW, HWC (numpy) or CHW (torch) with 1 to 4 channels, "
                              f"got shape {image.shape}")
-        return pil_to_array(Image.fromarray(arr), 3)  # RGBA arrays: composited on white, as files are
+        # Grey + alpha and RGBA arrays are composited on white, as such files are.
+        return pil_to_array(Image.fromarray(arr, "LA" if arr.ndim == 3 and arr.shape[2] == 2 else None), 3)
     raise ImageError(f"cannot predict a {type(image).__name__}: give a path, URL, bytes, PIL image, numpy or torch "
                      "array")
+
+
+def _as_uint8(arr: np.ndarray) -> np.ndarray:
+    """An image array's samples as 8 bits, by the contract's rules for files: uint8 as is, uint16 its high byte,
+    bool 0/255, floats taken as 0..1; any other type, or floats outside 0..1, is an :class:`ImageError` rather
+    than a guess (an int64 array of 0..255 and a float array of 0..255 would otherwise both read as white)."""
+    if arr.dtype == np.uint8:
+        return arr
+    if arr.dtype == np.uint16:
+        return (arr >> 8).astype(np.uint8)
+    if arr.dtype == np.bool_:
+        return arr.astype(np.uint8) * 255
+    if np.issubdtype(arr.dtype, np.floating):
+        lo, hi = (float(np.min(arr)), float(np.max(arr))) if arr.size else (0.0, 0.0)
+        if not (0.0 <= lo and hi <= 1.0):  # NaN fails this too
+            raise ImageError(f"a float image array must hold values in [0, 1], this one holds {lo:g} to {hi:g}: "
+                             "divide by 255, or give uint8")
+        return np.rint(arr.astype(np.float64) * 255).astype(np.uint8)
+    raise ImageError(f"an image array of {arr.dtype} is ambiguous: give uint8 (0..255), uint16 (its high byte is "
+                     "kept, as for 16-bit files) or float in [0, 1]")
 
 
 class Classifier:

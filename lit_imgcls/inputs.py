@@ -60,7 +60,7 @@ def expand_inputs(inputs: Sequence[str], split: str = "val") -> Iterator[Source]
             yield from _pack_sources(str(path.parent), split)
         elif path.is_dir():
             yield from _folder_sources(path, text)
-        elif path.is_file():
+        elif os.path.lexists(path):  # a file, or a FIFO or dangling link: the reader says what is wrong with it
             yield _file_source(str(path), text)
         elif glob.has_magic(text):
             matches = sorted(glob.glob(os.path.expanduser(text), recursive=True))
@@ -69,14 +69,16 @@ def expand_inputs(inputs: Sequence[str], split: str = "val") -> Iterator[Source]
             for match in matches:
                 if os.path.isdir(match):
                     yield from _folder_sources(Path(match), match)
-                elif os.path.isfile(match):
+                else:
                     yield _file_source(match, match)
         else:
             yield Source(text, error="no such file or folder")
 
 
 def _file_source(path: str, name: str) -> Source:
-    return Source(name, lambda p=path: Path(p).read_bytes())
+    from lit_imgcls.data.image import read_file
+
+    return Source(name, lambda p=path: read_file(p))
 
 
 def _folder_sources(folder: Path, name: str) -> Iterator[Source]:

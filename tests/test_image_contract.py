@@ -16,7 +16,7 @@ from PIL import Image
 
 from conftest import run_cli
 from lit_imgcls.data import image
-from lit_imgcls.data.preprocess import EvalTransform
+from lit_imgcls.data.preprocess import DataConfig, EvalTransform
 
 H, W = 80, 96  # larger than a "small" pack image (64 px), not square: photos get the centre crop on every route
 RNG = np.random.default_rng(7)
@@ -295,3 +295,22 @@ def test_broken_files_in_a_folder_dataset_are_skipped_and_named(trained_on_folde
     assert res.returncode == 1
     assert re.search(r"bomb\.png\s+error: .*too many pixels", res.stdout), res.stdout
     assert re.search(r"truncated\.jpg\s+error: .*(truncated|corrupt)", res.stdout), res.stdout
+
+
+def test_arrays_handed_to_predict_follow_the_contract_or_are_refused():
+    """A 16-bit array is its file's pixels (high byte kept); an int64 or a 0..255 float array is refused instead
+    of being read as white."""
+    from lit_imgcls.classifier import Classifier, ImageError
+
+    config = DataConfig((3, 64, 64), "center", 0.875, "auto", (0.5,) * 3, (0.5,) * 3)
+    clf = Classifier(None, SimpleNamespace(class_names=["a", "b"], image_shape=(3, 64, 64), data_config=config))
+    data, _ = odd_images()["grey16.png"]
+    as_file = clf.preprocess(data)
+    assert np.array_equal(clf.preprocess(np.asarray(Image.open(io.BytesIO(data)))), as_file)  # a uint16 array
+    assert np.array_equal(clf.preprocess(torch.from_numpy(np.asarray(Image.open(io.BytesIO(data))).astype(np.float32)
+                                                          / 65535)[None]).shape, as_file.shape)
+    grey_alpha = np.dstack([np.full((8, 8), 40, np.uint8), np.zeros((8, 8), np.uint8)])
+    assert (clf.preprocess(grey_alpha) == 255).all()  # fully transparent: white, as a file would be
+    for bad, says in ((np.zeros((8, 8), np.int64), "ambiguous"), (np.full((8, 8), 200.0), "values in \\[0, 1\\]")):
+        with pytest.raises(ImageError, match=says):
+            clf.preprocess(bad)

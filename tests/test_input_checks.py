@@ -7,6 +7,8 @@ that cannot be used, a warning naming them while the run goes on without them.
 from __future__ import annotations
 
 import io
+import json
+import os
 import re
 import shutil
 from pathlib import Path
@@ -84,7 +86,7 @@ def test_hidden_files_and_folders_are_not_classes_or_images(tmp_path):
 
 @pytest.mark.parametrize("case", ["empty class", "one class", "fewer than a batch", "batch of 1 into BatchNorm",
                                   "npz fewer than a batch", "npz class without samples", "pack fewer than a batch",
-                                  "images not in class folders"])
+                                  "images not in class folders", "one level too high"])
 def test_training_data_that_cannot_train_is_one_line_before_the_run(tmp_path, case, capsys):
     data = _tree(tmp_path / "d")
     args = fit_args(tmp_path, data)
@@ -114,6 +116,9 @@ def test_training_data_that_cannot_train_is_one_line_before_the_run(tmp_path, ca
         assert res.returncode == 0, res.stderr
         args = fit_args(tmp_path, dataset="wds", data_train=tmp_path / "pack", batch_size=32)
         says = r"16 training samples, fewer than one batch"
+    elif case == "one level too high":  # with its sub-folders searched, train/ and val/ would be the classes
+        args = fit_args(tmp_path, dataset="folder", data_train=data)
+        says = r"looks one level too high: its class folders would be train, val"
     else:
         for p in (data / "train" / "cat").iterdir():
             p.rename(data / "train" / f"cat-{p.name}")
@@ -127,8 +132,9 @@ def test_training_data_that_cannot_train_is_one_line_before_the_run(tmp_path, ca
 
 
 def test_files_that_cannot_be_used_are_skipped_and_named(tmp_path):
-    """A truncated JPEG, a decompression bomb, an empty file and a text file in a class folder: the run goes on
-    without them and names each with the reason (it used to die mid-epoch with a traceback naming none)."""
+    """A truncated JPEG, a decompression bomb, an empty file, a FIFO and a text file in a class folder: the run
+    goes on without them and names each with the reason (it used to die mid-epoch with a traceback naming none,
+    and a FIFO made it wait for ever)."""
     data = _tree(tmp_path / "d")
     buf = io.BytesIO()
     Image.fromarray(RNG.integers(0, 256, (200, 200, 3), dtype=np.uint8)).save(buf, "JPEG")
@@ -136,15 +142,25 @@ def test_files_that_cannot_be_used_are_skipped_and_named(tmp_path):
     Image.new("L", (10000, 9000)).save(data / "train" / "dog" / "huge.png")
     (data / "train" / "dog" / "empty.jpg").write_bytes(b"")
     (data / "val" / "cat" / "notes.png").write_text("not an image")
-    res = run_cli("fit", *fit_args(tmp_path, data, batch_size=1, network="lenet"))
+    os.mkfifo(data / "train" / "cat" / "pipe.jpg")
+    res = run_cli("fit", *fit_args(tmp_path, data, batch_size=1, network="lenet"), timeout=120)
     assert res.returncode == 0, res.stderr[-2000:]
     warnings = [line for line in res.stderr.splitlines() if line.startswith("lit-imgcls: warning: skipped")]
     assert len(warnings) == 2, res.stderr  # one line per tree
     train, val = warnings
-    assert "skipped 3 of 19 files" in train and "truncated.jpg: corrupt image" in train
+    assert "skipped 4 of 20 files" in train and "truncated.jpg: corrupt image" in train
+    assert "pipe.jpg: not a regular file (a FIFO)" in train
     assert "huge.png: too many pixels" in train and "empty.jpg: empty file" in train
     assert "skipped 1 of 9 files" in val and "notes.png: not an image" in val
     assert "final: val top-1 accuracy" in res.stdout
+    ckpt = str(tmp_path / "model" / "m-0001.ckpt")
+    for name in (str(data / "train" / "cat"), str(data / "train" / "cat" / "pipe.jpg")):  # a folder, and by name
+        res = run_cli("predict", "--checkpoint", ckpt, name, timeout=120)
+        assert res.returncode == 1 and re.search(r"pipe\.jpg\s+error: .*not a regular file \(a FIFO\)", res.stdout)
+    res = run_cli("dataset", "pack", str(data / "train"), str(tmp_path / "pack"), timeout=120)
+    skipped = json.loads((tmp_path / "pack" / "manifest.json").read_text())["skipped"]
+    assert res.returncode == 0 and {Path(s["path"]).name: s["reason"] for s in skipped}["pipe.jpg"] == \
+        "not a regular file (a FIFO)"
 
 
 def test_a_data_key_the_dataset_does_not_read_is_an_error(tmp_path, capsys):
@@ -206,10 +222,23 @@ def test_evaluating_on_other_classes_names_the_difference(trained, tmp_path, how
         assert res.returncode == 2 and re.search(says, one_line(res.stderr)), res.stderr
 
 
-def test_the_same_classes_evaluate_and_another_network_is_one_line(trained):
+def test_the_same_classes_evaluate_and_another_network_is_one_line(trained, tmp_path, capsys):
     tmp, data = trained
     res = run_cli("validate", *fit_args(tmp, data))
     assert res.returncode == 0 and "epoch 3: val/acc" in res.stdout, res.stderr[-2000:]
+    # the validation folder alone is enough to evaluate; training needs the training folder
+    only_val = [a for a in fit_args(tmp) if a != "--data-train"] + ["--data-val", str(data / "val")]
+    code, err = in_process(capsys, "validate", *only_val)
+    assert code == 0, err
+    code, err = in_process(capsys, "fit", *[a.replace(str(tmp / "model"), str(tmp_path)) for a in only_val])
+    assert code == 2 and "needs data_train" in one_line(err)
+    # a validation folder of other classes than the training folder's: named as such
+    other = _variant(data, tmp_path, "renamed")
+    code, err = in_process(capsys, "validate", *fit_args(tmp, dataset="folder", data_train=data / "train",
+                                                         data_val=other / "val"))
+    line = one_line(err)
+    assert code == 2 and "validation folder" in line and "the training folder has 2" in line, line
+    assert "'ant' only in the data; 'dog' only in the training data" in line, line
     res = run_cli("validate", *fit_args(tmp, data, network="mlp"))
     line = one_line(res.stderr)
     assert res.returncode == 2 and "does not hold weights of network mlp" in line and "missing" in line
@@ -235,9 +264,15 @@ def test_a_pack_of_nothing_is_an_error_and_keeps_the_previous_pack(tmp_path):
     assert run_cli("dataset", "pack", str(data / "train"), str(out)).returncode == 0
     before = (out / "manifest.json").read_bytes()
     res = run_cli("dataset", "pack", str(data), str(out))
+    assert res.returncode == 2 and "looks one level too high: its class folders would be train, val" in \
+        one_line(res.stderr)
+    nested = tmp_path / "nested"
+    shutil.copytree(data / "train", nested / "2024")
+    shutil.copytree(data / "val", nested / "2025")
+    res = run_cli("dataset", "pack", str(nested), str(out))
     assert res.returncode == 2
     line = one_line("\n".join(x for x in res.stderr.splitlines() if not x.startswith("packing ")))
-    assert "nothing to pack" in line and "(train, val) hold no images directly" in line and "--recursive" in line
+    assert "nothing to pack" in line and "(2024, 2025) hold no images directly" in line and "--recursive" in line
     assert (out / "manifest.json").read_bytes() == before  # the previous pack is untouched
     for p in (data / "train" / "cat").iterdir():
         p.write_bytes(b"")
@@ -256,3 +291,18 @@ def test_predict_takes_max_pixels_as_its_message_says(trained, tmp_path):
     assert res.returncode == 1 and "too many pixels" in res.stdout and "`predict` take --max-pixels" in res.stdout
     res = run_cli("predict", "--checkpoint", ckpt, "--max-pixels", "100000000", str(tmp_path / "panorama.png"))
     assert res.returncode == 0 and re.search(r"panorama\.png\s+(cat|dog) ", res.stdout), res.stdout + res.stderr
+
+
+def test_lists_leave_out_names_a_list_cannot_hold_and_packs_name_classes_train_lacks(tmp_path):
+    data = _tree(tmp_path / "d")
+    shutil.copy(data / "train" / "cat" / "0.png", data / "train" / "cat" / "tab\there.png")
+    res = run_cli("dataset", "pack", str(data / "train"), str(tmp_path / "lists"), "--list")
+    assert res.returncode == 0, res.stderr
+    assert "1 files have a tab or line break in their name" in res.stderr and "tab\\there.png" in res.stderr
+    assert "tab\there" not in (tmp_path / "lists" / "train.lst").read_text()
+    res = run_cli("dataset", "pack", str(tmp_path / "lists" / "train.lst"), str(tmp_path / "repacked"))
+    assert res.returncode == 0 and "skipped" not in res.stderr, res.stderr  # every listed image is found
+    (data / "train" / "bird").mkdir()  # an empty class folder
+    res = run_cli("dataset", "pack", str(data / "train"), str(tmp_path / "pack"))
+    assert res.returncode == 0
+    assert "warning: train has no sample of 1 of the 3 classes ('bird')" in res.stderr, res.stderr

@@ -256,11 +256,12 @@ def test_val_and_test_without_a_class_of_train_are_named(tmp_path):
     assert res.returncode == 0, res.stderr
     m = json.loads((pack / "manifest.json").read_text())
     assert [m["splits"][s]["per_class"] for s in ("train", "test", "val")] == [[4, 4, 0, 0], [0, 0, 4, 0], [0, 0, 0, 4]]
-    expected = ["lit-imgcls: warning: val has no sample of 2 of the 2 classes in train ('ant', 'bee')",
+    expected = ["lit-imgcls: warning: train has no sample of 2 of the 4 classes ('cow', 'doe')",
+                "lit-imgcls: warning: val has no sample of 2 of the 2 classes in train ('ant', 'bee')",
                 "lit-imgcls: warning: test has no sample of 2 of the 2 classes in train ('ant', 'bee')"]
     for text in (res.stderr, run_cli("dataset", "inspect", str(pack)).stderr):
         found = [x for x in _warnings(text) if " has no sample of " in x]
-        assert len(found) == 2 and all(x.startswith(e + ": ") for x, e in zip(found, expected)), text
+        assert len(found) == 3 and all(x.startswith(e + ": ") for x, e in zip(found, expected)), text
 
     # a shuffled pack with enough of each class: nothing to say
     ok = run_cli("dataset", "pack", str(tree), str(tmp_path / "ok"), "--train-ratio", "0.5")

@@ -6,6 +6,7 @@ Rules, used by every route (``dataset pack``, the folder dataset, ``predict`` of
   (Python's string order, torchvision's ``ImageFolder`` order).
 - Hidden entries are not data: names starting with ``.`` (``.DS_Store``, ``.ipynb_checkpoints``, AppleDouble
   ``._photo.jpg`` files) and ``__MACOSX`` (what macOS puts into zip archives).
+- A tree whose "classes" are ``train`` and ``val`` (or ``test``) is one level too high, and is refused.
 
 :func:`check_same_classes` is the single place that compares a data set's class names with a checkpoint's:
 ``validate``, ``test``, ``score``, a resumed ``fit`` and ``--pretrained`` all call it, so a renamed, added,
@@ -41,6 +42,8 @@ def class_folders(root: str | Path) -> list[str]:
 
 
 def _images(folder: Path, recursive: bool, exts: tuple[str, ...]) -> list[str]:
+    """Every entry with an image ending that is not a folder: regular files, and also FIFOs, devices and dangling
+    links, which the reader then refuses with the reason (a silent omission would hide them)."""
     if recursive:
         found = []
         for d, dirs, files in os.walk(folder, followlinks=True):
@@ -48,7 +51,7 @@ def _images(folder: Path, recursive: bool, exts: tuple[str, ...]) -> list[str]:
             found += [os.path.join(d, f) for f in files if not is_hidden(f) and f.lower().endswith(exts)]
         return sorted(found)
     return sorted(str(p) for p in folder.iterdir()
-                  if not is_hidden(p.name) and p.name.lower().endswith(exts) and p.is_file())
+                  if not is_hidden(p.name) and p.name.lower().endswith(exts) and not p.is_dir())
 
 
 @dataclass
@@ -88,8 +91,13 @@ def list_tree(root: str | Path, recursive: bool = False, exts: tuple[str, ...] =
         if any(f.lower().endswith(exts) for f in os.listdir(root)):
             hint = " (it holds images directly: put each class's images into a sub-folder named after the class)"
         raise UsageError(f"{root} has no class sub-folders: expected {root}/<class>/<image>{hint}")
+    splits = sorted({"train", "val", "valid", "validation", "test"} & set(found))
+    if "train" in splits and len(splits) > 1:
+        raise UsageError(f"{root} looks one level too high: its class folders would be {', '.join(splits)}; give "
+                         f"the training folder ({root / 'train'}) and the validation folder, or data_dir {root}")
     if class_names is not None and list(class_names) != found:
-        check_same_classes(found, list(class_names), f"folder {root}", "the training folder")
+        check_same_classes(found, list(class_names), f"validation folder {root}", "the training folder",
+                           "training data")
     items = [(path, label) for label, name in enumerate(found) for path in _images(root / name, recursive, exts)]
     return ImageTree(str(root), found, items)
 
@@ -100,7 +108,7 @@ def _listing(names: Sequence[str], limit: int = 8) -> str:
 
 
 def check_same_classes(data_names: Sequence[str], model_names: Sequence[str], data_where: str,
-                       model_where: str) -> None:
+                       model_where: str, model_word: str = "checkpoint") -> None:
     """Raises :class:`UsageError` unless ``data_names`` equal ``model_names`` in the same order.
 
     The message names what differs (classes only in one of them, or the same names in another order), since
@@ -111,6 +119,8 @@ def check_same_classes(data_names: Sequence[str], model_names: Sequence[str], da
         model_names: class names the weights were trained on, in output order.
         data_where: what the data is, for the message ("dataset folder (data/val)").
         model_where: what the weights are, for the message ("checkpoint model/x-0003.ckpt").
+        model_word: what the reference is in a word or two ("checkpoint"; "training data" when validation data
+            is compared with training data).
     """
     data, model = [str(n) for n in data_names], [str(n) for n in model_names]
     if data == model:
@@ -122,11 +132,12 @@ def check_same_classes(data_names: Sequence[str], model_names: Sequence[str], da
         if only_data:
             parts.append(f"{_listing(only_data)} only in the data")
         if only_model:
-            parts.append(f"{_listing(only_model)} only in the {model_where.split()[0]}")
+            parts.append(f"{_listing(only_model)} only in the {model_word}")
         what = "; ".join(parts)
     else:
         moved = [n for i, n in enumerate(data) if model[i] != n]
         what = f"the same names in another order ({_listing(moved)} have other indices)"
-    raise UsageError(f"{data_where} has {len(data)} classes, {model_where} was trained on {len(model)}: {what}; "
-                     "label i of the data must mean output i of the network, so the data's classes must be the "
-                     "checkpoint's, in the same order")
+    trained = "was trained on" if model_word == "checkpoint" else "has"
+    raise UsageError(f"{data_where} has {len(data)} classes, {model_where} {trained} {len(model)}: {what}; "
+                     f"label i of the data must mean output i of the network, so the data's classes must be the "
+                     f"{model_word}'s, in the same order")

@@ -169,7 +169,8 @@ class FolderDataModule(ImageDataModule):
 
     Args:
         data_train: folder of training images, a sub-folder per class.
-        data_val: folder of validation images with the same class sub-folders.
+        data_val: folder of validation images with the same class sub-folders; alone (no data_train), enough to
+            evaluate (validate, test, score).
         data_dir: parent holding ``train/`` and ``val/`` when data_train/data_val are not given.
         batch_size: samples per batch on each device.
         data_nthreads: DataLoader worker processes (MXNet's decode threads); also the threads checking the images.
@@ -195,8 +196,9 @@ class FolderDataModule(ImageDataModule):
         super().__init__()
         if data_train is None and data_dir:
             data_train, data_val = str(Path(data_dir) / "train"), data_val or str(Path(data_dir) / "val")
-        if not data_train:
-            raise UsageError("the folder dataset needs data_train (a folder with a sub-folder per class) or data_dir")
+        if not data_train and not data_val:
+            raise UsageError("the folder dataset needs data_train (a folder with a sub-folder per class) or data_dir "
+                             "(data_val alone is enough to evaluate)")
         for key, value in (("data_train", data_train), ("data_val", data_val)):
             if value and not Path(value).is_dir():
                 raise UsageError(f"{key} folder does not exist: {value}")
@@ -208,11 +210,12 @@ class FolderDataModule(ImageDataModule):
             raise UsageError(f"image_shape {image_shape}: images from files have 1 (grey) or 3 (RGB) channels")
         self.image_shape = (c, h, w)
         self.mean, self.std = per_channel(IMAGENET_MEAN, c), per_channel(IMAGENET_STD, c)
-        self.trees = {"train": list_tree(data_train, recursive=True)}
-        self.class_names = self.trees["train"].class_names
-        self.num_classes = len(self.class_names)
+        self.trees = {"train": list_tree(data_train, recursive=True)} if data_train else {}
         if data_val:
-            self.trees["val"] = list_tree(data_val, recursive=True, class_names=self.class_names)
+            train = self.trees.get("train")
+            self.trees["val"] = list_tree(data_val, recursive=True, class_names=train.class_names if train else None)
+        self.class_names = (self.trees.get("train") or self.trees["val"]).class_names
+        self.num_classes = len(self.class_names)
         self._usable: dict[str, list[tuple[str, int]]] = {}
         self._eval_config: DataConfig | None = None
 
@@ -231,6 +234,8 @@ class FolderDataModule(ImageDataModule):
 
     def usable(self, split: str) -> list[tuple[str, int]]:
         """The split's images that decode, checked once (the others are reported, once)."""
+        if split not in self.trees:
+            raise UsageError("the folder dataset needs data_train (a folder with a sub-folder per class) to train")
         if split not in self._usable:
             tree = self.trees[split]
             good, bad = scan(tree, self.workers)

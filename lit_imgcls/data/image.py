@@ -18,8 +18,9 @@ Every route calls this module (``dataset pack``, the folder dataset, the packed 
   ``1`` (bi-level)               0 and 255
   ``P`` (palette)                its palette's colours
   ``CMYK``, ``YCbCr``, ``LAB``   PIL's conversion to RGB
-  ``I;16*``, ``I`` (16/32-bit)   the high byte of each sample, values clipped to 0..65535 (as PIL itself
-                                 reads 48-bit RGB PNGs): a fixed scale, never stretched per image
+  ``I;16*``, ``I`` (16/32-bit)   read as 16-bit samples (``I`` clipped to 0..65535: PIL holds 16-bit PNGs
+                                 in it), of which the high byte is kept (as PIL itself reads 48-bit RGB
+                                 PNGs): a fixed scale, never stretched per image
   ``F`` (32-bit float)           values taken as 0..1, clipped, times 255, rounded
   alpha (``LA``, ``RGBA``,       composited on white (what a page shows behind a transparent logo)
   ``PA``, or a transparent
@@ -250,13 +251,31 @@ def _decode_jpeg(data: bytes, channels: int, max_pixels: int) -> np.ndarray:
 
 
 def read_file(path: str | Path) -> bytes:
-    """The bytes of an image file; an unreadable one (permissions, a folder, a vanished file) is an
-    :class:`ImageDecodeError` saying why."""
+    """The bytes of an image file; anything else (a FIFO, a device or socket, a folder, a dangling link, a file
+    without read permission or gone meanwhile) is an :class:`ImageDecodeError` saying why.
+
+    Only regular files are opened: opening a FIFO would wait for a writer for ever, a device could read for ever.
+    """
+    import os
+    import stat
+
     try:
-        with open(path, "rb") as f:
+        # O_NONBLOCK: a FIFO put in place of the file after the check below still cannot block the open.
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    except OSError as exc:
+        raise ImageDecodeError(f"unreadable: {exc.strerror or exc}") from None
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            kind = {stat.S_IFIFO: "a FIFO", stat.S_IFCHR: "a device", stat.S_IFBLK: "a device",
+                    stat.S_IFSOCK: "a socket", stat.S_IFDIR: "a folder"}.get(stat.S_IFMT(mode), "a special file")
+            raise ImageDecodeError(f"not a regular file ({kind})")
+        with os.fdopen(fd, "rb", closefd=False) as f:
             return f.read()
     except OSError as exc:
         raise ImageDecodeError(f"unreadable: {exc.strerror or exc}") from None
+    finally:
+        os.close(fd)
 
 
 def load(path: str | Path, channels: int = 3, max_pixels: int = MAX_PIXELS) -> np.ndarray:

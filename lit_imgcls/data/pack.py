@@ -92,6 +92,13 @@ def write_lists(out: Path, splits: dict[str, list[Item]], class_names: list[str]
         path = out / "classes.txt"
         atomic_write_text(path, "".join(f"{n}\n" for n in class_names))
         written.append(path)
+    unlistable = [it.path for items in splits.values() for it in items if any(c in it.path for c in "\t\n\r")]
+    if unlistable:
+        # A .lst line is index<TAB>label<TAB>path: such a name would split the line, and its image would be lost.
+        print(f"lit-imgcls: warning: {len(unlistable)} files have a tab or line break in their name, which a .lst "
+              f"line cannot hold, and are left out of the lists (e.g. {unlistable[0]!r}); rename them to list them",
+              file=sys.stderr)
+        splits = {s: [it for it in items if it.path not in set(unlistable)] for s, items in splits.items()}
     for split, items in splits.items():
         if not items:
             continue

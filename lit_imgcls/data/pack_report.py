@@ -132,7 +132,8 @@ def _some(names: list[str], limit: int = 10) -> str:
 
 
 def missing_class_warnings(splits: dict[str, Any], class_names: list[str]) -> list[str]:
-    """Warnings for val and test splits that have no sample of a class that train has.
+    """Warnings for a train split without some of the pack's classes (an empty class folder, or a split that
+    left a class out), and for val and test splits that have no sample of a class that train has.
 
     Args:
         splits: the manifest's ``splits`` (``count`` and ``per_class`` of each), or the same shape built from lists.
@@ -146,6 +147,12 @@ def missing_class_warnings(splits: dict[str, Any], class_names: list[str]) -> li
         return []
     present = [i for i, n in enumerate(train["per_class"]) if n > 0]
     warnings = []
+    absent = [class_names[i] for i, n in enumerate(train["per_class"]) if n == 0]
+    if absent:
+        warnings.append(
+            f"train has no sample of {len(absent)} of the {len(class_names)} classes ({_some(absent)}): `fit` refuses "
+            "such a pack, since a network trained on it could never predict them; add images of them (an empty "
+            "class folder?), or shuffle before splitting")
     for split, flag in (("val", "--train-ratio"), ("test", "--test-ratio")):
         entry = splits.get(split)
         if not entry or not entry.get("count"):

@@ -38,7 +38,8 @@ class PackedDataModule(ImageDataModule):
 
     Args:
         data_train: the pack to train from (folder, file:// or http(s):// URL); its train split.
-        data_val: the pack to validate on (default: data_train); its val split, else test.
+        data_val: the pack to validate on (default: data_train); its val split, else test. Alone (no data_train),
+            it is enough to evaluate (validate, test, score).
         data_dir: the pack, when data_train is not given.
         batch_size: samples per batch on each device.
         data_nthreads: loader worker processes decoding images.
@@ -67,28 +68,36 @@ class PackedDataModule(ImageDataModule):
         super().__init__()
         self.data_cache = data_cache
         train = data_train or data_dir
-        if not train:
-            raise UsageError(f"dataset {self.format_name} needs data_train (or data_dir): a pack made by `lit-imgcls dataset pack`")
+        if not train and not data_val:
+            raise UsageError(f"dataset {self.format_name} needs data_train (or data_dir): a pack made by `lit-imgcls "
+                             "dataset pack` (data_val alone is enough to evaluate)")
         self.train_location, self.val_location = train, data_val or train
-        self.manifest = load_pack_manifest(self.train_location)
-        self.val_manifest = self.manifest if self.val_location == train else load_pack_manifest(self.val_location)
+        self.val_manifest = load_pack_manifest(self.val_location)
+        self.manifest = (self.val_manifest if train == self.val_location else load_pack_manifest(train)) if train else None
         for where, m in ((self.train_location, self.manifest), (self.val_location, self.val_manifest)):
-            if self.format_name not in m["formats"]:
+            if m is not None and self.format_name not in m["formats"]:
                 raise UsageError(f"pack {where} has no {self.format_name} files (it has {', '.join(m['formats'])}); re-pack with --format {self.format_name} or both")
-        if self.val_manifest["class_names"] != self.manifest["class_names"]:
-            raise UsageError(f"packs {self.train_location} and {self.val_location} have different classes")
-        self.train_split = pick_split(self.manifest, ("train",), self.train_location)
+        if self.manifest is not None:
+            from lit_imgcls.data.classes import check_same_classes
+
+            check_same_classes(self.val_manifest["class_names"], self.manifest["class_names"],
+                               f"validation pack {self.val_location}", f"training pack {self.train_location}",
+                               "training data")
+        self.train_split = pick_split(self.manifest, ("train",), train) if self.manifest is not None else None
         if data_val:
             self.val_split: str | None = pick_split(self.val_manifest, ("val", "test", "train"), self.val_location)
         else:  # the training pack's own held-out split, if it has one
-            self.val_split = next((s for s in ("val", "test") if self.manifest["splits"].get(s, {}).get("count")), None)
-        self.class_names = list(self.manifest["class_names"])
+            self.val_split = next((s for s in ("val", "test") if self.val_manifest["splits"].get(s, {}).get("count")), None)
+        # What the pack holds (classes, channels, statistics, image sizes) is read from the training pack, or from
+        # the validation pack when it is the only one.
+        ref, ref_split = (self.manifest, self.train_split) if self.manifest is not None else (self.val_manifest, self.val_split)
+        self.class_names = list(ref["class_names"])
         self.num_classes = len(self.class_names)
         self.batch_size, self.workers, self.seed, self.channels_last = batch_size, data_nthreads, seed, channels_last
-        size = self.manifest["splits"][self.train_split].get("image_size") or {"min": [0, 0], "max": [0, 0]}
+        size = ref["splits"][ref_split].get("image_size") or {"min": [0, 0], "max": [0, 0]}
         self.small = size["min"] == size["max"] and max(size["max"]) <= SMALL
         self.stored_size = tuple(size["max"][::-1]) if self.small else None  # (H, W) of every image
-        self.pack_channels = int(self.manifest.get("channels", 3))
+        self.pack_channels = int(ref.get("channels", 3))
         if image_shape:
             c, h, w = (int(v) for v in image_shape.split(","))
         elif self.small:
@@ -98,8 +107,8 @@ class PackedDataModule(ImageDataModule):
         if c not in (1, 3):
             raise UsageError(f"image_shape {image_shape}: images from files have 1 (grey) or 3 (RGB) channels")
         self.image_shape = (c, h, w)
-        self.mean = per_channel(self.manifest.get("mean", (0.5,)), c)
-        self.std = per_channel(self.manifest.get("std", (0.5,)), c)
+        self.mean = per_channel(ref.get("mean", (0.5,)), c)
+        self.std = per_channel(ref.get("std", (0.5,)), c)
         self._eval_config: DataConfig | None = None
         self.check_shape()
 
@@ -116,7 +125,12 @@ class PackedDataModule(ImageDataModule):
             return DataConfig(self.image_shape, "squash", 0.875, "area", self.mean, self.std)
         return DataConfig(self.image_shape, "center", 0.875, self.interpolation, self.mean, self.std)
 
+    def _training_pack(self) -> None:
+        if self.manifest is None:
+            raise UsageError(f"dataset {self.format_name} needs data_train (a pack with a train split) to train")
+
     def training_class_counts(self) -> list[int]:
+        self._training_pack()
         return list(self.manifest["splits"][self.train_split]["per_class"])
 
     def rank_world(self) -> tuple[int, int]:
@@ -137,6 +151,7 @@ class PackedDataModule(ImageDataModule):
         raise NotImplementedError
 
     def train_dataloader(self):
+        self._training_pack()
         return self._loader(self.train_location, self.manifest, self.train_split, True)
 
     def val_dataloader(self):
