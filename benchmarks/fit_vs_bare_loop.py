@@ -28,7 +28,7 @@ from _common import save
 def recipe(examples: int, fused_steps: int = 1) -> Recipe:
     return Recipe(fused_steps=fused_steps,
         network="lenet", dataset="mnist", batch_size=64, num_epochs=1, lr=0.05, nesterov=True, wd=5e-4,
-        lr_schedule="onecycle", channels_last=True, disp_batches=100, progress_bar=False, num_examples=examples,
+        lr_schedule="onecycle", channels_last=True, disp_batches=200, progress_bar=False, num_examples=examples,
         threads=2, run_dir="/tmp/lit-imgcls-bench-runs",
     )
 

@@ -121,11 +121,28 @@ def load_module(checkpoint: str | Path, ckpt: dict | None = None):
     return module.eval(), meta
 
 
-def load_weights(module, state_dict: dict, checkpoint: str | Path, network: str) -> None:
-    """Loads ``state_dict`` into ``module``; weights of another network are one line naming what differs.
+def check_finite(state_dict: dict, where: str) -> None:
+    """Refuses weights holding NaN or infinity: a diverged run's, which would predict ``nan`` for every input.
 
     Raises:
-        UsageError: missing, unexpected or differently shaped tensors.
+        UsageError: naming how many tensors are not finite and the first of them.
+    """
+    import torch
+
+    bad = [k for k, v in state_dict.items()
+           if isinstance(v, torch.Tensor) and v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:
+        raise UsageError(f"{where} holds weights that are not finite numbers (NaN or infinity in {len(bad)} of "
+                         f"{len(state_dict)} tensors, first {bad[0]}): the run that wrote it diverged; use a checkpoint "
+                         "saved before that, or train again with `lit-imgcls fit` and a lower --lr")
+
+
+def load_weights(module, state_dict: dict, checkpoint: str | Path, network: str) -> None:
+    """Loads ``state_dict`` into ``module``; weights of another network, or weights that are not finite, are one
+    line naming what is wrong.
+
+    Raises:
+        UsageError: missing, unexpected or differently shaped tensors; NaN or infinite values.
     """
     own = module.state_dict()
     missing = [k for k in own if k not in state_dict]
@@ -138,4 +155,5 @@ def load_weights(module, state_dict: dict, checkpoint: str | Path, network: str)
                 parts.append(f"{len(keys)} {what} ({', '.join(keys[:3])}{', ...' if len(keys) > 3 else ''})")
         raise UsageError(f"checkpoint {checkpoint} does not hold weights of network {network} as built here: "
                          f"{'; '.join(parts)}; was it trained with another network or class count?")
+    check_finite(state_dict, f"checkpoint {checkpoint}")
     module.load_state_dict(state_dict)

@@ -348,7 +348,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{PROG}: error: {exc}", file=sys.stderr, flush=True)
         sys.stdout.flush()
         # A broken process group can block in its destructors at exit; nothing is left to save.
-        os._exit(1)
+        os._exit(exc.exit_code)
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)
         return 130

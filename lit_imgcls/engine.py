@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import gc
-import glob
 import logging
 import os
-import re
 import signal
 import sys
 import time
@@ -16,9 +15,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from lit_imgcls import __version__
+from lit_imgcls.checkpoints import (check_fresh_prefix, epoch_of, epoch_path, existing_epochs, newest_readable,
+                                   resume_path)
 from lit_imgcls.data.checks import check_batch_norm, check_classes, check_training_samples
-from lit_imgcls.errors import RunFailed, RunStopped, UsageError
+from lit_imgcls.errors import NonFiniteLoss, RunFailed, RunStopped, UsageError
 from lit_imgcls.recipe import Recipe, validate
+from lit_imgcls.resume_changes import check_resumable
 from lit_imgcls.registry import datasets, strategies
 from lit_imgcls.schedules import parse_epochs
 
@@ -34,6 +36,11 @@ class RunResult:
     checkpoint: str | None
     run_dir: str | None
     reports: bool = True  # False on the workers of a synchronous run other than rank 0, which reports for all
+    first_epoch: int = 0  # the epoch this run started in (0-based; after a resume, the one it continued)
+    epochs_done: int = 0  # epochs finished when it ended (counted from the first run's start)
+    num_epochs: int = 0  # epochs the recipe asked for
+    steps: int = 0  # optimizer steps this run took
+    nothing_to_train: str | None = None  # set when --resume auto found the run already finished: why
 
 
 @dataclass
@@ -158,7 +165,12 @@ def _check_head(net, recipe: Recipe) -> None:
         )
 
 
-def _devices(recipe: Recipe) -> tuple[str, Any, int]:
+def devices(recipe: Recipe) -> tuple[str, Any, int]:
+    """The recipe's Lightning accelerator, its ``devices`` argument and the device count on this machine.
+
+    Raises:
+        UsageError: ``gpus`` names CUDA devices this machine does not have.
+    """
     ids = recipe.gpu_ids()
     if not ids:
         # torchrun --nproc-per-node K starts K CPU processes per machine itself (LOCAL_WORLD_SIZE=K).
@@ -200,18 +212,18 @@ def num_nodes(devices_per_node: int) -> int:
 def build_trainer(recipe: Recipe, callbacks: list, logger: Any = None, **overrides):
     """A Lightning Trainer with the recipe's devices, kv-store strategy, precision and epochs."""
     import lightning as L
-    from lightning.pytorch.callbacks import TQDMProgressBar
 
+    from lit_imgcls.callbacks.progress import StepProgressBar
     from lit_imgcls.io import AtomicCheckpointIO
 
-    accelerator, devices, count = _devices(recipe)
+    accelerator, device_arg, count = devices(recipe)
     nodes = num_nodes(count)
     strategy = strategies.get(recipe.kv_store)(count, accelerator, num_nodes=nodes, timeout=recipe.dist_timeout)
     if recipe.progress_bar:
-        callbacks = [*callbacks, TQDMProgressBar(refresh_rate=max(1, recipe.disp_batches // recipe.fused_steps))]
+        callbacks = [*callbacks, StepProgressBar(refresh_rate=max(1, recipe.disp_batches))]  # in optimizer steps
     kwargs = dict(
         accelerator=accelerator,
-        devices=devices,
+        devices=device_arg,
         num_nodes=nodes,
         strategy=strategy,
         precision=recipe.precision,
@@ -256,77 +268,6 @@ def prepare_process(recipe: Recipe) -> None:
     L.seed_everything(recipe.seed, workers=True, verbose=False)
 
 
-def existing_epochs(prefix: str) -> list[int]:
-    pattern = re.compile(re.escape(os.path.basename(prefix)) + r"-(\d{4,})\.ckpt$")
-    found = []
-    for path in glob.glob(glob.escape(prefix) + "-*.ckpt"):
-        m = pattern.search(os.path.basename(path))
-        if m:
-            found.append(int(m.group(1)))
-    return sorted(found)
-
-
-def saved_checkpoints(prefix: str) -> list[str]:
-    """Every checkpoint a run with this prefix may resume from (epoch, step and stop), newest written first.
-
-    Written, not numbered: a rerun from scratch overwrites low epoch numbers and may leave higher step numbers
-    of the run before. At equal times an epoch checkpoint wins over a stop or step one of the same moment.
-    """
-    from lit_imgcls.callbacks.step_checkpoint import step_checkpoints
-
-    rank = {"epoch": 2, "stop": 1, "step": 0}
-    found = [(p, "epoch") for p in (f"{prefix}-{e:04d}.ckpt" for e in existing_epochs(prefix))]
-    found += [(p, "step") for p in step_checkpoints(prefix)]
-    if os.path.isfile(f"{prefix}-stop.ckpt"):
-        found.append((f"{prefix}-stop.ckpt", "stop"))
-    dated = []
-    for path, kind in found:
-        try:
-            dated.append((os.stat(path).st_mtime_ns, rank[kind], path))
-        except FileNotFoundError:  # removed meanwhile (another run's rotation)
-            pass
-    return [path for *_, path in sorted(dated, reverse=True)]
-
-
-def newest_readable(prefix: str) -> str | None:
-    """The newest checkpoint that loads and matches its checksum; damaged newer ones are skipped, said once each."""
-    import sys
-
-    from lit_imgcls.io import load_checkpoint
-
-    for path in saved_checkpoints(prefix):
-        try:
-            load_checkpoint(path)
-            return path
-        except UsageError as exc:
-            print(f"lit-imgcls: warning: {exc}; trying the one before", file=sys.stderr, flush=True)
-    return None
-
-
-def epoch_of(path: str, prefix: str | None) -> int | None:
-    """The epoch number in an epoch checkpoint's name (``PREFIX-0003.ckpt`` -> 3); None for step/stop ones."""
-    name = re.escape(os.path.basename(prefix)) if prefix else r".*(?<!-step)"
-    m = re.fullmatch(name + r"-(\d{4,})\.ckpt", os.path.basename(path))
-    return int(m.group(1)) if m else None
-
-
-def resume_path(recipe: Recipe) -> str | None:
-    """The checkpoint ``--load-epoch`` names (checked to exist and to be readable), or ``--resume auto`` finds."""
-    if recipe.resume == "auto":
-        return newest_readable(recipe.model_prefix or "")
-    if recipe.load_epoch is None:
-        return None
-    from lit_imgcls.io import load_checkpoint
-
-    path = recipe.checkpoint_path(recipe.load_epoch)
-    if not os.path.isfile(path):
-        have = existing_epochs(recipe.model_prefix or "")
-        listed = ", ".join(str(e) for e in have) if have else "none"
-        raise UsageError(f"no checkpoint for epoch {recipe.load_epoch} at {path}; epochs saved under this prefix: {listed}")
-    load_checkpoint(path)  # a corrupt file fails here with one clear line, before any work starts
-    return path
-
-
 def data_where(recipe: Recipe, train: bool = False) -> str:
     """The training (``train``) or evaluation data of a recipe in words, for messages: ``dataset folder (data/train)``."""
     location = (recipe.data_train if train else recipe.data_val or recipe.data_train) or recipe.data_dir
@@ -354,18 +295,6 @@ def match_checkpoint(datamodule, meta, checkpoint: str, where: str) -> None:
               file=sys.stderr, flush=True)
 
 
-def _check_resumable(ckpt: str, module, datamodule, recipe: Recipe) -> None:
-    """A checkpoint to resume from holds this network's weights, trained on these classes (else one line)."""
-    from lit_imgcls.checkpoint_meta import load_weights, read_meta
-    from lit_imgcls.data.classes import check_same_classes
-    from lit_imgcls.io import load_checkpoint
-
-    state = load_checkpoint(ckpt)
-    meta = read_meta(state, ckpt, need_config=False)
-    check_same_classes(datamodule.class_names, meta.class_names, data_where(recipe), f"checkpoint {ckpt}")
-    load_weights(module, state["state_dict"], ckpt, recipe.network)  # Lightning loads them again; this names a misfit
-
-
 def _first_line(exc: BaseException) -> str:
     return (str(exc).strip().splitlines() or [""])[0][:300]
 
@@ -388,11 +317,83 @@ def _logger(recipe: Recipe):
     return [csv, TensorBoardLogger(save_dir=recipe.run_dir, name=name, version=csv.version, default_hp_metric=False)]
 
 
-def fit(recipe: Recipe, datamodule=None, allow_any_class: bool = False) -> RunResult:
-    """Trains as the recipe says; ``datamodule`` replaces the recipe's dataset (e.g. an ArrayDataModule)."""
-    from lit_imgcls.callbacks import EpochCheckpoint, RunRecord, Speedometer
-    from lit_imgcls.callbacks.watchdog import Watchdog
+class _RunCallbacks:
+    """The callbacks of a training run, and the translation of what stops it into lit-imgcls's errors."""
 
+    def __init__(self, recipe: Recipe, allow_any_class: bool) -> None:
+        from lit_imgcls.callbacks import EpochCheckpoint, RunRecord, Speedometer
+        from lit_imgcls.callbacks.interrupt import GracefulInterrupt
+        from lit_imgcls.callbacks.resume_state import ResumeState
+        from lit_imgcls.callbacks.run_events import RunEvents
+        from lit_imgcls.callbacks.step_units import StepUnits
+        from lit_imgcls.callbacks.stop_checkpoint import StopCheckpoint
+        from lit_imgcls.callbacks.watchdog import Watchdog
+
+        self.speedometer = Speedometer(recipe.disp_batches)
+        self.watchdog = Watchdog()
+        self.saver = EpochCheckpoint(recipe.model_prefix, recipe.save_period, recipe.to_yaml()) if recipe.model_prefix else None
+        # StepUnits first: it sets Lightning's logging step before any other callback's hook can log.
+        callbacks: list = [StepUnits(recipe.disp_batches, recipe.save_every_steps), self.speedometer,
+                           RunRecord(recipe.to_yaml()), self.watchdog, *recipe.build_callbacks(allow_any_class)]
+        if self.saver:
+            callbacks.append(self.saver)
+        if recipe.save_every_steps:
+            from lit_imgcls.callbacks.step_checkpoint import StepCheckpoint
+
+            callbacks.append(StepCheckpoint(recipe.model_prefix or "", recipe.save_every_steps))
+        self.stop = StopCheckpoint(recipe.model_prefix)
+        self.events = RunEvents(recipe, self.speedometer, self.saver, self.stop)
+        self.interrupt = GracefulInterrupt()
+        # The stop checkpoint before the events (whose end event names it); events.jsonl in the run folder (lit-imgcls
+        # tui reads it); Ctrl-C handling last, so a second Ctrl-C still quits while the stop checkpoint is written.
+        self.callbacks = [*callbacks, ResumeState(), self.stop, self.events, self.interrupt]
+
+    @contextlib.contextmanager
+    def translated_errors(self, trainer, prefix: str | None):
+        """What ends ``trainer.fit`` early, as the one-line errors of :mod:`lit_imgcls.errors`: a signal
+        (:class:`RunStopped`), a full disk or a lost worker (:class:`RunFailed`), a diverged loss (:class:`NonFiniteLoss`,
+        naming the newest good checkpoint under ``prefix``)."""
+        try:
+            yield
+        except SystemExit as exc:
+            from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+            if isinstance(exc, SIGTERMException):  # a cluster's pre-emption, the TUI's stop key, or Ctrl-C
+                saved = self.stop.path or "none (see the run's events.jsonl)"
+                sigint = self.interrupt.signal_name == "SIGINT"
+                raise RunStopped(f"stopped by {'Ctrl-C (SIGINT)' if sigint else 'SIGTERM'} at step {trainer.global_step}; "
+                                 f"checkpoint {saved}; rerun with --resume auto to continue",
+                                 exit_code=128 + (signal.SIGINT if sigint else signal.SIGTERM)) from None
+            raise
+        except OSError as exc:
+            from lit_imgcls.callbacks.saving import DISK_ERRORS, disk_failure
+
+            if exc.errno in DISK_ERRORS:  # a log or metrics file on a disk that filled up during the run
+                raise disk_failure(exc.filename or "the run's files", exc) from exc
+            raise
+        except NonFiniteLoss as exc:
+            raise exc.with_checkpoint(newest_readable(prefix) if prefix else None) from None
+        except Exception as exc:
+            if self.watchdog.diagnosis:
+                raise RunFailed(f"{self.watchdog.diagnosis} ({type(exc).__name__}: {_first_line(exc)})") from exc
+            raise
+
+
+def fit(recipe: Recipe, datamodule=None, allow_any_class: bool = False, overwrite: bool = False) -> RunResult:
+    """Trains as the recipe says; ``datamodule`` replaces the recipe's dataset (e.g. an ArrayDataModule).
+
+    Args:
+        recipe: the run.
+        datamodule: data to train on instead of the recipe's dataset.
+        allow_any_class: callbacks may name any class path (see ``lit-imgcls fit --help``).
+        overwrite: a run that starts from scratch may replace the checkpoints another run left under
+            ``model_prefix`` (they are removed first); without it such a start is refused.
+
+    Raises:
+        UsageError: bad input (one line); :class:`~lit_imgcls.errors.NonFiniteLoss` when the loss diverges;
+            :class:`~lit_imgcls.errors.RunFailed` when a worker or the disk fails;
+            :class:`~lit_imgcls.errors.RunStopped` on SIGTERM or Ctrl-C.
+    """
     validate(recipe, allow_any_class=allow_any_class)
     start = time.perf_counter()
     prepare_process(recipe)
@@ -400,19 +401,25 @@ def fit(recipe: Recipe, datamodule=None, allow_any_class: bool = False) -> RunRe
     where = data_where(recipe, train=True)
     check_classes(datamodule.class_names, where)
     module = build_module(recipe, DataSpec.of(datamodule))
-    _, _, count = _devices(recipe)
+    _, _, count = devices(recipe)
     check_training_samples(datamodule.training_class_counts() if hasattr(datamodule, "training_class_counts") else None,
                            datamodule.class_names, recipe.batch_size, count * num_nodes(count), where)
     check_batch_norm(module.net, recipe.batch_size, recipe.network)
     ckpt = resume_path(recipe)
     done = (epoch_of(ckpt, recipe.model_prefix) or 0) if ckpt else 0
+    rank_zero = int(os.environ.get("RANK", "0") or 0) == 0
     if ckpt and done >= recipe.num_epochs:
-        raise UsageError(f"epoch {done} ({ckpt}) is not before num_epochs {recipe.num_epochs}: nothing left to train")
+        why = f"{ckpt} ends epoch {done} and num_epochs is {recipe.num_epochs}: nothing left to train"
+        if recipe.resume == "auto":  # rerunning a finished run's command line is not a mistake
+            return RunResult({}, 0.0, time.perf_counter() - start, float("nan"), ckpt, None, reports=rank_zero,
+                             first_epoch=done, epochs_done=done, num_epochs=recipe.num_epochs, nothing_to_train=why)
+        raise UsageError(f"{why}; give a larger --num-epochs to train on")
     if ckpt:
-        _check_resumable(ckpt, module, datamodule, recipe)
+        check_resumable(ckpt, module, datamodule, recipe, data_where(recipe), report=rank_zero)
+    elif recipe.model_prefix:
+        check_fresh_prefix(recipe.model_prefix, overwrite, report=rank_zero)
     from lit_imgcls.preflight import check_outputs
 
-    rank_zero = int(os.environ.get("RANK", "0") or 0) == 0
     check_outputs(recipe, module, report=rank_zero)
     if recipe.model_prefix and rank_zero:
         from lit_imgcls.io import remove_stale_temporaries
@@ -424,65 +431,36 @@ def fit(recipe: Recipe, datamodule=None, allow_any_class: bool = False) -> RunRe
         from lightning.pytorch.utilities import rank_zero_info
 
         rank_zero_info(f"resuming from {ckpt}")
-    speedometer = Speedometer(recipe.disp_batches)
-    watchdog = Watchdog()
-    callbacks: list = [speedometer, RunRecord(recipe.to_yaml()), watchdog, *recipe.build_callbacks(allow_any_class)]
-    saver = None
-    if recipe.model_prefix:
-        saver = EpochCheckpoint(recipe.model_prefix, recipe.save_period, recipe.to_yaml())
-        callbacks.append(saver)
-    if recipe.save_every_steps:
-        from lit_imgcls.callbacks.step_checkpoint import StepCheckpoint
-
-        callbacks.append(StepCheckpoint(recipe.model_prefix or "", recipe.save_every_steps))
-    from lit_imgcls.callbacks.interrupt import GracefulInterrupt
-    from lit_imgcls.callbacks.resume_state import ResumeState
-    from lit_imgcls.callbacks.run_events import RunEvents
-
-    events = RunEvents(recipe, speedometer, saver)
-    interrupt = GracefulInterrupt()
-    # events.jsonl in the run folder (lit-imgcls tui reads it); Ctrl-C handling after it, so a second Ctrl-C
-    # still quits while the stop checkpoint is written.
-    callbacks += [ResumeState(), events, interrupt]
+    run = _RunCallbacks(recipe, allow_any_class)
     logger = _logger(recipe)
-    trainer = build_trainer(recipe, callbacks, logger=logger)
+    trainer = build_trainer(recipe, run.callbacks, logger=logger)
     # Everything built so far lives for the whole run: freezing it keeps Python's cyclic GC from rescanning it
     # while Lightning's per-step allocations trigger collections (measured: ~1% of a LeNet step on 2 cores).
     gc.collect()
     gc.freeze()
     try:
-        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt, weights_only=True)
-    except SystemExit as exc:
-        from lightning.pytorch.utilities.exceptions import SIGTERMException
-
-        if isinstance(exc, SIGTERMException):  # a cluster's pre-emption, the TUI's stop key, or Ctrl-C
-            saved = events.stop_checkpoint or "none (see the run's events.jsonl)"
-            how = "Ctrl-C (SIGINT)" if interrupt.signal_name == "SIGINT" else "SIGTERM"
-            code = 128 + (signal.SIGINT if interrupt.signal_name == "SIGINT" else signal.SIGTERM)
-            raise RunStopped(f"stopped by {how} at step {trainer.global_step}; checkpoint {saved}; "
-                             "rerun with --resume auto to continue", exit_code=code) from None
-        raise
-    except OSError as exc:
-        from lit_imgcls.callbacks.saving import DISK_ERRORS, disk_failure
-
-        if exc.errno in DISK_ERRORS:  # a log or metrics file on a disk that filled up during the run
-            raise disk_failure(exc.filename or "the run's files", exc) from exc
-        raise
-    except Exception as exc:
-        if watchdog.diagnosis:
-            raise RunFailed(f"{watchdog.diagnosis} ({type(exc).__name__}: {_first_line(exc)})") from exc
-        raise
+        with run.translated_errors(trainer, recipe.model_prefix if rank_zero else None):
+            trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt, weights_only=True)
     finally:
         gc.unfreeze()
+    steps = module.steps_taken
+    if steps <= 0:
+        raise UsageError(f"the run took no training step: {where} gave no batch of {recipe.batch_size} "
+                         f"(per device) in epoch {trainer.current_epoch}; check the data (lit-imgcls dataset inspect) "
+                         "and --batch-size")
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if getattr(v, "numel", lambda: 1)() == 1}
     return RunResult(
         metrics=metrics,
-        train_seconds=speedometer.train_seconds,
+        train_seconds=run.speedometer.train_seconds,
         wall_seconds=time.perf_counter() - start,
-        samples_per_sec=speedometer.epoch_speed,
-        checkpoint=saver.last_path if saver else None,
+        samples_per_sec=run.speedometer.epoch_speed,
+        checkpoint=run.saver.last_path if run.saver else None,
         run_dir=(logger[0] if isinstance(logger, list) else logger).log_dir,
         reports=trainer.is_global_zero,
+        first_epoch=module.epoch_at_start,
+        epochs_done=trainer.current_epoch,
+        num_epochs=recipe.num_epochs,
+        steps=steps,
     )
 
 
@@ -497,7 +475,7 @@ def evaluate(recipe: Recipe, stage: str, checkpoint: str | None = None, allow_an
     if checkpoint is None and recipe.model_prefix:
         epochs = existing_epochs(recipe.model_prefix)
         if epochs:
-            checkpoint = recipe.checkpoint_path(epochs[-1])
+            checkpoint = epoch_path(recipe.model_prefix, epochs[-1])
     if checkpoint is None:
         raise UsageError(f"{stage} needs trained weights: give --model-prefix (newest epoch is used) and/or --load-epoch")
     from lit_imgcls.checkpoint_meta import load_weights, read_meta

@@ -28,6 +28,40 @@ class RunFailed(RuntimeError):
     waiting on a process group that can no longer finish.
     """
 
+    exit_code = 1
+
+
+class NonFiniteLoss(RunFailed):
+    """Training produced a NaN or infinite loss: the run stops at that step, before the update, and saves nothing
+    after it. The CLI exits with code 3, so scripts can tell divergence from other failures.
+
+    Args:
+        step: optimizer steps taken before the one whose loss was not finite (``trainer.global_step``).
+        epoch: the epoch of that step (0-based).
+        lr: the learning rate of the first parameter group at that step.
+        loss: the loss value (nan, inf or -inf).
+    """
+
+    exit_code = 3
+
+    def __init__(self, step: int, epoch: int, lr: float, loss: float, checkpoint: str | None = None,
+                 tensor: str | None = None) -> None:
+        self.step, self.epoch, self.lr, self.loss, self.checkpoint = step, epoch, lr, loss, checkpoint
+        self.tensor = tensor  # set when a weight, not the loss, was found non-finite (before a checkpoint save)
+        super().__init__(self._text())
+
+    def _text(self) -> str:
+        saved = (f"last good checkpoint {self.checkpoint} (resume from it with a lower --lr or a --warmup-epochs)"
+                 if self.checkpoint else "no checkpoint was saved before it")
+        what = (f"weight {self.tensor} held NaN or infinity after step {self.step}" if self.tensor else
+                f"the training loss became {self.loss} at step {self.step + 1}")
+        return (f"{what} (epoch {self.epoch}, lr {self.lr:.6g}): the run stopped there and wrote no checkpoint "
+                f"after it; {saved}")
+
+    def with_checkpoint(self, checkpoint: str | None) -> "NonFiniteLoss":
+        """The same stop, naming the newest checkpoint that holds good weights."""
+        return NonFiniteLoss(self.step, self.epoch, self.lr, self.loss, checkpoint, self.tensor)
+
 
 class RunStopped(Exception):
     """A run that stopped on request after saving a checkpoint; the CLI prints the line and exits with

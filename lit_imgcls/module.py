@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal, Sequence
+import dataclasses
+from typing import Any, Callable, Literal, Sequence
 
 import lightning as L
 import torch
@@ -11,6 +12,8 @@ from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
 from lit_imgcls.schedules import LRSchedule
+
+POSITION_KEY = "lit_imgcls_position"  # checkpoint entry: epoch, steps into it, steps per epoch
 
 
 class ImageClassifier(L.LightningModule):
@@ -83,6 +86,12 @@ class ImageClassifier(L.LightningModule):
         self.register_buffer("pixel_mean", m, persistent=False)
         self.register_buffer("pixel_std", s, persistent=False)
         self.meta: dict[str, Any] = {}  # saved into checkpoints (recipe, class names, version)
+        self._synchronous_workers = False
+        self._restored_position: dict[str, Any] | None = None
+        self._epoch_start_step = 0
+        self.resumed_lr: float | None = None  # the LR a resumed run continued with
+        self.epoch_at_start = 0  # where this fit began (after a resume: where it continued)
+        self.steps_taken = 0  # optimizer steps this process took (a resumed run counts from 0)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
@@ -100,6 +109,7 @@ class ImageClassifier(L.LightningModule):
         logits = self.net(x)
         loss = F.cross_entropy(logits, y, label_smoothing=self.hparams.label_smoothing)
         opt, scheduler = self._step_objects
+        self._check_finite(loss, opt)
         opt.optimizer.zero_grad(set_to_none=True)
         if self._plain_backward:
             loss.backward()
@@ -107,6 +117,7 @@ class ImageClassifier(L.LightningModule):
             self.manual_backward(loss)  # loss scaling (16-mixed), DDP/FSDP/DeepSpeed hooks
         opt.step()  # through Lightning's optimizer wrapper, which counts global steps
         scheduler.step()
+        self.steps_taken += 1
         with torch.no_grad():
             n = y.shape[0]
             # In-place adds and a plain list: no per-step Module.__setattr__, no host-device sync.
@@ -114,6 +125,24 @@ class ImageClassifier(L.LightningModule):
             self.train_window[1].add_((logits.argmax(1) == y).sum())
             self._window_count[0] += n
         return loss
+
+    def _check_finite(self, loss: torch.Tensor, opt) -> None:
+        """Stops the run before an update from a NaN or infinite loss (:class:`~lit_imgcls.errors.NonFiniteLoss`).
+
+        Checked before backward, so the weights in memory are still the last finite ones, and on every worker of
+        a synchronous run together (one worker stopping alone would leave the others waiting in the gradient
+        all-reduce). Reading the flag waits for the step's forward pass: free on the CPU, one synchronisation a
+        step on a GPU (the loss is already computed; the update has not been queued yet).
+        """
+        ok = bool(torch.isfinite(loss.detach()))
+        if self._synchronous_workers:
+            ok = self.trainer.strategy.reduce_boolean_decision(ok, all=True)
+        if not ok:
+            from lit_imgcls.errors import NonFiniteLoss
+
+            lr = float(opt.optimizer.param_groups[0]["lr"])
+            value = float(loss.detach()) if not bool(torch.isfinite(loss.detach())) else float("nan")
+            raise NonFiniteLoss(self.trainer.global_step, self.trainer.current_epoch, lr, value)
 
     def transfer_batch_to_device(self, batch: Any, device: torch.device, dataloader_idx: int) -> Any:
         # Lightning's generic version walks the batch collection on every step; an (x, y) pair already on the
@@ -129,6 +158,45 @@ class ImageClassifier(L.LightningModule):
         self._step_objects = (self.optimizers(), self.lr_schedulers())
         loader = self.trainer.train_dataloader
         self._micro_batch = loader.batch_size if getattr(loader, "fused_steps", 1) > 1 else 0
+        strategy = self.trainer.strategy
+        self._synchronous_workers = self.trainer.world_size > 1 and not getattr(strategy, "independent_workers", False)
+        self.epoch_at_start = self.trainer.current_epoch
+        self._continue_schedule()
+
+    def on_train_epoch_start(self) -> None:
+        self._epoch_start_step = self.trainer.global_step
+
+    def _continue_schedule(self) -> None:
+        """After a resume, the new recipe's LR schedule and optimizer settings, at the position reached.
+
+        Lightning restores the optimizer's param groups (LR, momentum, weight decay) and the scheduler (its step
+        count, base LRs and the schedule object's fields) as the checkpoint saved them, i.e. the old recipe's: a
+        run resumed with more epochs would keep the old cosine length and train the rest at LR 0, a new ``lr``
+        would be ignored. MXNet instead builds the new run's schedule and advances it to the resume point; so
+        does this: the position is epochs done x the new recipe's steps per epoch, plus the steps already taken in
+        an unfinished epoch (whose data and batch size cannot have changed: see :mod:`lit_imgcls.resume_changes`).
+        """
+        epoch = self.trainer.current_epoch
+        saved, self._restored_position = self._restored_position, None
+        within = int(saved["steps_into_epoch"]) if saved and int(saved.get("epoch", -1)) == epoch else 0
+        self._epoch_start_step = self.trainer.global_step - within
+        if saved is None and self.trainer.global_step == 0:
+            return  # a fresh run: the schedule starts as configured
+        opt, scheduler = self._step_objects
+        schedule = self._schedule
+        position = epoch * schedule.steps_per_epoch + within if saved is not None else self.trainer.global_step
+        groups = opt.optimizer.param_groups
+        if len(groups) != len(self._fresh_groups):  # resume_changes refuses the recipe changes that do this
+            raise RuntimeError(f"the checkpoint's optimizer has {len(groups)} parameter groups, this run {len(self._fresh_groups)}")
+        for group, fresh in zip(groups, self._fresh_groups):
+            group.update(fresh)
+        scheduler.lr_lambdas = [schedule] * len(groups)
+        scheduler.base_lrs = [fresh["initial_lr"] for fresh in self._fresh_groups]
+        scheduler.last_epoch = position
+        for group, base in zip(groups, scheduler.base_lrs):
+            group["lr"] = base * schedule(position)
+        scheduler._last_lr = [group["lr"] for group in groups]
+        self.resumed_lr = groups[0]["lr"]
 
     def on_fit_start(self) -> None:
         from lightning.pytorch.strategies import SingleDeviceStrategy
@@ -150,12 +218,18 @@ class ImageClassifier(L.LightningModule):
             return (self.normalize(batch[0]), *batch[1:])
         return batch
 
-    def take_train_window(self) -> tuple[float, float, int]:
-        """Mean loss, accuracy and sample count since the last call; resets the window."""
-        loss_sum, correct = self.train_window.tolist()
-        n = self._window_count[0]
+    def take_train_window(self, reduce: Callable[[torch.Tensor], torch.Tensor] | None = None) -> tuple[float, float, int]:
+        """Mean loss, accuracy and sample count since the last call; resets the window.
+
+        ``reduce`` (a strategy's sum over the workers of a synchronous run, called by every worker at the same
+        step) combines the workers' (loss sum, correct, count) first, so the figures are the whole run's.
+        """
+        window = torch.cat((self.train_window, self.train_window.new_tensor([float(self._window_count[0])])))
         self.train_window.zero_()
         self._window_count[0] = 0
+        if reduce is not None:
+            window = reduce(window)
+        loss_sum, correct, n = window.tolist()
         if n == 0:
             return float("nan"), float("nan"), 0
         return loss_sum / n, correct / n, int(n)
@@ -219,15 +293,30 @@ class ImageClassifier(L.LightningModule):
             onecycle_pct=hp.onecycle_pct,
         )
         scheduler = torch.optim.lr_scheduler.LambdaLR(opt, schedule)
+        # This recipe's schedule and group settings, re-applied after a checkpoint's are restored (see
+        # _continue_schedule). A copy: the scheduler's load_state_dict writes the saved fields into the very object
+        # it holds.
+        self._schedule = dataclasses.replace(schedule)
+        self._fresh_groups = [{k: v for k, v in g.items() if k != "params"} for g in opt.param_groups]
         return {"optimizer": opt, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["lit_imgcls"] = dict(self.meta)
+        if self._trainer is not None and self.trainer.state.fn == "fit":
+            schedule = getattr(self, "_schedule", None)
+            # Where in its epoch the run stands: resuming maps it onto the new recipe's schedule.
+            checkpoint[POSITION_KEY] = {
+                "epoch": self.trainer.current_epoch,
+                "steps_into_epoch": self.trainer.global_step - self._epoch_start_step,
+                "steps_per_epoch": schedule.steps_per_epoch if schedule is not None else None,
+            }
         # The RNG state makes a resumed run draw the same random numbers (dropout, augmentation) as an
         # uninterrupted one.
         checkpoint["rng_torch"] = torch.get_rng_state()
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.meta = dict(checkpoint.get("lit_imgcls", {}))
+        position = checkpoint.get(POSITION_KEY)
+        self._restored_position = position if isinstance(position, dict) else None
         if isinstance(checkpoint.get("rng_torch"), torch.Tensor):
             torch.set_rng_state(checkpoint["rng_torch"])

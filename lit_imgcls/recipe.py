@@ -39,7 +39,10 @@ class Recipe:
         batch_size: samples per batch on each device (MXNet: per worker).
         fused_steps: in-memory datasets: hand K batches to Lightning at once and take K optimizer steps on them,
             which spreads the framework's per-batch cost over K steps (same training, faster for small networks);
-            single-worker runs only (data-parallel workers take one step per batch).
+            single-worker runs only (data-parallel workers take one step per batch). Steps are counted in
+            optimizer steps everywhere all the same (logs, metrics.csv, progress bar, checkpoints). A report or a
+            checkpoint can only fall between two fused groups, so K is lowered to the largest number that divides
+            disp_batches and save_every_steps (8 with disp_batches 100 runs as 4), with a note: speed only.
         num_epochs: passes over the training set.
         optimizer: sgd or adamw.
         lr: base learning rate.
@@ -65,12 +68,13 @@ class Recipe:
         threads: CPU threads for compute; default: all cores.
         channels_last: channels-last memory format for network and batches.
         seed: seed of initialisation and data order.
-        disp_batches: log speed and training accuracy every N batches.
+        disp_batches: log speed and training accuracy every N optimizer steps of an epoch.
         progress_bar: show a progress bar.
         model_prefix: checkpoints go to PREFIX-0001.ckpt, ... and the recipe to PREFIX-recipe.yaml.
         save_period: save a checkpoint every N epochs (and after the last).
-        save_every_steps: also save PREFIX-step-NNNNNNNN.ckpt every N optimizer steps (the newest two are kept),
-            so a crash costs at most N steps; resuming from one continues the epoch's data order where it stopped.
+        save_every_steps: also save PREFIX-step-NNNNNNNN.ckpt every N optimizer steps of an epoch (NNNNNNNN: the
+            global step; the newest two are kept), so a crash costs at most N steps; resuming from one continues
+            the epoch's data order where it stopped.
         load_epoch: resume from PREFIX-NNNN.ckpt of that epoch: weights, optimizer, LR schedule, data order.
         resume: "auto": resume from the newest readable checkpoint under model_prefix (epoch, step or stop
             checkpoint; a damaged newer one is skipped with a warning), or start from scratch when none is saved
@@ -79,7 +83,8 @@ class Recipe:
         tensorboard: also write TensorBoard event files into the run folder (metrics.csv is always written).
         callbacks: extra Lightning callbacks, a list of {class_path: NAME_OR_PATH, init_args: {...}}: a name
             from `lit-imgcls list callbacks` (early_stopping, lr_monitor, swa) or the dotted path a registered
-            plugin points to; any other class only with --allow-any-class on the command line.
+            plugin points to; any other class only when `fit`, `validate` or `test` is given --allow-any-class on
+            the command line.
     """
 
     network: str = "lenet"
@@ -154,7 +159,10 @@ class Recipe:
         return ids
 
     def checkpoint_path(self, epoch: int) -> str:
-        return f"{self.model_prefix}-{epoch:04d}.ckpt"
+        """This run's checkpoint at the end of ``epoch`` (see :mod:`lit_imgcls.checkpoints`)."""
+        from lit_imgcls.checkpoints import epoch_path
+
+        return epoch_path(self.model_prefix or "", epoch)
 
     def build_callbacks(self, allow_any_class: bool = False) -> list:
         """The Lightning callbacks that ``callbacks`` names (see :func:`lit_imgcls.classpath.build_callbacks`)."""

@@ -84,7 +84,7 @@ def score(checkpoint: str, overrides: dict[str, Any] | None = None, top_k: int =
     import torch
 
     from lit_imgcls.checkpoint_meta import load_module, read_meta
-    from lit_imgcls.engine import _devices, build_datamodule, data_where, match_checkpoint, prepare_process
+    from lit_imgcls.engine import build_datamodule, data_where, devices, match_checkpoint, prepare_process
     from lit_imgcls.io import load_checkpoint
     from lit_imgcls.recipe import validate
 
@@ -94,8 +94,8 @@ def score(checkpoint: str, overrides: dict[str, Any] | None = None, top_k: int =
     recipe.top_k = 0  # top-k is measured here, for any k; the module needs none
     validate(recipe)
     prepare_process(recipe)
-    accelerator, devices, _ = _devices(recipe)
-    device = torch.device(f"cuda:{devices[0]}" if accelerator == "gpu" else "cpu")
+    accelerator, device_arg, _ = devices(recipe)
+    device = torch.device(f"cuda:{device_arg[0]}" if accelerator == "gpu" else "cpu")
     datamodule = build_datamodule(recipe)
     names = [str(n) for n in datamodule.class_names]
     match_checkpoint(datamodule, meta, checkpoint, data_where(recipe))

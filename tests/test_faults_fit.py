@@ -87,7 +87,10 @@ def test_kill9_at_random_steps_then_resume_auto_ends_as_uninterrupted(tmp_path, 
     seed = int.from_bytes(os.urandom(4), "little")
     kills = sorted(random.Random(seed).sample(range(2, TOTAL_STEPS - 2), 2))
     why = f"kill -9 at steps {kills} (seed {seed}), fused_steps {fused}"
-    args = fit_args(tmp_path, save_every_steps=5, fused_steps=fused, resume="auto")
+    # Fused: reports and step checkpoints every 4 steps, so the 4 batches stay fused (fused_steps is lowered to
+    # divide disp_batches and save_every_steps: lit_imgcls/callbacks/step_units.py).
+    every = dict(save_every_steps=4, disp_batches=4) if fused > 1 else dict(save_every_steps=5)
+    args = fit_args(tmp_path, **every, fused_steps=fused, resume="auto")
     for step in kills:
         proc = start_fit(args, tmp_path)
         try:

@@ -120,7 +120,7 @@ _KINDS = {
 DOCUMENTS = st.sampled_from(["recipe"] * 6 + [k for k in _KINDS if k != "recipe"]).flatmap(_KINDS.__getitem__)
 
 
-def _validate_only(recipe, datamodule=None, allow_any_class=False):
+def _validate_only(recipe, datamodule=None, allow_any_class=False, overwrite=False):
     """The engine's fit up to the first thing that costs time: every check a run makes, no training."""
     validate(recipe, allow_any_class=allow_any_class)
     recipe.build_callbacks(allow_any_class)

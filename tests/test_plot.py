@@ -24,7 +24,8 @@ def two_runs(tmp_path_factory) -> Path:
     """Two short real runs (different LR) in one run folder; the second also writes TensorBoard events."""
     tmp = tmp_path_factory.mktemp("plot")
     for lr, extra in (("0.05", []), ("0.2", ["--tensorboard", "true"])):
-        res = run_cli("fit", *quick_args(tmp, num_examples=1500, num_epochs=2, disp_batches=5, lr=lr, threads=1), *extra)
+        res = run_cli("fit", *quick_args(tmp, num_examples=1500, num_epochs=2, disp_batches=5, lr=lr, threads=1,
+                                         model_prefix=tmp / f"model/lr{lr}"), *extra)
         assert res.returncode == 0, res.stderr
     return tmp / "runs" / "mnist-lenet"
 

@@ -142,7 +142,7 @@ def test_allow_any_class_travels_beside_the_recipe_not_in_it():
     assert "allow_any_class" not in printed and printed["callbacks"] == [{"class_path": "a.b.C"}]
     seen = []
 
-    def engine_fit(recipe, allow_any_class=False):
+    def engine_fit(recipe, allow_any_class=False, overwrite=False):
         seen.append(allow_any_class)
         return SimpleNamespace(reports=False)  # as a non-zero rank's result: the command prints nothing
 

@@ -7,6 +7,7 @@ from pathlib import Path
 import lightning as L
 
 from lit_imgcls.callbacks.saving import save_or_fail
+from lit_imgcls.checkpoints import epoch_path, recipe_path
 from lit_imgcls.io import atomic_write_text
 
 
@@ -29,11 +30,11 @@ class EpochCheckpoint(L.Callback):
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.is_global_zero and self.recipe_yaml is not None:
-            atomic_write_text(Path(f"{self.prefix}-recipe.yaml"), self.recipe_yaml)
+            atomic_write_text(Path(recipe_path(self.prefix)), self.recipe_yaml)
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         done = trainer.current_epoch + 1
         if done % self.period == 0 or done >= (trainer.max_epochs or done):
-            path = f"{self.prefix}-{done:04d}.ckpt"
+            path = epoch_path(self.prefix, done)
             save_or_fail(trainer, path)
             self.last_path = path

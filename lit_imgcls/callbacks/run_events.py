@@ -8,10 +8,14 @@ Events (every one has ``t``, seconds since the epoch, and ``type``)::
      "samples_per_sec", "checkpoint"}                                                         after each epoch
     {"type": "end", "status": "finished" | "failed" | "stopped", "error"?, "checkpoint"?}
 
-A run stops gracefully on SIGTERM: Lightning notes the signal, the current step finishes, this callback saves
-``MODEL_PREFIX-stop.ckpt`` (or ``stop.ckpt`` in the run folder without a prefix), writes the "stopped" end event,
-and Lightning then leaves ``fit`` with its SIGTERMException (a SystemExit): no validation or epoch checkpoint is
-made for the unfinished epoch. Only rank 0 writes the file; it costs one small write every disp_batches steps.
+Every step is an optimizer step (``trainer.global_step``), with fused batches too; ``total_steps`` is the run's
+optimizer steps over all its epochs, so ``step / total_steps`` is the run's progress.
+
+A run stops gracefully on SIGTERM: Lightning notes the signal, the current step finishes,
+:class:`~lit_imgcls.callbacks.stop_checkpoint.StopCheckpoint` saves ``MODEL_PREFIX-stop.ckpt``, this callback writes
+the "stopped" end event naming it, and Lightning then leaves ``fit`` with its SIGTERMException (a SystemExit): no
+validation or epoch checkpoint is made for the unfinished epoch. Only rank 0 writes the file; it costs one small
+write every disp_batches steps.
 """
 
 from __future__ import annotations
@@ -50,14 +54,16 @@ class RunEvents(L.Callback):
         recipe: the run's recipe (written into the start event; model_prefix names the stop checkpoint).
         speedometer: the run's Speedometer, whose ``last_metrics`` give the step and epoch numbers.
         saver: the run's EpochCheckpoint, if any, whose ``last_path`` is reported with each epoch.
+        stop: the run's StopCheckpoint, if any, whose ``path`` (or ``error``) the "stopped" end event reports; it
+            must come before this callback in the trainer's list.
     """
 
-    def __init__(self, recipe: Any, speedometer: Any, saver: Any = None) -> None:
+    def __init__(self, recipe: Any, speedometer: Any, saver: Any = None, stop: Any = None) -> None:
         self.recipe = recipe
         self.speedometer = speedometer
         self.saver = saver
         self.path: str | None = None
-        self.stop_checkpoint: str | None = None
+        self.stop = stop
         self._file: TextIO | None = None
         self._seen: Any = None
         self._ended = False
@@ -88,10 +94,9 @@ class RunEvents(L.Callback):
         os.makedirs(log_dir, exist_ok=True)
         self.path = os.path.join(log_dir, EVENTS_FILE)
         self._file = open(self.path, "a", encoding="utf-8")
-        try:
-            total = int(trainer.estimated_stepping_batches)
-        except Exception:  # an iterable dataset without a length
-            total = None
+        from lit_imgcls.callbacks.step_units import total_steps
+
+        total = total_steps(trainer)  # optimizer steps, like every "step" here (None: a loader without a length)
         self._emit({
             "type": "start", "pid": os.getpid(), "recipe": dataclasses.asdict(self.recipe), "total_steps": total,
             "num_epochs": trainer.max_epochs, "start_epoch": trainer.current_epoch, "start_step": trainer.global_step,
@@ -107,9 +112,6 @@ class RunEvents(L.Callback):
                 "samples_per_sec": _num(m.get("train/samples_per_sec")), "train_acc": _num(m.get("train/acc")),
                 "train_loss": _num(m.get("train/loss")), "lr": _num(m.get("lr")),
             })
-        if trainer.received_sigterm:
-            # Lightning raises its SIGTERMException right after this hook: keep the weights first.
-            self._save_stop(trainer)
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self._file is None:
@@ -134,32 +136,15 @@ class RunEvents(L.Callback):
         from lightning.pytorch.utilities.exceptions import SIGTERMException
 
         stopped = isinstance(exception, (SIGTERMException, KeyboardInterrupt))
-        if isinstance(exception, SIGTERMException) and self.stop_checkpoint is None:
-            self._save_stop(trainer)  # the signal came during validation or at an epoch's end
         if self._file is not None and not self._ended:
             self._ended = True
             event: dict[str, Any] = {"type": "end", "status": "stopped" if stopped else "failed"}
             if stopped:
-                event["checkpoint"] = _abs(self.stop_checkpoint)
+                event["checkpoint"] = _abs(getattr(self.stop, "path", None))
+                if getattr(self.stop, "error", None):
+                    event["error"] = self.stop.error
             else:
                 text = (str(exception).strip().splitlines() or [""])[0][:300]
                 event["error"] = f"{type(exception).__name__}: {text}" if text else type(exception).__name__
             self._emit(event)
         self._close()
-
-    def _save_stop(self, trainer: L.Trainer) -> None:
-        if self.stop_checkpoint is not None:
-            return
-        prefix = self.recipe.model_prefix
-        if prefix:
-            path = f"{prefix}-stop.ckpt"
-        elif self.path:
-            path = os.path.join(os.path.dirname(self.path), "stop.ckpt")
-        else:
-            path = os.path.join(trainer.default_root_dir, "stop.ckpt")
-        try:
-            trainer.save_checkpoint(path, weights_only=False)  # every rank calls; the strategy writes on rank 0
-        except Exception as exc:  # the run stops either way; say why the weights are missing
-            self._emit({"type": "log", "text": f"stop checkpoint failed: {type(exc).__name__}: {exc}"})
-            return
-        self.stop_checkpoint = path

@@ -21,8 +21,33 @@ def disk_failure(what: str, exc: OSError) -> RunFailed:
     )
 
 
+def check_weights(trainer: L.Trainer) -> None:
+    """Refuses to let weights holding NaN or infinity be saved (over good checkpoints, or as the newest).
+
+    The loss is checked before every update, so this fires only when a finite loss gave a non-finite update.
+
+    Raises:
+        NonFiniteLoss: naming the first such weight.
+    """
+    import torch
+
+    from lit_imgcls.errors import NonFiniteLoss
+
+    for name, tensor in trainer.lightning_module.named_parameters():
+        if not bool(torch.isfinite(tensor.detach()).all()):
+            groups = trainer.optimizers[0].param_groups if trainer.optimizers else [{"lr": float("nan")}]
+            raise NonFiniteLoss(trainer.global_step, trainer.current_epoch, float(groups[0]["lr"]), float("nan"),
+                                tensor=name)
+
+
 def save_or_fail(trainer: L.Trainer, path: str) -> None:
-    """``trainer.save_checkpoint(path)``; a disk error becomes :class:`RunFailed` naming the file."""
+    """``trainer.save_checkpoint(path)`` of finite weights; a disk error becomes :class:`RunFailed` naming the file.
+
+    Raises:
+        NonFiniteLoss: the weights hold NaN or infinity (nothing is written).
+        RunFailed: the disk is full, read-only or failing.
+    """
+    check_weights(trainer)
     try:
         trainer.save_checkpoint(path, weights_only=False)
     except OSError as exc:

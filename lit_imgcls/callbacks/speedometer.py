@@ -7,14 +7,20 @@ import time
 import lightning as L
 from lightning.pytorch.utilities import rank_zero_only
 
+from lit_imgcls.callbacks.step_units import steps_in_items
+
 
 class Speedometer(L.Callback):
     """Prints ``Epoch[E] Batch [a-b] Speed: S samples/sec accuracy=A loss=L lr=R`` and logs the same metrics.
 
-    Speed counts the samples of every worker of a synchronous data-parallel run; accuracy and loss are rank 0's.
+    ``a`` and ``b`` count the optimizer steps of the epoch (with fused batches too; after a mid-epoch resume the
+    count continues where the epoch stood); a report is due each time that count passes a multiple of
+    ``disp_batches``, and rows are logged at the global optimizer step. Speed, accuracy and loss cover every
+    worker of a synchronous data-parallel run (their sums are reduced across workers at each report, which every
+    worker reaches at the same step); asynchronous, independent workers each report their own.
 
     Args:
-        disp_batches: batches between two reports.
+        disp_batches: optimizer steps (of an epoch) between two reports.
         verbose: print the lines (metrics are logged either way).
     """
 
@@ -41,11 +47,11 @@ class Speedometer(L.Callback):
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._epoch_tic = self._tic = time.perf_counter()
         self._epoch_samples = self._window_samples = 0
-        self._window_start = 0
-        self._first_step = trainer.global_step
+        self._window_start: int | None = None  # steps of the epoch done before the window: set at its first item
         self._epoch_end = self._epoch_tic
-        pl_module.take_train_window()
+        pl_module.take_train_window()  # what an earlier, interrupted epoch left (no reduction: local only)
         self._epoch_loss_sum = self._epoch_correct = 0.0
+        self._epoch_count = 0
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
         # Samples of all workers that step together (each trains an equal batch), as MXNet reported a multi-GPU
@@ -54,17 +60,29 @@ class Speedometer(L.Callback):
         self._window_samples += n
         self._epoch_samples += n
         self._epoch_end = time.perf_counter()
-        # Counted in optimizer steps, which differ from Lightning's batches when batches are fused.
-        done = trainer.global_step - self._first_step
+        # Optimizer steps of the epoch, which differ from Lightning's items when batches are fused; the first
+        # item after a mid-epoch resume has the items trained before it in its batch_idx.
+        done = steps_in_items(trainer, batch_idx + 1)
+        if self._window_start is None:
+            self._window_start = steps_in_items(trainer, batch_idx)
         if done // self.disp_batches > self._window_start // self.disp_batches:
             self._report(trainer, pl_module, done)
+
+    @staticmethod
+    def _reduce(trainer: L.Trainer):
+        """The sum over the workers of a synchronous run (None: this worker's figures are the run's)."""
+        if trainer.world_size <= 1 or getattr(trainer.strategy, "independent_workers", False):
+            return None
+        return lambda t: trainer.strategy.reduce(t, reduce_op="sum")
 
     def _report(self, trainer, pl_module, done: int) -> None:
         now = time.perf_counter()
         speed = self._window_samples / max(now - self._tic, 1e-9)
-        loss, acc, n = pl_module.take_train_window()
-        self._epoch_loss_sum += loss * n
-        self._epoch_correct += acc * n
+        loss, acc, n = pl_module.take_train_window(self._reduce(trainer))
+        if n:
+            self._epoch_loss_sum += loss * n
+            self._epoch_correct += acc * n
+            self._epoch_count += n
         lr = trainer.optimizers[0].param_groups[0]["lr"] if trainer.optimizers else float("nan")
         metrics = {"train/samples_per_sec": speed, "train/acc": acc, "train/loss": loss, "lr": lr,
                    "epoch": trainer.current_epoch}
@@ -87,16 +105,16 @@ class Speedometer(L.Callback):
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         seconds = self._epoch_end - self._epoch_tic
         self.train_seconds += seconds
-        loss, acc, n = pl_module.take_train_window()
-        total = self._epoch_samples
+        loss, acc, n = pl_module.take_train_window(self._reduce(trainer))  # every worker gets here together
         if n:
             self._epoch_loss_sum += loss * n
             self._epoch_correct += acc * n
-        self.epoch_speed = total / max(seconds, 1e-9)
+            self._epoch_count += n
+        self.epoch_speed = self._epoch_samples / max(seconds, 1e-9)
         metrics = {"train/epoch_samples_per_sec": self.epoch_speed, "train/epoch_time": seconds, "epoch": trainer.current_epoch}
-        if total:
-            metrics["train/epoch_acc"] = self._epoch_correct / total
-            metrics["train/epoch_loss"] = self._epoch_loss_sum / total
+        if self._epoch_count:
+            metrics["train/epoch_acc"] = self._epoch_correct / self._epoch_count
+            metrics["train/epoch_loss"] = self._epoch_loss_sum / self._epoch_count
         self.last_metrics = metrics
         self._log(trainer, metrics)
         val = trainer.callback_metrics.get("val/acc")

@@ -50,8 +50,8 @@ def inspect_pack(out: str) -> None:
             warnings.append(f"{split}: {warning}")
     warnings += missing_class_warnings(m["splits"], names)
     if dup is None:
-        print("  duplicates: not checked (an FFCV-only pack made before lit-imgcls recorded them; re-pack, or pack "
-              "with --format both, to check)")
+        print("  duplicates: not checked (an FFCV-only pack made before lit-imgcls recorded them; re-pack with "
+              "`lit-imgcls dataset pack --format both` to check)")
     else:
         warnings += duplicate_warnings(dup, names)
         found = (f"{dup['groups']} images stored more than once ({dup['copies']} extra copies)" if dup.get("groups")

@@ -30,7 +30,10 @@ def pack(
     """Pack images into shuffled WebDataset tar shards and/or FFCV .beton files, with a JSON manifest.
 
     SRC is an image folder (a subfolder per class), an im2rec list (.lst: index<TAB>label<TAB>path), a CSV
-    (path,label; paths relative to --root, default the list's folder), or a built-in dataset (mnist, cifar10).
+    (path,label), or a built-in dataset (mnist, cifar10). As in im2rec, the paths in a list are relative to
+    --root, both in the lists --list writes and in the .lst/.csv files read; without --root, relative to the
+    list's own folder (so `dataset pack DIR LISTS --list`, then `dataset pack LISTS/train.lst OUT`, works from
+    any folder). A pack with no usable sample, or a split the ratios ask for that ends with none, is an error.
     Files that cannot be used (empty, not images, truncated, too large) are skipped and listed, with the reason,
     in the manifest's "skipped". Output: OUT/wds/<split>-NNNNNN.tar, OUT/ffcv/<split>.beton, OUT/manifest.json.
     A .lst or .csv takes its class names from a classes.txt beside it (line N names label N-1), as --list writes.
@@ -49,10 +52,12 @@ def pack(
         src: what to pack: a folder, a .lst or .csv file, or mnist / cifar10.
         out: output folder.
         format: wds (WebDataset tar shards), ffcv (.beton) or both.
-        root: folder that the paths of a .lst/.csv are relative to.
+        root: folder that the paths of a .lst/.csv SRC, and those --list writes, are relative to (im2rec's root);
+            default: the list's own folder.
         recursive: take images from any depth below each class folder.
-        list: only write the im2rec lists (OUT/train.lst, val.lst, test.lst; paths relative to OUT) and the class
-            map OUT/classes.txt, and stop: `dataset pack OUT/train.lst` then finds the images and the class names.
+        list: only write the im2rec lists (OUT/train.lst, val.lst, test.lst; paths relative to --root, else to
+            OUT) and the class map OUT/classes.txt, and stop: `dataset pack OUT/train.lst` (with the same --root)
+            then finds the images and the class names.
         train_ratio: share of the samples for the train split.
         test_ratio: share for the test split; the rest is the val split.
         shuffle: shuffle before splitting and packing; --no-shuffle keeps source order (dangerous: see the warning).

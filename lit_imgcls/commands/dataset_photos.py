@@ -11,7 +11,7 @@ def photos(out: str, train_per_class: int = 200, val_per_class: int = 50, classe
     Args:
         out: output folder.
         train_per_class: training images per class.
-        val_per_class: validation images per class.
+        val_per_class: validation images per class (0: no val folder).
         classes: how many of the 14 photos to use as classes.
         seed: seed of the crops and jitter.
         quality: JPEG quality.

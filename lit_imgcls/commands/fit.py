@@ -3,7 +3,7 @@ from __future__ import annotations
 from lit_imgcls.recipe import Recipe
 
 
-def fit(recipe: Recipe, allow_any_class: bool = False) -> None:
+def fit(recipe: Recipe, allow_any_class: bool = False, overwrite: bool = False) -> None:
     """Train a network from a recipe; every recipe key is also a flag that overrides it.
 
     Example: lit-imgcls fit --recipe recipes/mnist.yaml --lr .1 --lr-factor .9 --lr-factor-epoch .5
@@ -14,14 +14,25 @@ def fit(recipe: Recipe, allow_any_class: bool = False) -> None:
         allow_any_class: let the recipe's callbacks name any class by its dotted path, importing its module (which
             runs that module's code). Without it a recipe names only registered plugins (`lit-imgcls list
             callbacks`) and the paths they point to. A command-line switch only: a recipe file cannot set it.
+        overwrite: start from scratch although MODEL_PREFIX holds another run's checkpoints, removing them first.
+            Without it such a start is refused (add --resume auto to continue that run instead). A command-line
+            switch only.
     """
     from lit_imgcls.engine import fit as run_fit
 
-    result = run_fit(recipe, allow_any_class=allow_any_class)
+    result = run_fit(recipe, allow_any_class=allow_any_class, overwrite=overwrite)
     if not result.reports:  # synchronous workers share one result; rank 0 reports it
         return
+    if result.nothing_to_train:
+        print(f"final: {result.nothing_to_train}", flush=True)
+        return
+    # What happened, and only that: the epochs this run trained, and that it ended before num_epochs if it did.
+    first, last = result.first_epoch + 1, result.epochs_done
+    span = f"epoch {last}" if first == last else f"epochs {first}-{last}"
     val = result.metrics.get("val/acc")
-    parts = [f"val top-1 accuracy {val:.4f}" if val is not None else "no validation set"]
+    parts = [f"val top-1 accuracy {val:.4f}" if val is not None else "no validation set",
+             f"trained {span} of {result.num_epochs} ({result.steps} steps)"
+             + ("" if last >= result.num_epochs else ", stopped early by a callback")]
     if recipe.top_k > 1 and f"val/top{recipe.top_k}" in result.metrics:
         parts.append(f"top-{recipe.top_k} {result.metrics[f'val/top{recipe.top_k}']:.4f}")
     parts.append(f"training {result.train_seconds:.1f} s ({result.samples_per_sec:.0f} samples/s last epoch)")

@@ -12,6 +12,7 @@ alone, so released by its death whatever kills it) tells a live pack from a dead
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
@@ -124,9 +125,15 @@ def _problem(m: Any) -> str | None:
             return f"{where} is not an object"
         if not _count(entry.get("count")):
             return f"{where}.count is not a count"
+        if entry["count"] == 0:
+            # What a pack whose files were all unusable wrote before lit-imgcls refused it: read as a pack, it
+            # would train or validate on nothing and report success.
+            return f"{where} holds no sample (an empty split)"
         per = entry.get("per_class")
         if not isinstance(per, list) or len(per) != len(names) or not all(_count(n) for n in per):
             return f"{where}.per_class is not one count per class ({len(names)})"
+        if sum(per) != entry["count"]:
+            return f"{where}.per_class adds up to {sum(per)}, not its count {entry['count']}"
         size = entry.get("image_size", {"min": [1, 1], "max": [1, 1]})
         if not isinstance(size, dict) or not all(
                 isinstance(size.get(k), list) and len(size[k]) == 2 and all(_count(x) for x in size[k]) for k in ("min", "max")):
@@ -139,10 +146,15 @@ def _problem(m: Any) -> str | None:
                 problem = _file_problem(shard, f"{where}.wds[{i}]", _SHARD_FILE)
                 if problem:
                     return problem
+            if sum(shard["samples"] for shard in shards) != entry["count"]:
+                return (f"{where}.wds holds {sum(shard['samples'] for shard in shards)} samples, not its count "
+                        f"{entry['count']}")
         if "ffcv" in formats:
             problem = _file_problem(entry.get("ffcv"), f"{where}.ffcv", _BETON_FILE)
             if problem:
                 return problem
+            if entry["ffcv"]["samples"] != entry["count"]:
+                return f"{where}.ffcv holds {entry['ffcv']['samples']} samples, not its count {entry['count']}"
     return None
 
 
@@ -159,22 +171,43 @@ class PackLock:
     def __init__(self, out: Path) -> None:
         self.path = Path(out) / LOCK
         self._fd: int | None = None
+        self.created = False  # this process made the file (a failed first pack removes it again)
 
     def acquire(self) -> bool:
         """True once held; False when another process holds it; OSError when OUT cannot be written."""
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        if fcntl is not None:
+        for _ in range(10):
             try:
-                fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except (BlockingIOError, PermissionError):  # EAGAIN or EACCES: another process holds it
-                os.close(fd)
-                return False
-            except OSError:
-                pass  # a file system without locks (ENOLCK): go on unprotected rather than refuse to work
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
+                created = True
+            except FileExistsError:
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+                created = False
+            if fcntl is not None:
+                try:
+                    fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except (BlockingIOError, PermissionError):  # EAGAIN or EACCES: another process holds it
+                    os.close(fd)
+                    return False
+                except OSError:
+                    pass  # a file system without locks (ENOLCK): go on unprotected rather than refuse to work
+            if self._still_the_file(fd):
+                break
+            # A failed pack removed the file between our open and our lock: that lock guards nothing; again.
+            os.close(fd)
+        else:
+            raise OSError(errno.EAGAIN, f"its lock file {self.path.name} keeps being replaced")
         os.ftruncate(fd, 0)
         os.write(fd, str(os.getpid()).encode())
-        self._fd = fd
+        self._fd, self.created = fd, created
         return True
+
+    def _still_the_file(self, fd: int) -> bool:
+        try:
+            now = os.stat(self.path)
+        except FileNotFoundError:
+            return False
+        held = os.fstat(fd)
+        return (held.st_dev, held.st_ino) == (now.st_dev, now.st_ino)
 
     def holder(self) -> str:
         try:
@@ -182,8 +215,13 @@ class PackLock:
         except OSError:
             return "?"
 
-    def release(self) -> None:
+    def release(self, discard: bool = False) -> None:
+        """Drops the lock; with ``discard``, first removes the file if this process made it (a failed first pack
+        leaves nothing behind; a previous pack's lock file stays). Removed while still held, so a process that
+        opened it meanwhile finds, once it holds it, that it no longer is the file (see :meth:`acquire`)."""
         if self._fd is not None:
+            if discard and self.created:
+                self.path.unlink(missing_ok=True)
             os.close(self._fd)  # closing drops the POSIX lock
             self._fd = None
 

@@ -47,8 +47,19 @@ class PackOptions:
     num_workers: int = 1
 
 
+_RATIO_EPS = 1e-9  # 0.7 + 0.2 + 0.1 is not exactly 1 in floating point
+
+
 def split_items(source: Source, opts: PackOptions) -> dict[str, list[Item]]:
-    """Shuffled (unless told not to) and split by ratio; built-in datasets keep their official splits."""
+    """Shuffled (unless told not to) and split by ratio; built-in datasets keep their official splits.
+
+    A split that the ratios ask for (a share above 0; val gets the rest) but that rounds to no sample is an
+    error, not a pack or a list without it: `--train-ratio 0.9` of 3 images would otherwise silently give no
+    val split. A source with no sample at all is left to the caller, which says why.
+
+    Raises:
+        UsageError: the ratios add up to more than 1; a split they ask for would be empty.
+    """
     rng = random.Random(opts.seed)
     if source.splits is not None:
         splits = {k: list(v) for k, v in source.splits.items()}
@@ -56,31 +67,47 @@ def split_items(source: Source, opts: PackOptions) -> dict[str, list[Item]]:
             for items in splits.values():
                 rng.shuffle(items)
         return splits
+    if opts.train_ratio + opts.test_ratio > 1 + _RATIO_EPS:
+        raise UsageError(f"--train-ratio {opts.train_ratio:g} and --test-ratio {opts.test_ratio:g} add up to more "
+                         "than 1 (val gets the rest)")
     items = list(source.items)
     if opts.shuffle:
         rng.shuffle(items)
     n = len(items)
     n_train = int(round(n * opts.train_ratio))
-    n_test = int(round(n * opts.test_ratio))
-    if n_train + n_test > n:
-        raise UsageError(f"train_ratio {opts.train_ratio} + test_ratio {opts.test_ratio} exceed 1")
-    return {"train": items[:n_train], "test": items[n_train : n_train + n_test], "val": items[n_train + n_test :]}
+    n_test = min(int(round(n * opts.test_ratio)), n - n_train)  # two halves of an odd count both round up
+    splits = {"train": items[:n_train], "test": items[n_train : n_train + n_test], "val": items[n_train + n_test :]}
+    shares = {"train": opts.train_ratio, "test": opts.test_ratio, "val": 1 - opts.train_ratio - opts.test_ratio}
+    for split in ("train", "val", "test") if n else ():
+        if shares[split] > _RATIO_EPS and not splits[split]:
+            fix = {"train": "raise --train-ratio, or give --train-ratio 0 for no train split",
+                   "test": "raise --test-ratio, or leave it at 0 for no test split",
+                   "val": "lower --train-ratio or --test-ratio, or make them add up to 1 for no val split"}[split]
+            raise UsageError(f"the {split} split would be empty: its share ({shares[split]:g}) of the {n} samples "
+                             f"rounds to none; give more samples, or {fix}")
+    return splits
 
 
-def write_lists(out: Path, splits: dict[str, list[Item]], class_names: list[str] | None = None) -> list[Path]:
+def write_lists(out: Path, splits: dict[str, list[Item]], class_names: list[str] | None = None,
+                root: str | os.PathLike | None = None) -> list[Path]:
     """im2rec's --list: ``index<TAB>label<TAB>path`` files, one per non-empty split, and the class map.
 
-    Paths are written relative to ``out`` (absolute where no relative path exists, another drive on Windows), so
-    ``dataset pack OUT/train.lst`` finds the images with no --root, from any working folder. The class names go
-    to ``OUT/classes.txt`` (line ``i`` names label ``i``), which the .lst reader picks up from a list's folder:
-    without it a re-pack of the lists would name its classes "0", "1", ... Each file is written atomically.
-    Warns (stderr) when val or test lacks a class that train has.
+    im2rec's rule: the paths in a list are relative to the root folder named on the command line, when the list
+    is written and when it is read. Here that folder is ``root`` (``--root``) and, without one, the folder the
+    lists are written to, ``out``, which is also where the reader looks when not given ``--root``: so
+    ``dataset pack OUT/train.lst`` finds the images with no --root from any working folder, and lists written
+    with ``--root R`` are read with ``--root R`` (as lists written by im2rec itself are). A path with no relative
+    form (another drive on Windows) is written absolute. The class names go to ``OUT/classes.txt`` (line ``i``
+    names label ``i``), which the .lst reader picks up from a list's folder: without it a re-pack of the lists
+    would name its classes "0", "1", ... Every check comes before the first write; each file is written
+    atomically. Warns (stderr) when val or test lacks a class that train has.
 
     Raises:
-        UsageError: a split has items without a file (built-in datasets).
+        UsageError: a split has items without a file (built-in datasets); a class name a line cannot hold; a
+            split left with no listable file.
     """
     written = []
-    base = os.path.abspath(out)
+    base = os.path.abspath(root if root is not None else out)
     for split, items in splits.items():
         if items and any(it.path is None for it in items):
             raise UsageError("--list needs a folder, .lst or .csv source (built-in datasets have no files to list)")
@@ -89,16 +116,22 @@ def write_lists(out: Path, splits: dict[str, list[Item]], class_names: list[str]
         if bad is not None:
             raise UsageError(f"class name {bad!r} cannot be written to classes.txt (one name a line: a name must "
                              "have a visible character and no line break)")
-        path = out / "classes.txt"
-        atomic_write_text(path, "".join(f"{n}\n" for n in class_names))
-        written.append(path)
     unlistable = [it.path for items in splits.values() for it in items if any(c in it.path for c in "\t\n\r")]
     if unlistable:
         # A .lst line is index<TAB>label<TAB>path: such a name would split the line, and its image would be lost.
         print(f"lit-imgcls: warning: {len(unlistable)} files have a tab or line break in their name, which a .lst "
               f"line cannot hold, and are left out of the lists (e.g. {unlistable[0]!r}); rename them to list them",
               file=sys.stderr)
-        splits = {s: [it for it in items if it.path not in set(unlistable)] for s, items in splits.items()}
+        drop = set(unlistable)
+        emptied = [s for s, items in splits.items() if items and all(it.path in drop for it in items)]
+        if emptied:
+            raise UsageError(f"the {emptied[0]} split would be an empty list: none of its files has a name a .lst "
+                             "line can hold (no tab or line break); rename them")
+        splits = {s: [it for it in items if it.path not in drop] for s, items in splits.items()}
+    if class_names is not None:
+        path = out / "classes.txt"
+        atomic_write_text(path, "".join(f"{n}\n" for n in class_names))
+        written.append(path)
     for split, items in splits.items():
         if not items:
             continue
@@ -117,6 +150,42 @@ def write_lists(out: Path, splits: dict[str, list[Item]], class_names: list[str]
         for warning in missing_class_warnings(per_split, class_names):
             print(f"lit-imgcls: warning: {warning}", file=sys.stderr)
     return written
+
+
+def _first_missing(folder: Path) -> Path | None:
+    """The topmost of ``folder`` and its parents that does not exist yet (what ``mkdir -p`` would make), or None."""
+    missing = None
+    for f in (folder, *folder.parents):
+        if f.exists() or f.is_symlink():
+            break
+        missing = f
+    return missing
+
+
+def _remove_made(folder: Path, made: Path | None) -> None:
+    """Removes the folders from ``folder`` up to ``made`` that a failed pack made, as long as they are empty."""
+    if made is None:
+        return
+    for f in (folder, *folder.parents):
+        try:
+            f.rmdir()
+        except OSError:  # not empty (someone else's file), or gone: leave the rest
+            return
+        if f == made:
+            return
+
+
+def _nothing_to_pack(src: str, source: Source, total: int, skipped: list[dict], root: str | None) -> str:
+    """The one line for a pack, or a list, that would hold no sample."""
+    example = f" (e.g. {skipped[0]['path']}: {skipped[0]['reason']})" if skipped else ""
+    if not total and source.kind == "folder":
+        example = (f": its class folders ({', '.join(source.class_names[:4])}) hold no images directly; is "
+                   "it one level too high, or do the images sit in sub-folders (--recursive)?")
+    if source.kind in ("lst", "csv") and any("No such file" in row["reason"] for row in skipped):
+        base = root if root is not None else (os.path.dirname(src) or ".")
+        whence = "--root" if root is not None else "the list's own folder; give --root for another"
+        example += f"; its paths are read relative to {base} ({whence})"
+    return f"nothing to pack: {src} lists {total} images and none can be used{example}"
 
 
 def _list_path(path: str, base: str) -> str:
@@ -233,13 +302,27 @@ def pack_dataset(src: str, out: str, opts: PackOptions, enc: EncodeOptions, root
         except ImportError as exc:
             raise UsageError(f"format {opts.format} needs FFCV, which does not import here ({exc}); use --format wds") from None
     source = open_source(src, root=root, recursive=recursive, exts=tuple(exts) or DEFAULT_EXTS, data_dir=data_dir)
+    if root is not None and source.kind not in ("lst", "csv") and not list_only:
+        raise UsageError(f"--root names the folder that the paths of a .lst or .csv source are relative to (and, "
+                         f"with --list, the folder the written paths are relative to); {src} is a {source.kind} "
+                         "source, which has no such paths: leave --root out")
     if source.kind in ("mnist", "cifar10") and enc.encoding == ".jpg" and not enc.pass_through:
         enc.encoding = ".png"  # exact pixels: these are tiny, and their benchmarks assume the original values
+    splits = split_items(source, opts)  # before OUT is touched: a wrong ratio leaves nothing behind
+    if not any(splits.values()):
+        raise UsageError(_nothing_to_pack(src, source, 0, list(source.skipped), root))
     out_dir = Path(out).expanduser()
-    out_dir.mkdir(parents=True, exist_ok=True)
-    splits = split_items(source, opts)
+    made = _first_missing(out_dir)  # the topmost folder this pack creates, removed again if it fails
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(f"cannot make the output folder {out_dir}: {exc.strerror or exc}") from None
     if list_only:
-        return {"lists": [str(p) for p in write_lists(out_dir, splits, source.class_names)]}
+        try:
+            return {"lists": [str(p) for p in write_lists(out_dir, splits, source.class_names, root)]}
+        except BaseException:
+            _remove_made(out_dir, made)
+            raise
     if not opts.shuffle:
         print("lit-imgcls: warning: --no-shuffle packs samples in source order (often sorted by class); training "
               "from such a pack sees one class at a time and can stay at chance accuracy for whole epochs",
@@ -249,10 +332,12 @@ def pack_dataset(src: str, out: str, opts: PackOptions, enc: EncodeOptions, root
     try:
         held = lock.acquire()
     except OSError as exc:
+        _remove_made(out_dir, made)
         raise UsageError(f"cannot write into {out_dir}: {exc.strerror}") from None
     if not held:
         raise UsageError(f"another `lit-imgcls dataset pack` (process {lock.holder()}) is writing into {out_dir} now: "
                          "wait for it to finish, or pack into another folder")
+    failed = True
     try:
         recover(out_dir)  # what killed runs left: an old pack half swapped out is put back, work folders go
         work = out_dir / f"{WORK_PREFIX}{os.getpid()}"
@@ -268,8 +353,13 @@ def pack_dataset(src: str, out: str, opts: PackOptions, enc: EncodeOptions, root
         except BaseException:  # Ctrl-C or a disk error mid-swap: the old pack, moved into work, goes back
             recover(out_dir)
             raise
+        failed = False
     finally:
-        lock.release()
+        # A failed pack leaves OUT as it found it: the lock file goes too when this pack made it (a previous
+        # pack's stays), and so does OUT itself when this pack made it and nothing else is in it.
+        lock.release(discard=failed)
+        if failed:
+            _remove_made(out_dir, made)
     for split, labels in labels_in_order.items():
         warning = unshuffled_warning(labels, source.class_names) if labels else None
         if warning and opts.shuffle:  # with --no-shuffle the warning came first, with the reason
@@ -289,6 +379,7 @@ def _write_pack(work: Path, src: str, source: Source, splits: dict[str, list[Ite
     per_class = {s: [0] * len(source.class_names) for s in SPLITS}
     labels_in_order: dict[str, list[int]] = {s: [] for s in SPLITS}
     skipped = list(source.skipped)
+    first_bad: dict[str, dict] = {}  # per split, the first sample that could not be used
     sizes: dict[str, list[int]] = {}  # per split: min width, min height, max width, max height
     # For finding byte-identical images: the sha256 of every stored image, its split and its place in that split,
     # kept compact (about 50 bytes a sample) so a pack of millions can afford it. Identical sources give
@@ -310,9 +401,11 @@ def _write_pack(work: Path, src: str, source: Source, splits: dict[str, list[Ite
                 where = item.path if item.path is not None else f"{source.kind}[{split}][{item.index}]"
                 if res.error:
                     skipped.append({"path": where, "reason": res.error})
+                    first_bad.setdefault(split, skipped[-1])
                     continue
                 if not 0 <= item.label < len(source.class_names):
                     skipped.append({"path": where, "reason": f"label {item.label} outside 0..{len(source.class_names) - 1}"})
+                    first_bad.setdefault(split, skipped[-1])
                     continue
                 writers[split].write(f"{split}{n:08d}", res.data, res.ext, item.label)
                 digests += hashlib.sha256(res.data).digest()
@@ -325,11 +418,14 @@ def _write_pack(work: Path, src: str, source: Source, splits: dict[str, list[Ite
                 lo_hi[:] = [min(lo_hi[0], res.width), min(lo_hi[1], res.height), max(lo_hi[2], res.width), max(lo_hi[3], res.height)]
         if not any(labels_in_order.values()):
             # Nothing usable: a pack of zero samples would "succeed" and then train nothing.
-            example = f" (e.g. {skipped[0]['path']}: {skipped[0]['reason']})" if skipped else ""
-            if not total and source.kind == "folder":
-                example = (f": its class folders ({', '.join(source.class_names[:4])}) hold no images directly; is "
-                           "it one level too high, or do the images sit in sub-folders (--recursive)?")
-            raise UsageError(f"nothing to pack: {src} lists {total} images and none can be used{example}")
+            raise UsageError(_nothing_to_pack(src, source, total, skipped, root))
+        empty = [s for s in SPLITS if splits.get(s) and not labels_in_order[s]]
+        if empty:
+            # One split with nothing usable is the same lie for that split: `fit` would validate on nothing.
+            s = empty[0]
+            bad = first_bad[s]
+            raise UsageError(f"nothing to pack in the {s} split: its {len(splits[s])} images all fail (e.g. "
+                             f"{bad['path']}: {bad['reason']}); fix or remove them, or change the split ratios")
         shards = {s: w.finish() for s, w in writers.items()}
     except BaseException:
         for w in writers.values():

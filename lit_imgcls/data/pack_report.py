@@ -122,7 +122,7 @@ def unshuffled_warning(labels: Sequence[int], class_names: list[str]) -> str | N
         f"{ev.expected_changes:.0f}: a random order does that with a chance below 1e{math.ceil(ev.log10_chance)}): "
         "this pack is not shuffled. A loader's shuffle buffer holds a few thousand samples, so training would see "
         "one class at a time and accuracy can sit at chance for whole epochs (MXNet's im2rec warning). Re-pack "
-        "without --no-shuffle."
+        "with `lit-imgcls dataset pack`, without --no-shuffle."
     )
 
 
@@ -153,7 +153,9 @@ def missing_class_warnings(splits: dict[str, Any], class_names: list[str]) -> li
             f"train has no sample of {len(absent)} of the {len(class_names)} classes ({_some(absent)}): `fit` refuses "
             "such a pack, since a network trained on it could never predict them; add images of them (an empty "
             "class folder?), or shuffle before splitting")
-    for split, flag in (("val", "--train-ratio"), ("test", "--test-ratio")):
+    # The hint names the pack's flag with its command: `dataset inspect` prints these warnings too.
+    for split, share in (("val", "a lower `lit-imgcls dataset pack --train-ratio`"),
+                         ("test", "a higher `lit-imgcls dataset pack --test-ratio`")):
         entry = splits.get(split)
         if not entry or not entry.get("count"):
             continue
@@ -162,7 +164,7 @@ def missing_class_warnings(splits: dict[str, Any], class_names: list[str]) -> li
             warnings.append(
                 f"{split} has no sample of {len(missing)} of the {len(present)} classes in train ({_some(missing)}): "
                 f"{split} accuracy says nothing about them, so a model that never predicts them goes unnoticed; give "
-                f"those classes more images, or {split} a larger share ({flag})")
+                f"those classes more images, or {split} a larger share ({share})")
     return warnings
 
 

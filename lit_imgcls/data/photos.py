@@ -76,6 +76,10 @@ def make_photo_corpus(out: str | Path, train_per_class: int = 200, val_per_class
     """Writes ``out/{train,val}/<photo>/<n>.jpg``; returns the image count per split."""
     if not 1 <= classes <= len(PHOTOS):
         raise UsageError(f"classes must lie in 1..{len(PHOTOS)}")
+    if train_per_class < 1 or val_per_class < 0:
+        # "wrote 0 training JPEGs" and empty class folders would be a corpus that every route then refuses
+        raise UsageError(f"train_per_class must be >= 1 and val_per_class >= 0, got {train_per_class} and "
+                         f"{val_per_class}")
     try:
         for name in list(PHOTOS)[:classes]:
             _SOURCES[name] = _source(name)
@@ -84,6 +88,8 @@ def make_photo_corpus(out: str | Path, train_per_class: int = 200, val_per_class
     out = Path(out)
     jobs = []
     for split, count in (("train", train_per_class), ("val", val_per_class)):
+        if not count:
+            continue  # no val split asked for: no empty class folders, which fit would refuse as empty classes
         for name in list(PHOTOS)[:classes]:
             (out / split / name).mkdir(parents=True, exist_ok=True)
             jobs += [(str(out), name, i, seed, quality, split) for i in range(count)]

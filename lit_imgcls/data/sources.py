@@ -194,7 +194,11 @@ BUILTIN = ("mnist", "cifar10")
 
 def open_source(src: str, root: str | None = None, recursive: bool = False, exts: tuple[str, ...] = DEFAULT_EXTS,
                 data_dir: str | None = None) -> Source:
-    """Lists the samples of ``src``: a folder, a ``.lst``/``.csv`` file (paths relative to ``root``), or a built-in name."""
+    """Lists the samples of ``src``: a folder, a ``.lst``/``.csv`` file, or a built-in name.
+
+    The paths of a list are relative to ``root`` (im2rec's root, ``--root``), else to the list's own folder: the
+    same base :func:`lit_imgcls.data.pack.write_lists` writes them against.
+    """
     if src in BUILTIN:
         return _builtin(src, data_dir)
     path = Path(src).expanduser()

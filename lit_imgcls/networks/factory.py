@@ -210,5 +210,8 @@ def load_pretrained(model: nn.Module, path: str | Path, class_names: list[str] |
     report.new = [k for k in own if k not in usable]
     if not usable:
         raise UsageError(f"no tensor in {path} matches the network (first keys: {', '.join(list(state)[:5])})")
+    from lit_imgcls.checkpoint_meta import check_finite
+
+    check_finite(usable, f"pretrained {path}")
     model.load_state_dict(usable, strict=False)
     return report

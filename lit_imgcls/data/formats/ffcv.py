@@ -162,7 +162,7 @@ class FFCVDataModule(PackedDataModule):
             sh, sw = self.stored_size
             raise UsageError(f"image_shape {shape}: this pack's images are {sh}x{sw} and FFCV's decoder for small "
                              f"images does not resize; use --image-shape {c},{sh},{sw}, --dataset wds (which "
-                             "resizes), or re-pack with --resize")
+                             "resizes), or re-pack with `lit-imgcls dataset pack --resize`")
         if not self.small and h != w:
             raise UsageError(f"image_shape {shape}: FFCV's centre crop is square; use H = W, or --dataset wds")
 

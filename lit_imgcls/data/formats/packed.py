@@ -76,7 +76,7 @@ class PackedDataModule(ImageDataModule):
         self.manifest = (self.val_manifest if train == self.val_location else load_pack_manifest(train)) if train else None
         for where, m in ((self.train_location, self.manifest), (self.val_location, self.val_manifest)):
             if m is not None and self.format_name not in m["formats"]:
-                raise UsageError(f"pack {where} has no {self.format_name} files (it has {', '.join(m['formats'])}); re-pack with --format {self.format_name} or both")
+                raise UsageError(f"pack {where} has no {self.format_name} files (it has {', '.join(m['formats'])}); re-pack with `lit-imgcls dataset pack --format {self.format_name}` (or both)")
         if self.manifest is not None:
             from lit_imgcls.data.classes import check_same_classes
 

@@ -1,0 +1,141 @@
+"""Checkpoint names and discovery: the one home of the rules for what a run writes under ``--model-prefix``.
+
+A run with prefix ``P`` writes (MXNet's ``--model-prefix`` scheme, plus two kinds of its own)::
+
+    P-0003.ckpt              the end of epoch 3 (``epoch_path``); ``--load-epoch 3`` resumes from it
+    P-step-00001200.ckpt     every ``save_every_steps`` optimizer steps of an epoch, named by the global step
+                             (``step_path``); the newest two are kept
+    P-stop.ckpt              where SIGTERM or Ctrl-C stopped the run (``stop_path``)
+    P-recipe.yaml            the resolved recipe (``recipe_path``)
+
+each checkpoint with a ``.sha256`` beside it (:mod:`lit_imgcls.io`). ``--resume auto`` takes the newest *written*
+readable one of the three kinds (:func:`newest_readable`).
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import re
+import sys
+
+from lit_imgcls.errors import UsageError
+
+
+def epoch_path(prefix: str, epoch: int) -> str:
+    """``P-0003.ckpt``: the checkpoint at the end of ``epoch`` (1-based, as MXNet numbers them)."""
+    return f"{prefix}-{epoch:04d}.ckpt"
+
+
+def step_path(prefix: str, step: int) -> str:
+    """``P-step-00001200.ckpt``: the checkpoint after ``step`` optimizer steps."""
+    return f"{prefix}-step-{step:08d}.ckpt"
+
+
+def stop_path(prefix: str) -> str:
+    """``P-stop.ckpt``: the checkpoint a stopped run leaves (without a prefix: ``stop.ckpt`` in the run folder)."""
+    return f"{prefix}-stop.ckpt"
+
+
+def recipe_path(prefix: str) -> str:
+    """``P-recipe.yaml``: the resolved recipe of the run writing under ``prefix``."""
+    return f"{prefix}-recipe.yaml"
+
+
+def step_checkpoints(prefix: str) -> list[str]:
+    """``P-step-*.ckpt`` files, oldest written first (a rerun from scratch may leave higher step numbers)."""
+    pattern = re.compile(re.escape(os.path.basename(prefix)) + r"-step-(\d+)\.ckpt")
+    found = [p for p in glob.glob(glob.escape(prefix) + "-step-*.ckpt") if pattern.fullmatch(os.path.basename(p))]
+    return sorted(found, key=os.path.getmtime)
+
+
+def existing_epochs(prefix: str) -> list[int]:
+    """The epoch numbers of ``P-NNNN.ckpt`` files, ascending."""
+    pattern = re.compile(re.escape(os.path.basename(prefix)) + r"-(\d{4,})\.ckpt$")
+    found = []
+    for path in glob.glob(glob.escape(prefix) + "-*.ckpt"):
+        m = pattern.search(os.path.basename(path))
+        if m:
+            found.append(int(m.group(1)))
+    return sorted(found)
+
+
+def saved_checkpoints(prefix: str) -> list[str]:
+    """Every checkpoint a run with this prefix may resume from (epoch, step and stop), newest written first.
+
+    Written, not numbered: a rerun from scratch overwrites low epoch numbers and may leave higher step numbers
+    of the run before. At equal times an epoch checkpoint wins over a stop or step one of the same moment.
+    """
+    rank = {"epoch": 2, "stop": 1, "step": 0}
+    found = [(epoch_path(prefix, e), "epoch") for e in existing_epochs(prefix)]
+    found += [(p, "step") for p in step_checkpoints(prefix)]
+    if os.path.isfile(stop_path(prefix)):
+        found.append((stop_path(prefix), "stop"))
+    dated = []
+    for path, kind in found:
+        try:
+            dated.append((os.stat(path).st_mtime_ns, rank[kind], path))
+        except FileNotFoundError:  # removed meanwhile (another run's rotation)
+            pass
+    return [path for *_, path in sorted(dated, reverse=True)]
+
+
+def newest_readable(prefix: str) -> str | None:
+    """The newest checkpoint that loads and matches its checksum; damaged newer ones are skipped, said once each."""
+    from lit_imgcls.io import load_checkpoint
+
+    for path in saved_checkpoints(prefix):
+        try:
+            load_checkpoint(path)
+            return path
+        except UsageError as exc:
+            print(f"lit-imgcls: warning: {exc}; trying the one before", file=sys.stderr, flush=True)
+    return None
+
+
+def epoch_of(path: str, prefix: str | None) -> int | None:
+    """The epoch number in an epoch checkpoint's name (``PREFIX-0003.ckpt`` -> 3); None for step/stop ones."""
+    name = re.escape(os.path.basename(prefix)) if prefix else r".*(?<!-step)"
+    m = re.fullmatch(name + r"-(\d{4,})\.ckpt", os.path.basename(path))
+    return int(m.group(1)) if m else None
+
+
+def resume_path(recipe) -> str | None:
+    """The checkpoint ``--load-epoch`` names (checked to exist and to be readable), or ``--resume auto`` finds."""
+    if recipe.resume == "auto":
+        return newest_readable(recipe.model_prefix or "")
+    if recipe.load_epoch is None:
+        return None
+    from lit_imgcls.io import load_checkpoint
+
+    path = epoch_path(recipe.model_prefix, recipe.load_epoch)
+    if not os.path.isfile(path):
+        have = existing_epochs(recipe.model_prefix or "")
+        listed = ", ".join(str(e) for e in have) if have else "none"
+        raise UsageError(f"no checkpoint for epoch {recipe.load_epoch} at {path}; epochs saved under this prefix: {listed}")
+    load_checkpoint(path)  # a corrupt file fails here with one clear line, before any work starts
+    return path
+
+
+def check_fresh_prefix(prefix: str, overwrite: bool, report: bool = True) -> None:
+    """A run from scratch must not silently replace another run's checkpoints under ``prefix``: refused, unless
+    ``overwrite``, which removes them first (the files lit-imgcls names ``PREFIX-NNNN``, ``-step-N``, ``-stop``; a
+    file of another name is never touched).
+
+    Raises:
+        UsageError: ``prefix`` holds checkpoints and ``overwrite`` is False.
+    """
+    found = saved_checkpoints(prefix)
+    if not found:
+        return
+    if not overwrite:
+        shown = ", ".join(found[:2]) + (f" and {len(found) - 2} more" if len(found) > 2 else "")
+        raise UsageError(f"model_prefix {prefix} already holds checkpoints of a run ({shown}): add --resume auto to "
+                         "continue it, --overwrite to replace it, or choose another --model-prefix")
+    if report:
+        from lit_imgcls.io import remove_checkpoint
+
+        for path in found:
+            remove_checkpoint(path)
+        print(f"lit-imgcls: --overwrite: removed {len(found)} checkpoint(s) of the previous run under {prefix}",
+              file=sys.stderr, flush=True)
