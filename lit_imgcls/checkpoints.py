@@ -81,12 +81,16 @@ def saved_checkpoints(prefix: str) -> list[str]:
 
 
 def newest_readable(prefix: str) -> str | None:
-    """The newest checkpoint that loads and matches its checksum; damaged newer ones are skipped, said once each."""
+    """The newest checkpoint that loads, matches its checksum and holds finite weights; damaged or diverged newer
+    ones are skipped, said once each."""
+    from lit_imgcls.checkpoint_meta import check_finite
     from lit_imgcls.io import load_checkpoint
 
     for path in saved_checkpoints(prefix):
         try:
-            load_checkpoint(path)
+            state = load_checkpoint(path)
+            if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+                check_finite(state["state_dict"], f"checkpoint {path}")
             return path
         except UsageError as exc:
             print(f"lit-imgcls: warning: {exc}; trying the one before", file=sys.stderr, flush=True)

@@ -47,6 +47,20 @@ COMMANDS: dict[str, str] = {
 _SCHEDULE_FLAGS = {"lr_factor_epoch": "step", "lr_step_epochs": "multistep"}
 
 
+def _drop_other_schedules_keys(recipe: Any, given: set[str]) -> None:
+    """A schedule chosen on the command line drops the recipe file's keys of another schedule, with a note (the
+    recipe's own conflicting keys are refused by ``validate``: a key that would be silently ignored)."""
+    schedule = recipe.schedule()
+    reads = {"lr_factor_epoch": schedule == "step", "lr_step_epochs": schedule == "multistep",
+             "warmup_epochs": schedule != "onecycle"}
+    for key, read in reads.items():
+        value = getattr(recipe, key)
+        if value and not read and key not in given:
+            print(f"{PROG}: note: {key} {value!r} from the recipe is dropped: lr_schedule {schedule} does not read it",
+                  file=sys.stderr)
+            setattr(recipe, key, 0.0 if key == "warmup_epochs" else None)
+
+
 def _resolve(target: str) -> Callable[..., Any]:
     module, name = target.split(":")
     return getattr(importlib.import_module(module), name)
@@ -315,6 +329,8 @@ def run(argv: list[str]) -> None:
                     print(f"{PROG}: note: --{key.replace('_', '-')} given, so lr_schedule is {schedule} "
                           f"(the recipe said {recipe.lr_schedule})", file=sys.stderr)
                     recipe.lr_schedule = schedule
+        if given & {"lr_schedule", *_SCHEDULE_FLAGS} and hasattr(recipe, "schedule"):
+            _drop_other_schedules_keys(recipe, given)
         if values.get("print_recipe"):
             from lit_imgcls.recipe import check_scalars
 
@@ -352,4 +368,20 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        return _reader_gone()
+    try:
+        sys.stdout.flush()  # what is still buffered may meet a closed pipe too
+    except BrokenPipeError:
+        return _reader_gone()
     return 0
+
+
+def _reader_gone() -> int:
+    """The program reading our output stopped (``lit-imgcls list networks | head -1``): not this command's fault,
+    and no traceback. Exit as a Unix tool killed by SIGPIPE does (128 + 13); stdout goes to /dev/null, so Python's
+    own flush at exit does not fail again."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+    return 128 + 13

@@ -395,6 +395,9 @@ def fit(recipe: Recipe, datamodule=None, allow_any_class: bool = False, overwrit
             :class:`~lit_imgcls.errors.RunStopped` on SIGTERM or Ctrl-C.
     """
     validate(recipe, allow_any_class=allow_any_class)
+    if overwrite and (recipe.resume or recipe.load_epoch is not None):
+        raise UsageError("--overwrite starts a run from scratch, replacing the prefix's checkpoints; it cannot go "
+                         "with --resume auto or --load-epoch, which continue from them")
     start = time.perf_counter()
     prepare_process(recipe)
     datamodule = datamodule if datamodule is not None else build_datamodule(recipe)

@@ -51,7 +51,7 @@ class NonFiniteLoss(RunFailed):
         super().__init__(self._text())
 
     def _text(self) -> str:
-        saved = (f"last good checkpoint {self.checkpoint} (resume from it with a lower --lr or a --warmup-epochs)"
+        saved = (f"last good checkpoint {self.checkpoint} (resume from it with a lower --lr)"
                  if self.checkpoint else "no checkpoint was saved before it")
         what = (f"weight {self.tensor} held NaN or infinity after step {self.step}" if self.tensor else
                 f"the training loss became {self.loss} at step {self.step + 1}")

@@ -92,6 +92,7 @@ class ImageClassifier(L.LightningModule):
         self.resumed_lr: float | None = None  # the LR a resumed run continued with
         self.epoch_at_start = 0  # where this fit began (after a resume: where it continued)
         self.steps_taken = 0  # optimizer steps this process took (a resumed run counts from 0)
+        self.last_lr: float | None = None  # the LR of the first parameter group at the last step taken
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
@@ -115,6 +116,7 @@ class ImageClassifier(L.LightningModule):
             loss.backward()
         else:
             self.manual_backward(loss)  # loss scaling (16-mixed), DDP/FSDP/DeepSpeed hooks
+        self.last_lr = opt.optimizer.param_groups[0]["lr"]  # the LR this step used (reports show it)
         opt.step()  # through Lightning's optimizer wrapper, which counts global steps
         scheduler.step()
         self.steps_taken += 1
@@ -315,7 +317,8 @@ class ImageClassifier(L.LightningModule):
         checkpoint["rng_torch"] = torch.get_rng_state()
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        self.meta = dict(checkpoint.get("lit_imgcls", {}))
+        if not self.meta:  # a resumed run keeps the meta of its own recipe (build_module set it), not the old run's
+            self.meta = dict(checkpoint.get("lit_imgcls", {}))
         position = checkpoint.get(POSITION_KEY)
         self._restored_position = position if isinstance(position, dict) else None
         if isinstance(checkpoint.get("rng_torch"), torch.Tensor):

@@ -254,6 +254,17 @@ def validate(recipe: Recipe, *, allow_any_class: bool = False) -> Recipe:
     need(recipe.schedule() in SCHEDULES, f"lr_schedule must be one of {', '.join(SCHEDULES)}")
     need(recipe.schedule() != "step" or bool(recipe.lr_factor_epoch), "lr_schedule 'step' needs lr_factor_epoch")
     need(recipe.schedule() != "multistep" or bool(recipe.lr_step_epochs), "lr_schedule 'multistep' needs lr_step_epochs like '30,60'")
+    # Keys another schedule reads would be silently ignored: the run would not train as the recipe says.
+    sched = recipe.schedule()
+    need(not recipe.lr_factor_epoch or sched == "step",
+         f"lr_factor_epoch is set ({recipe.lr_factor_epoch}) but lr_schedule {sched} does not read it: use "
+         "lr_schedule step, or unset lr_factor_epoch (--lr-factor-epoch null)")
+    need(not recipe.lr_step_epochs or sched == "multistep",
+         f"lr_step_epochs is set ({recipe.lr_step_epochs!r}) but lr_schedule {sched} does not read it: use "
+         "lr_schedule multistep, or unset lr_step_epochs (--lr-step-epochs null)")
+    need(not recipe.warmup_epochs or sched != "onecycle",
+         f"warmup_epochs is set ({recipe.warmup_epochs}) but lr_schedule onecycle warms up by itself over "
+         "onecycle_pct of the steps: set onecycle_pct instead, or warmup_epochs 0")
     try:
         parse_epochs(recipe.lr_step_epochs)
     except ValueError as exc:

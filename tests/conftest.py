@@ -57,6 +57,8 @@ def quick_args(tmp: Path, **overrides) -> list[str]:
         "lr": "0.05", "lr_schedule": "constant", "threads": "2", "progress_bar": "false", "disp_batches": "10",
         "run_dir": str(tmp / "runs"), "model_prefix": str(tmp / "model" / "mnist"),
     }
+    if overrides.keys() & {"lr_factor_epoch", "lr_step_epochs"} and "lr_schedule" not in overrides:
+        del base["lr_schedule"]  # those keys choose their schedule (MXNet's); constant would not read them
     base.update({k: str(v) for k, v in overrides.items()})
     if base["dataset"] not in ("mnist", "cifar10", "npz") and "num_examples" not in overrides:
         del base["num_examples"]  # the other datasets refuse it (they would not honour it)

@@ -142,3 +142,20 @@ def test_yaml_recipe_cannot_construct_python_objects(tmp_path):
     res = run_cli("fit", "--recipe", str(tmp_path / "r.yaml"))
     assert res.returncode == 2 and "Traceback" not in res.stderr
     assert not marker.exists()
+
+
+@pytest.mark.parametrize("argv", [["list", "networks"], ["--help"], ["fit", "--help"], ["fit", "--print-recipe"]])
+def test_a_reader_that_stops_reading_gets_no_traceback(argv):
+    """`lit-imgcls ... | head -1`: the pipe is closed before anything is written, so every write meets it."""
+    import os
+    import subprocess
+    import sys
+
+    read, write = os.pipe()
+    os.close(read)  # the reader is gone before the command writes a byte
+    proc = subprocess.run([sys.executable, "-m", "lit_imgcls", *argv], stdout=write, stderr=subprocess.PIPE,
+                          text=True, timeout=120, stdin=subprocess.DEVNULL)
+    os.close(write)
+    assert "Traceback" not in proc.stderr and "Error" not in proc.stderr, proc.stderr
+    # 141 = 128 + SIGPIPE, as a Unix tool the pipe killed; argparse's own help printer ignores the failed write
+    assert proc.returncode == (0 if argv == ["fit", "--help"] else 141), (proc.returncode, proc.stderr)

@@ -49,7 +49,7 @@ def _fit(recipe: Recipe):
 
 
 def _lrs(run_dir: str) -> list[float]:
-    """The LR after each training step, as the Speedometer logged it (disp_batches 1) into metrics.csv."""
+    """The LR of each training step, as the Speedometer logged it (disp_batches 1) into metrics.csv."""
     with open(Path(run_dir) / "metrics.csv", newline="") as f:
         return [float(r["lr"]) for r in csv.DictReader(f) if r.get("lr")]
 
@@ -59,8 +59,7 @@ def _expected(recipe: Recipe, first_position: int, count: int) -> list[float]:
     schedule = LRSchedule(recipe.schedule(), per_epoch, per_epoch * recipe.num_epochs, recipe.lr_factor,
                           recipe.lr_factor_epoch, tuple(float(v) for v in (recipe.lr_step_epochs or "").split(",") if v),
                           recipe.warmup_epochs, recipe.onecycle_pct)
-    # the LR read after step i is the one for the next step: position + i + 1
-    return [recipe.lr * schedule(first_position + i + 1) for i in range(count)]
+    return [recipe.lr * schedule(first_position + i) for i in range(count)]
 
 
 @pytest.mark.parametrize("kind", list(KINDS))
@@ -84,12 +83,12 @@ def test_each_schedule_resumed_with_more_epochs_a_new_lr_and_a_new_batch_size(tm
         got = _lrs(result.run_dir)
         want = _expected(resumed, 2 * per_epoch, steps)
         assert len(got) == steps, (name, len(got), steps)
-        np.testing.assert_allclose(got[:-1], want[:-1], rtol=1e-6, atol=1e-12, err_msg=f"{kind}, {name}")
+        np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-12, err_msg=f"{kind}, {name}")
         # the run never trains at LR 0 (the old cosine length would have given 0 from the first resumed step)
-        assert all(v > 0 for v in got[:-1]) or kind == "cosine" and got[-2] >= 0, (name, got)
-        if kind == "multistep" and name == "new batch size":  # the decay at epoch 3 stays at epoch 3
+        assert all(v > 0 for v in got), (name, got)
+        if kind == "multistep" and name == "new batch size":  # the decay at epoch 3 is the first step of epoch 3
             decayed = [i for i in range(1, steps) if got[i] < got[i - 1] * 0.5]
-            assert decayed == [per_epoch - 1], got
+            assert decayed == [per_epoch], got
 
 
 def test_a_resumed_run_continues_at_the_lr_an_uninterrupted_one_has(tmp_path):
@@ -175,3 +174,65 @@ def test_schedule_position_is_not_the_old_runs_step_count():
     """The arithmetic the resume relies on: epoch 2 of a run of 8 steps an epoch, batch size halved -> 16."""
     s = LRSchedule("multistep", steps_per_epoch=12, total_steps=48, factor=0.1, step_epochs=(3.0,))
     assert s(2 * 12) == 1.0 and s(3 * 12 - 1) == 1.0 and math.isclose(s(3 * 12), 0.1)
+
+
+def test_a_resumed_runs_checkpoints_record_its_own_recipe(tmp_path, capsys):
+    """The next resume compares against the recipe that really trained the newest checkpoint."""
+    from lit_imgcls.io import load_checkpoint
+
+    _fit(_recipe(tmp_path, "cosine", num_epochs=2))
+    _fit(_recipe(tmp_path, "cosine", num_epochs=3, lr=0.01, load_epoch=2))
+    saved = load_checkpoint(tmp_path / "m-0003.ckpt")["lit_imgcls"]["recipe"]
+    assert saved["lr"] == 0.01 and saved["num_epochs"] == 3
+    capsys.readouterr()
+    _fit(_recipe(tmp_path, "cosine", num_epochs=4, lr=0.01, resume="auto"))
+    said = capsys.readouterr().err
+    assert "num_epochs 3 -> 4" in said and "lr " not in said.split("changed recipe:")[1].split(";")[0], said
+
+
+def test_resume_auto_skips_a_checkpoint_with_non_finite_weights_and_says_so(tmp_path, capsys):
+    from lit_imgcls.io import load_checkpoint, save_checkpoint
+
+    _fit(_recipe(tmp_path, "constant", num_epochs=2))
+    state = load_checkpoint(tmp_path / "m-0002.ckpt")
+    next(iter(state["state_dict"].values())).fill_(float("inf"))
+    save_checkpoint(state, tmp_path / "m-0002.ckpt")  # a matching .sha256: only the weights are wrong
+    capsys.readouterr()
+    _fit(_recipe(tmp_path, "constant", num_epochs=3, resume="auto"))
+    err = capsys.readouterr().err
+    assert "m-0002.ckpt holds weights that are not finite" in err and "trying the one before" in err, err
+
+
+@pytest.mark.parametrize("keys,says", [
+    (dict(lr_schedule="cosine", lr_step_epochs="3"), "lr_step_epochs is set"),
+    (dict(lr_schedule="cosine", lr_factor_epoch=1.0), "lr_factor_epoch is set"),
+    (dict(lr_schedule="onecycle", warmup_epochs=1.0), "onecycle warms up by itself"),
+    (dict(lr_factor_epoch=1.0, lr_step_epochs="3"), "lr_step_epochs is set"),
+])
+def test_a_schedule_key_the_schedule_does_not_read_is_refused(keys, says):
+    from lit_imgcls.recipe import validate
+
+    with pytest.raises(UsageError, match=says):
+        validate(Recipe(network="mlp", **keys))
+
+
+def test_a_schedule_chosen_on_the_command_line_drops_the_files_other_keys(tmp_path):
+    import io
+    from contextlib import redirect_stderr, redirect_stdout
+
+    from lit_imgcls.cli import main
+
+    err = io.StringIO()
+    with redirect_stdout(io.StringIO()) as out, redirect_stderr(err):
+        code = main(["fit", "--recipe", str(Path(__file__).parents[1] / "recipes/imagenet.yaml"), "--lr-schedule",
+                     "cosine", "--print-recipe"])
+    assert code == 0, err.getvalue()
+    assert "lr_step_epochs '30,60' from the recipe is dropped: lr_schedule cosine does not read it" in err.getvalue()
+    assert "lr_step_epochs: null" in out.getvalue()
+
+
+def test_overwrite_cannot_go_with_a_resume(tmp_path):
+    from lit_imgcls.engine import fit
+
+    with pytest.raises(UsageError, match="--overwrite starts a run from scratch"):
+        fit(_recipe(tmp_path, "constant", resume="auto"), datamodule=_data(16), overwrite=True)

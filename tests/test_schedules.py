@@ -69,7 +69,8 @@ def test_schedule_is_applied_per_iteration_in_training(tmp_path):
 
     rows = list(csv.DictReader(open(f"{res.run_dir}/metrics.csv")))
     lrs = {int(row["step"]): float(row["lr"]) for row in rows if row.get("lr")}
-    # logged after the step's update: the LR in force for the next step; 10 steps an epoch, halved every 5
+    # the row at global step s (s steps taken) shows the LR step s used, 0-based index s - 1; 10 steps an epoch,
+    # halved every 5
     for step, lr in lrs.items():
-        assert lr == pytest.approx(0.2 * 0.5 ** (step // 5)), (step, lr)
+        assert lr == pytest.approx(0.2 * 0.5 ** ((step - 1) // 5)), (step, lr)
     assert len(lrs) == 20

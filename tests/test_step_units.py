@@ -155,7 +155,7 @@ def test_a_mid_epoch_resume_keeps_the_checkpoints_fused_size(fused_run, tmp_path
     """disp_batches 5 would fuse 1 batch an item, but the checkpoint counted its position in items of 2: the resumed
     run keeps 2 (said once), so the loader resumes at the right sample and the run ends as uninterrupted."""
     res, _ = _resume_from_step_64(fused_run, tmp_path, disp_batches=5)
-    assert res.stderr.count("this run fuses 2 batches per item, not 1") == 1, res.stderr[-2000:]
+    assert res.stderr.count("fused_steps is the checkpoint's 2 after all, not 1") == 1, res.stderr[-2000:]
     # windows are labelled with the steps they cover, whatever the item size
     windows = _windows(res.stdout)
     assert windows[0][1] == 24 and windows[-1][2] == STEPS_PER_EPOCH

@@ -11,7 +11,8 @@ from lit_imgcls.callbacks.step_units import steps_in_items
 
 
 class Speedometer(L.Callback):
-    """Prints ``Epoch[E] Batch [a-b] Speed: S samples/sec accuracy=A loss=L lr=R`` and logs the same metrics.
+    """Prints ``Epoch[E] Batch [a-b] Speed: S samples/sec accuracy=A loss=L lr=R`` and logs the same metrics
+    (``lr``: the learning rate of the window's last step).
 
     ``a`` and ``b`` count the optimizer steps of the epoch (with fused batches too; after a mid-epoch resume the
     count continues where the epoch stood); a report is due each time that count passes a multiple of
@@ -83,7 +84,10 @@ class Speedometer(L.Callback):
             self._epoch_loss_sum += loss * n
             self._epoch_correct += acc * n
             self._epoch_count += n
-        lr = trainer.optimizers[0].param_groups[0]["lr"] if trainer.optimizers else float("nan")
+        # The LR the window's last step used; the optimizer's param group already holds the next step's.
+        lr = getattr(pl_module, "last_lr", None)
+        if lr is None:
+            lr = trainer.optimizers[0].param_groups[0]["lr"] if trainer.optimizers else float("nan")
         metrics = {"train/samples_per_sec": speed, "train/acc": acc, "train/loss": loss, "lr": lr,
                    "epoch": trainer.current_epoch}
         self.last_metrics = metrics

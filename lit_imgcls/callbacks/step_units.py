@@ -131,9 +131,9 @@ class StepUnits(L.Callback):
         fused = int(saved.get("fused_steps", 1))
         if fused != int(dm.fused_steps or 1) and fused >= 1:
             # Called before the training loader is made (single-device strategies restore before setup).
-            _note(trainer, f"this run fuses {fused} batches per item, not {dm.fused_steps}, as the run that saved "
-                           f"its checkpoint did: the position inside the epoch is counted in items of {fused} "
-                           "batches (speed only: the training is the same)")
+            _note(trainer, f"resuming inside an epoch: fused_steps is the checkpoint's {fused} after all, not "
+                           f"{dm.fused_steps}, because the loader's position in the epoch is counted in items of "
+                           f"{fused} {'batch' if fused == 1 else 'batches'} (speed only: the training is the same)")
             dm.fused_steps = self.fused_steps = fused
 
     # -- Lightning's logging step -------------------------------------------------------------------------------
