@@ -80,19 +80,50 @@ def read_meta(ckpt: Any, where: str | Path, need_config: bool = True) -> Checkpo
     return CheckpointMeta(recipe, names, config, meta)
 
 
-def recipe_from_meta(meta: CheckpointMeta):
-    """The Recipe a checkpoint was trained with; keys this version does not know (a newer writer) are dropped.
+# What a checkpoint may not decide: where to write (outputs, caches, a dataset's download folder), what to fetch
+# from the network, which code or weights to load. A checkpoint is data; these come from the user's command line or
+# recipe file.
+NOT_FROM_CHECKPOINT = ("data_url", "data_cache", "model_prefix", "run_dir", "pretrained", "callbacks")
+
+
+def recipe_from_meta(meta: CheckpointMeta, notes: dict[str, str] | None = None):
+    """The Recipe a checkpoint was trained with, less what a checkpoint may not decide: the keys of
+    :data:`NOT_FROM_CHECKPOINT`, any value naming a network location (``s3://``, ``http://``), and ``data_dir``
+    where the dataset downloads into it. Local data folders to read (``data_train``, ``data_val``, a pack's
+    ``data_dir``) are kept. Keys this version does not know (a newer writer) are dropped too.
+
+    Args:
+        meta: the checkpoint's meta.
+        notes: receives, for each key set in the checkpoint that was not taken, a sentence saying so.
 
     Raises:
         UsageError: a saved key whose value this version's Recipe refuses.
     """
     import dataclasses
 
-    from lit_imgcls.recipe import Recipe
+    from lit_imgcls.recipe import Recipe, dataset_keys
 
     known = {f.name for f in dataclasses.fields(Recipe)}
+    saved = {k: v for k, v in meta.recipe.items() if k in known}
+    dropped = [k for k in NOT_FROM_CHECKPOINT if saved.get(k)]
+    dropped += [k for k, v in saved.items() if isinstance(v, str) and "://" in v and k not in dropped]
+    if saved.get("data_dir") and "data_dir" not in dropped:
+        try:
+            from lit_imgcls.registry import datasets
+
+            downloads = "data_url" in (dataset_keys(datasets.get(str(saved.get("dataset", "mnist")))) or ())
+        except Exception:  # noqa: BLE001 - an unknown dataset fails later with its own line
+            downloads = True
+        if downloads:
+            dropped.append("data_dir")
+    for key in dropped:
+        if notes is not None and key.startswith("data_"):  # the others never steer what score or predict read
+            flag = "--" + key.replace("_", "-")
+            notes[key] = (f"the checkpoint's {key} {saved[key]!r} is not used (a checkpoint does not choose where to "
+                          f"read from the network or write to); give {flag} to use it")
+        del saved[key]
     try:
-        return Recipe(**{k: v for k, v in meta.recipe.items() if k in known})
+        return Recipe(**saved)
     except TypeError as exc:
         raise UsageError(f"the checkpoint's recipe is not usable: {exc}") from None
 

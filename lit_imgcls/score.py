@@ -8,6 +8,7 @@ path ``fit`` validates on, so top-1 here is ``fit``'s val/acc on the same data.
 from __future__ import annotations
 
 import dataclasses
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,7 +56,11 @@ def resolve_recipe(meta, overrides: dict[str, Any]):
     from lit_imgcls.checkpoint_meta import recipe_from_meta
     from lit_imgcls.recipe import Recipe
 
-    recipe = recipe_from_meta(meta)
+    notes: dict[str, str] = {}
+    recipe = recipe_from_meta(meta, notes)
+    for key, note in notes.items():
+        if key not in overrides:
+            print(f"lit-imgcls: note: {note}", file=sys.stderr, flush=True)
     defaults = Recipe()
     for key in MACHINE_KEYS:
         setattr(recipe, key, getattr(defaults, key))

@@ -101,6 +101,7 @@ ALLOWED = {
     # rsync's own options in the command line `launch --sync-dir` runs
     ("lit_imgcls/strategies/launch.py", "--delete"): "rsync",
     ("lit_imgcls/strategies/launch.py", "--protect-args"): "rsync",
+    ("lit_imgcls/strategies/launch.py", "--filter"): "rsync",
     # the internal argv of `python -m lit_imgcls.bench` (one gated benchmark case per process), not a user flag
     ("lit_imgcls/bench.py", "--gated"): "internal worker argv",
 }

@@ -333,7 +333,23 @@ def test_ssh_two_hosts_sync_env_and_literal_arguments(two_hosts, tmp_path):
     (src / "sub").mkdir(parents=True)
     (src / "where.py").write_text(WHERE)
     (src / "sub" / "data.txt").write_text("payload")
+    # A folder lit-imgcls did not make is never mirrored into: rsync --delete would empty it of the user's files.
+    mine = tmp_path / "home-of-the-user"
+    mine.mkdir()
+    (mine / "thesis.tex").write_text("not lit-imgcls's")
+    res = subprocess.run(two_hosts.launch_argv("-n", "2", "--sync-dir", str(src), "--sync-dst-dir", str(mine), "--",
+                                               sys.executable, "where.py"),
+                         check=False, capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
+    assert res.returncode == 2 and "lit-imgcls did not make it" in res.stderr, res.stdout + res.stderr
+    assert sorted(os.listdir(mine)) == ["thesis.tex"]
+    # The default destination is the source's own path: on the same machine and folder nothing is copied.
+    res = subprocess.run(two_hosts.launch_argv("-n", "1", "--sync-dir", str(src), "--", sys.executable, "where.py"),
+                         check=False, capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL, cwd=src)
+    assert res.returncode == 0 and f"is {src} itself: nothing to sync" in res.stderr, res.stdout + res.stderr
+    assert sorted(os.listdir(src)) == ["sub", "where.py"]
+    # A copy an earlier launch made (its marker) is mirrored: a file that is not in src any more goes.
     dst.mkdir(parents=True)
+    (dst / ".lit-imgcls-sync").write_text("")
     (dst / "stale.txt").write_text("rsync --delete removes me")
     arg = INJECTION.format(tmp=tmp_path)
     res = subprocess.run(two_hosts.launch_argv("-n", "3", "--sync-dir", str(src), "--sync-dst-dir", str(dst),
@@ -347,7 +363,7 @@ def test_ssh_two_hosts_sync_env_and_literal_arguments(two_hosts, tmp_path):
         seen[int(prefix[len("[rank "):])] = json.loads(payload)
     assert [seen[r]["addr"] for r in range(3)] == [ADDR_A, ADDR_B, ADDR_A]  # round-robin over the two hosts
     for rank, info in seen.items():
-        assert info["cwd"] == str(dst) and info["files"] == ["sub", "where.py"]  # synced, stale file deleted
+        assert info["cwd"] == str(dst) and info["files"] == [".lit-imgcls-sync", "sub", "where.py"]  # stale file deleted
         assert info["argv"] == [arg, "$HOME"]
         assert info["env"] == {"MASTER_ADDR": ADDR_A, "MASTER_PORT": "29500", "NODE_RANK": str(rank),
                                "WORLD_SIZE": "3", "LOCAL_RANK": "0", "EXTRA": "v w"}

@@ -32,7 +32,8 @@ def launch(
         launcher: local (child processes here) or ssh; default ssh with a hostfile, else local.
         sync_dir: ssh: rsync this folder (-a --delete) to every host first; the workers then run in the copy.
         sync_dst_dir: ssh: folder on the hosts to sync to and run in; default the same absolute path as
-            --sync-dir, or as the current folder without it.
+            --sync-dir, or as the current folder without it. It must be new, empty, or a copy an earlier launch
+            made (it holds .lit-imgcls-sync): mirroring deletes whatever else is in it, so any other is refused.
         env: NAME=VALUE variables for every worker, after the ones launch sets.
         port: MASTER_PORT, the rank-0 rendezvous port; default a free one (local) or 29500 (ssh).
         ssh_option: ssh -o options for every host, e.g. UserKnownHostsFile=/path (repeatable).

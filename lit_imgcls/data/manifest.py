@@ -34,6 +34,32 @@ WORK_PREFIX = ".partial-"
 LOCK = ".pack.lock"
 
 
+def _written_by_us(manifest: Path) -> bool:
+    """``manifest`` is a pack manifest lit-imgcls wrote (any version): a JSON object with its version fields."""
+    try:
+        if not manifest.is_file() or manifest.stat().st_size > 64 * 2**20:
+            return False
+        data = json.loads(manifest.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(data, dict) and "lit_imgcls_version" in data and "format_version" in data
+
+
+def foreign_entries(out: Path) -> list[str]:
+    """What in ``out`` a pack would replace but lit-imgcls did not write: ``manifest.json``, ``wds/`` or ``ffcv/``
+    in a folder that holds no lit-imgcls pack (nor one a killed pack left half swapped out). A pack goes into such
+    a folder only after the user moves them: a pack swaps exactly those entries, so it would delete them.
+
+    Returns the entry names, sorted; empty when ``out`` is new, empty, a previous pack, or holds only other files
+    (which a pack leaves alone).
+    """
+    if not out.is_dir():
+        return []
+    if _written_by_us(out / MANIFEST) or any(_written_by_us(w / "old" / MANIFEST) for w in out.glob(f"{WORK_PREFIX}*")):
+        return []
+    return sorted(name for name in (MANIFEST, *FORMATS) if (out / name).exists() or (out / name).is_symlink())
+
+
 def manifest_path(out: str | Path) -> Path:
     p = Path(out)
     return p if p.name == MANIFEST else p / MANIFEST

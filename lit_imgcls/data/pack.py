@@ -26,7 +26,8 @@ from typing import Iterator
 from lit_imgcls import __version__
 from lit_imgcls.data.encode import EncodeOptions, Encoded, encode_array, encode_file
 from lit_imgcls.data.formats.tar_shards import TarShardWriter, parse_shard_size
-from lit_imgcls.data.manifest import FORMAT_VERSION, MANIFEST, WORK_PREFIX, PackLock, commit_pack, recover
+from lit_imgcls.data.manifest import (FORMAT_VERSION, MANIFEST, WORK_PREFIX, PackLock, commit_pack, foreign_entries,
+                                      recover)
 from lit_imgcls.data.pack_report import (duplicate_warnings, missing_class_warnings, summarise_duplicates,
                                          unshuffled_warning)
 from lit_imgcls.data.sources import Item, Source, open_source
@@ -337,6 +338,13 @@ def pack_dataset(src: str, out: str, opts: PackOptions, enc: EncodeOptions, root
     if not held:
         raise UsageError(f"another `lit-imgcls dataset pack` (process {lock.holder()}) is writing into {out_dir} now: "
                          "wait for it to finish, or pack into another folder")
+    foreign = foreign_entries(out_dir)  # with the lock held: no pack of ours is half way through a swap
+    if foreign:
+        lock.release(discard=True)
+        _remove_made(out_dir, made)
+        shown = ", ".join(f"{n}/" if (out_dir / n).is_dir() else n for n in foreign)
+        raise UsageError(f"{out_dir} holds {shown}, which no lit-imgcls pack wrote, and a pack replaces exactly "
+                         "those: pack into a new or empty folder, or move them out first")
     failed = True
     try:
         recover(out_dir)  # what killed runs left: an old pack half swapped out is put back, work folders go

@@ -195,27 +195,70 @@ def ssh_argv(ssh: Ssh, worker: Worker, workdir: str, command: Sequence[str]) -> 
     return [*ssh.argv(worker.host), "--", worker.host.name, remote_script(workdir, worker.env, command)]
 
 
+SYNC_MARKER = ".lit-imgcls-sync"  # in a --sync-dst-dir that lit-imgcls made: only such a folder is mirrored into
+
+
+def probe_argv(ssh: Ssh, host: Host, dst: str) -> list[str]:
+    """The command that tells what ``dst`` is on ``host``: nothing (absent), or ``lit-imgcls-dst HOSTNAME DEV:INODE
+    MARKED NONEMPTY`` for a folder, or ``lit-imgcls-dst-file`` for anything else."""
+    script = (f"d={shlex.quote(dst)}; "
+              'if [ -d "$d" ]; then '
+              f'm=0; [ -e "$d/{SYNC_MARKER}" ] && m=1; n=0; [ -n "$(ls -A -- "$d")" ] && n=1; '
+              'echo "lit-imgcls-dst $(uname -n) $(stat -c %d:%i -- "$d") $m $n"; '
+              'elif [ -e "$d" ] || [ -L "$d" ]; then echo lit-imgcls-dst-file; fi')
+    return [*ssh.argv(host), "--", host.name, script]
+
+
 def sync_argvs(ssh: Ssh, host: Host, src: str, dst: str) -> list[list[str]]:
-    """Commands that make ``dst`` on ``host`` a copy of the local folder ``src`` (mkdir -p, then rsync)."""
-    mkdir = [*ssh.argv(host), "--", host.name, shlex.join(["mkdir", "-p", "--", dst])]
+    """Commands that make ``dst`` on ``host`` a copy of the local folder ``src``: mkdir -p and the marker, then
+    rsync --delete (which keeps the marker)."""
+    mkdir = [*ssh.argv(host), "--", host.name,
+             f"mkdir -p -- {shlex.quote(dst)} && : > {shlex.quote(dst.rstrip('/') + '/' + SYNC_MARKER)}"]
     # The trailing slashes copy src's contents into dst; --protect-args keeps the remote path away from the
     # remote shell (older rsync would word-split it).
-    rsync = ["rsync", "-a", "--delete", "--protect-args", "-e", shlex.join(ssh.argv(host)),
+    rsync = ["rsync", "-a", "--delete", f"--filter=P /{SYNC_MARKER}", "--protect-args", "-e", shlex.join(ssh.argv(host)),
              f"{src.rstrip('/')}/", f"{host.rsync_name}:{dst.rstrip('/') or '/'}/"]
     return [mkdir, rsync]
 
 
+def _run(argv: list[str], what: str) -> subprocess.CompletedProcess:
+    try:
+        res = subprocess.run(argv, check=False, stdin=subprocess.DEVNULL, capture_output=True, text=True)
+    except OSError as exc:
+        raise UsageError(f"{what}: {argv[0]}: {exc.strerror}") from None
+    if res.returncode != 0:
+        last = " ".join(res.stderr.split()[-40:]) or f"exit code {res.returncode}"
+        raise UsageError(f"{what} ({argv[0]} failed: {last})")
+    return res
+
+
 def sync(ssh: Ssh, hosts: Sequence[Host], src: str, dst: str, out: IO[str] = sys.stderr) -> None:
-    """Copy ``src`` to ``dst`` on each distinct host in turn; a failure is one UsageError naming the host."""
+    """Copy ``src`` to ``dst`` on each distinct host in turn; a failure is one UsageError naming the host.
+
+    ``dst`` is mirrored (``rsync --delete``) only when it is new, empty, or a copy lit-imgcls made before (it holds
+    :data:`SYNC_MARKER`); a folder with other files is refused, since mirroring would delete them. Where ``dst`` is
+    ``src`` itself (the same machine and folder: the default ``--sync-dst-dir``), nothing is copied.
+
+    Raises:
+        UsageError: a destination that is not lit-imgcls's, or a host where probing or copying failed.
+    """
+    here = (socket.gethostname(), "{0.st_dev}:{0.st_ino}".format(os.stat(src)))
     for host in dict.fromkeys(hosts):
+        what = f"cannot sync {src} to {host.name}:{dst}"
+        probe = _run(probe_argv(ssh, host, dst), what).stdout.split()
+        if probe[:1] == ["lit-imgcls-dst-file"]:
+            raise UsageError(f"{what}: it exists and is not a folder; give --sync-dst-dir a new or empty folder")
+        if probe[:1] == ["lit-imgcls-dst"] and len(probe) == 5:
+            _, name, ident, marked, nonempty = probe
+            if (name, ident) == here:
+                print(f"launch: {host.name}:{dst} is {src} itself: nothing to sync", file=out, flush=True)
+                continue
+            if marked != "1" and nonempty == "1":
+                raise UsageError(f"{what}: that folder holds files, and lit-imgcls did not make it (no {SYNC_MARKER} "
+                                 "in it); --sync-dir mirrors with rsync --delete, which would delete them: give "
+                                 "--sync-dst-dir a new or empty folder")
         for argv in sync_argvs(ssh, host, src, dst):
-            try:
-                res = subprocess.run(argv, check=False, stdin=subprocess.DEVNULL, capture_output=True, text=True)
-            except OSError as exc:
-                raise UsageError(f"cannot sync {src} to {host.name}: {argv[0]}: {exc.strerror}") from None
-            if res.returncode != 0:
-                last = " ".join(res.stderr.split()[-40:]) or f"exit code {res.returncode}"
-                raise UsageError(f"cannot sync {src} to {host.name}:{dst} ({argv[0]} failed: {last})")
+            _run(argv, what)
         print(f"launch: synced {src} to {host.name}:{dst}", file=out, flush=True)
 
 
