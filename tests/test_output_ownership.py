@@ -63,3 +63,31 @@ def test_a_folder_of_unrelated_files_is_packed_into_without_touching_them(tmp_pa
     assert code == 0, err
     after = _snapshot(out)
     assert all(after[k] == v for k, v in before.items())
+
+
+@pytest.mark.parametrize("own", ["ffcv beside a wds-only pack", "a file of the user's inside wds/",
+                                 "wds/ as a link to the user's folder"])
+def test_beside_or_inside_a_previous_pack_only_what_its_manifest_lists_is_replaced(tmp_path, capsys, own):
+    src = _tree(tmp_path / "photos")
+    out = tmp_path / "out"
+    assert cli(capsys, "dataset", "pack", str(src), str(out), "--format", "wds")[0] == 0
+    if own.startswith("ffcv"):
+        (out / "ffcv").mkdir()
+        (out / "ffcv" / "own.beton.txt").write_text("mine")
+    elif own.startswith("a file"):
+        (out / "wds" / "my-notes.txt").write_text("mine")
+    else:
+        mine = tmp_path / "mine"
+        mine.mkdir()
+        (mine / "keep.txt").write_text("mine")
+        for p in (out / "wds").iterdir():
+            p.unlink()
+        (out / "wds").rmdir()
+        (out / "wds").symlink_to(mine)
+    before = _snapshot(out)
+    code, _, err = cli(capsys, "dataset", "pack", str(src), str(out), "--seed", "7")
+    assert code == 2, err
+    assert "which no lit-imgcls pack wrote" in error_line(err)
+    assert _snapshot(out) == before
+    if own.startswith("wds/"):
+        assert (tmp_path / "mine" / "keep.txt").read_text() == "mine"

@@ -34,30 +34,59 @@ WORK_PREFIX = ".partial-"
 LOCK = ".pack.lock"
 
 
-def _written_by_us(manifest: Path) -> bool:
-    """``manifest`` is a pack manifest lit-imgcls wrote (any version): a JSON object with its version fields."""
+def _our_manifest(manifest: Path) -> dict[str, Any] | None:
+    """``manifest`` if it is a pack manifest lit-imgcls wrote (any version: a JSON object with its version fields)."""
     try:
         if not manifest.is_file() or manifest.stat().st_size > 64 * 2**20:
-            return False
+            return None
         data = json.loads(manifest.read_text(encoding="utf-8"))
     except (OSError, ValueError):
-        return False
-    return isinstance(data, dict) and "lit_imgcls_version" in data and "format_version" in data
+        return None
+    return data if isinstance(data, dict) and "lit_imgcls_version" in data and "format_version" in data else None
+
+
+def _listed_files(manifest: dict[str, Any]) -> dict[str, set[str]]:
+    """The file names a manifest lists under each format folder."""
+    listed: dict[str, set[str]] = {fmt: set() for fmt in FORMATS}
+    splits = manifest.get("splits")
+    for entry in (splits.values() if isinstance(splits, dict) else ()):
+        for fmt in FORMATS:
+            files = entry.get(fmt) if isinstance(entry, dict) else None
+            for f in (files if isinstance(files, list) else [files]):
+                if isinstance(f, dict) and isinstance(f.get("file"), str):  # "x.tar" for wds, "ffcv/x.beton" for ffcv
+                    listed[fmt].add(f["file"].removeprefix(f"{fmt}/"))
+    return listed
 
 
 def foreign_entries(out: Path) -> list[str]:
-    """What in ``out`` a pack would replace but lit-imgcls did not write: ``manifest.json``, ``wds/`` or ``ffcv/``
-    in a folder that holds no lit-imgcls pack (nor one a killed pack left half swapped out). A pack goes into such
-    a folder only after the user moves them: a pack swaps exactly those entries, so it would delete them.
+    """What in ``out`` a pack would replace but lit-imgcls did not write. A pack swaps ``manifest.json``, ``wds/``
+    and ``ffcv/`` whole, so it would delete: those entries in a folder that holds no lit-imgcls pack; beside our
+    pack, a format folder its manifest does not list (``ffcv/`` beside a wds-only pack); inside its format
+    folders, files its manifest does not name. A pack goes there only after the user moves them.
 
-    Returns the entry names, sorted; empty when ``out`` is new, empty, a previous pack, or holds only other files
-    (which a pack leaves alone).
+    Returns the entries (``ffcv``, ``wds/notes.txt``), sorted; empty when ``out`` is new, empty, a previous pack as
+    written, one a killed pack left half swapped out (recovery puts it back), or holds only other files.
     """
     if not out.is_dir():
         return []
-    if _written_by_us(out / MANIFEST) or any(_written_by_us(w / "old" / MANIFEST) for w in out.glob(f"{WORK_PREFIX}*")):
+    if any(_our_manifest(w / "old" / MANIFEST) is not None for w in out.glob(f"{WORK_PREFIX}*")):
         return []
-    return sorted(name for name in (MANIFEST, *FORMATS) if (out / name).exists() or (out / name).is_symlink())
+    present = [name for name in (MANIFEST, *FORMATS) if (out / name).exists() or (out / name).is_symlink()]
+    manifest = _our_manifest(out / MANIFEST)
+    if manifest is None:
+        return sorted(present)
+    formats = manifest.get("formats") if isinstance(manifest.get("formats"), list) else []
+    listed = _listed_files(manifest)
+    found = []
+    for fmt in FORMATS:
+        folder = out / fmt
+        if fmt not in present:
+            continue
+        if fmt not in formats or folder.is_symlink() or not folder.is_dir():
+            found.append(fmt)
+            continue
+        found += [f"{fmt}/{p.name}" for p in folder.iterdir() if p.name not in listed[fmt]]
+    return sorted(found)
 
 
 def manifest_path(out: str | Path) -> Path:

@@ -342,7 +342,8 @@ def pack_dataset(src: str, out: str, opts: PackOptions, enc: EncodeOptions, root
     if foreign:
         lock.release(discard=True)
         _remove_made(out_dir, made)
-        shown = ", ".join(f"{n}/" if (out_dir / n).is_dir() else n for n in foreign)
+        shown = ", ".join(f"{n}/" if (out_dir / n).is_dir() else n for n in foreign[:5])
+        shown += f" and {len(foreign) - 5} more" if len(foreign) > 5 else ""
         raise UsageError(f"{out_dir} holds {shown}, which no lit-imgcls pack wrote, and a pack replaces exactly "
                          "those: pack into a new or empty folder, or move them out first")
     failed = True
