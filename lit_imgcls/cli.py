@@ -50,10 +50,10 @@ _SCHEDULE_FLAGS = {"lr_factor_epoch": "step", "lr_step_epochs": "multistep"}
 def _drop_other_schedules_keys(recipe: Any, given: set[str]) -> None:
     """A schedule chosen on the command line drops the recipe file's keys of another schedule, with a note (the
     recipe's own conflicting keys are refused by ``validate``: a key that would be silently ignored)."""
+    from lit_imgcls.schedules import keys_read
+
     schedule = recipe.schedule()
-    reads = {"lr_factor_epoch": schedule == "step", "lr_step_epochs": schedule == "multistep",
-             "warmup_epochs": schedule != "onecycle"}
-    for key, read in reads.items():
+    for key, read in keys_read(schedule).items():
         value = getattr(recipe, key)
         if value and not read and key not in given:
             print(f"{PROG}: note: {key} {value!r} from the recipe is dropped: lr_schedule {schedule} does not read it",

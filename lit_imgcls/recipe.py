@@ -13,7 +13,7 @@ from typing import Any, Literal, Optional
 import yaml
 
 from lit_imgcls.errors import UsageError
-from lit_imgcls.schedules import SCHEDULES, parse_epochs
+from lit_imgcls.schedules import SCHEDULES, keys_read, parse_epochs
 
 
 @dataclass
@@ -256,13 +256,14 @@ def validate(recipe: Recipe, *, allow_any_class: bool = False) -> Recipe:
     need(recipe.schedule() != "multistep" or bool(recipe.lr_step_epochs), "lr_schedule 'multistep' needs lr_step_epochs like '30,60'")
     # Keys another schedule reads would be silently ignored: the run would not train as the recipe says.
     sched = recipe.schedule()
-    need(not recipe.lr_factor_epoch or sched == "step",
+    reads = keys_read(sched)
+    need(not recipe.lr_factor_epoch or reads["lr_factor_epoch"],
          f"lr_factor_epoch is set ({recipe.lr_factor_epoch}) but lr_schedule {sched} does not read it: use "
          "lr_schedule step, or unset lr_factor_epoch (--lr-factor-epoch null)")
-    need(not recipe.lr_step_epochs or sched == "multistep",
+    need(not recipe.lr_step_epochs or reads["lr_step_epochs"],
          f"lr_step_epochs is set ({recipe.lr_step_epochs!r}) but lr_schedule {sched} does not read it: use "
          "lr_schedule multistep, or unset lr_step_epochs (--lr-step-epochs null)")
-    need(not recipe.warmup_epochs or sched != "onecycle",
+    need(not recipe.warmup_epochs or reads["warmup_epochs"],
          f"warmup_epochs is set ({recipe.warmup_epochs}) but lr_schedule onecycle warms up by itself over "
          "onecycle_pct of the steps: set onecycle_pct instead, or warmup_epochs 0")
     try:

@@ -75,6 +75,13 @@ class LRSchedule:
         return ONECYCLE_END + (1 - ONECYCLE_END) * 0.5 * (1 + math.cos(math.pi * t))
 
 
+def keys_read(kind: str) -> dict[str, bool]:
+    """Whether schedule ``kind`` reads each schedule-specific recipe key (the one home of this rule: ``validate``
+    refuses a key set for a schedule that ignores it, the CLI drops a recipe file's such keys when the command line
+    chooses another schedule)."""
+    return {"lr_factor_epoch": kind == "step", "lr_step_epochs": kind == "multistep", "warmup_epochs": kind != "onecycle"}
+
+
 def parse_epochs(text: str | None) -> tuple[float, ...]:
     """``"30,60"`` -> ``(30.0, 60.0)``, as MXNet's ``--lr-step-epochs``."""
     if not text:
