@@ -268,9 +268,10 @@ def test_imagenet_recipe_trains_on_photo_packs_from_both_formats(photos, tmp_pat
         small = quick_args(tmp_path / fmt, dataset=fmt, network="resnet10t", image_shape="3,64,64", batch_size=6,
                            data_nthreads=1, num_epochs=1, lr=0.05, data_train=packs / "train", data_val=packs / "val",
                            gpus="", precision="32-true", lr_schedule="multistep", data_dir="")
-        res = run_cli("fit", "--recipe", str(REPO / "recipes/imagenet.yaml"), *small, cwd=tmp_path)
-        # the recipe's top-5 cannot apply to 3 classes: one clear line; then with top-2
-        assert res.returncode == 2 and "top_k 5 exceeds the 3 classes" in res.stderr, res.stderr[-2000:]
+        if fmt == "wds":  # the check runs before any loader is built, so one format proves it
+            res = run_cli("fit", "--recipe", str(REPO / "recipes/imagenet.yaml"), *small, cwd=tmp_path)
+            # the recipe's top-5 cannot apply to 3 classes: one clear line; then with top-2
+            assert res.returncode == 2 and "top_k 5 exceeds the 3 classes" in res.stderr, res.stderr[-2000:]
         res = run_cli("fit", "--recipe", str(REPO / "recipes/imagenet.yaml"), *small, "--top-k", "2", cwd=tmp_path)
         assert res.returncode == 0, (fmt, res.stderr[-3000:])
         assert "val top-1 accuracy" in res.stdout
