@@ -188,8 +188,9 @@ def check_scalars(recipe: Recipe) -> None:
     hints = typing.get_type_hints(Recipe)
     for key in FIELDS:
         value = getattr(recipe, key)
-        # The parser lets `key: null` through for any type; only Optional keys have a meaning for it.
-        if value is None and type(None) not in typing.get_args(hints[key]):
+        # The parser lets `key: null` through for any type; only Optional keys have a meaning for it. (score's
+        # options hold every key as None until given: the checkpoint's recipe fills them in.)
+        if value is None and isinstance(recipe, Recipe) and type(None) not in typing.get_args(hints[key]):
             raise UsageError(f"{key} cannot be null (its default is {FIELDS[key].default!r})")
         # NaN and inf slip past validate()'s range checks (NaN compares False both ways) and mean nothing anywhere.
         if isinstance(value, float) and not math.isfinite(value):
@@ -201,6 +202,26 @@ def check_scalars(recipe: Recipe) -> None:
         # The OS refuses such paths with a bare ValueError.
         if isinstance(value, str) and "\0" in value:
             raise UsageError(f"{key} must not contain a NUL character, got {value!r:.80}")
+
+
+# Keys that name a file or folder on this machine: ~ and $VAR in them are expanded once, here (see userpaths).
+PATH_KEYS = ("model_prefix", "run_dir", "data_dir", "data_url", "data_train", "data_val", "data_cache", "pretrained")
+
+
+def expand_paths(recipe: Any) -> Any:
+    """Expands ``~`` and environment variables in the path keys (:data:`PATH_KEYS`) of ``recipe`` in place, as a
+    shell would (URLs unchanged); ``recipe`` is a Recipe or any object with those attributes (None = unset).
+
+    Raises:
+        UsageError: an unset variable or an unknown ``~user``, naming the key.
+    """
+    from lit_imgcls.userpaths import expand_path
+
+    for key in PATH_KEYS:
+        value = getattr(recipe, key, None)
+        if isinstance(value, str):
+            setattr(recipe, key, expand_path(value, key))
+    return recipe
 
 
 def validate(recipe: Recipe, *, allow_any_class: bool = False) -> Recipe:
@@ -217,6 +238,7 @@ def validate(recipe: Recipe, *, allow_any_class: bool = False) -> Recipe:
             raise UsageError(msg)
 
     check_scalars(recipe)
+    expand_paths(recipe)
     # First of the named checks: a refused class_path is the one message that matters in such a recipe.
     check_class_paths(recipe, allow_any_class)
     need(0 <= recipe.seed < 2**32, f"seed must lie in [0, 2**32), got {recipe.seed}")  # Lightning would use 0 instead
@@ -276,11 +298,11 @@ def validate(recipe: Recipe, *, allow_any_class: bool = False) -> Recipe:
              f"image_shape must be 'C,H,W' with positive integers, got {recipe.image_shape!r}")
     recipe.gpu_ids()
     if recipe.data_dir and "://" not in recipe.data_dir:
-        need(os.path.isdir(os.path.expanduser(recipe.data_dir)), f"data_dir does not exist: {recipe.data_dir}")
+        need(os.path.isdir(recipe.data_dir), f"data_dir does not exist: {recipe.data_dir}")
     for key in ("data_train", "data_val", "pretrained"):
         value = getattr(recipe, key)
         if value and "://" not in value:
-            need(os.path.exists(os.path.expanduser(value)), f"{key} does not exist: {value}")
+            need(os.path.exists(value), f"{key} does not exist: {value}")
     from lit_imgcls.registry import datasets, networks, strategies
     from lit_imgcls.networks.factory import resolve_name
 
@@ -334,7 +356,7 @@ def check_dataset_keys(recipe: Recipe, cls) -> None:
                 users.append(name)
         hint = ""
         if key in ("data_train", "data_val", "data_dir") and isinstance(value, str) and "://" not in value and \
-                os.path.isfile(os.path.join(os.path.expanduser(value), "manifest.json")):
+                os.path.isfile(os.path.join(value, "manifest.json")):
             hint = f"; {value} is a pack: add --dataset wds (or ffcv)"
         raise UsageError(f"{key} is set ({value!r}) but dataset {recipe.dataset} does not read it, so it would "
                          f"train on other data than you named; datasets that read {key}: "
