@@ -20,6 +20,7 @@ import re
 import sys
 
 from lit_imgcls.errors import UsageError
+from lit_imgcls.printable import warn
 
 
 def epoch_path(prefix: str, epoch: int) -> str:
@@ -93,7 +94,7 @@ def newest_readable(prefix: str) -> str | None:
                 check_finite(state["state_dict"], f"checkpoint {path}")
             return path
         except UsageError as exc:
-            print(f"lit-imgcls: warning: {exc}; trying the one before", file=sys.stderr, flush=True)
+            warn(f"{exc}; trying the one before")
     return None
 
 

@@ -8,7 +8,6 @@ validation data did; normalisation is the trained module's own.
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ import numpy as np
 from lit_imgcls.errors import UsageError
 from lit_imgcls.inputs import Source, read_location
 from lit_imgcls.predictions import Result
+from lit_imgcls.printable import warn
 
 ImageLike = Any  # a path or URL (str, Path), encoded bytes, a PIL image, numpy HW/HWC, torch CHW
 
@@ -103,9 +103,9 @@ class Classifier:
         self.image_shape: tuple[int, int, int] = meta.image_shape
         self.transform = EvalTransform(meta.data_config, max_pixels or MAX_PIXELS)
         if meta.data_config.resizer != RESIZER:
-            print(f"lit-imgcls: warning: this checkpoint was trained with images resized by {meta.data_config.resizer},"
-                  f" which is not installed here; resizing with {RESIZER} gives slightly different pixels "
-                  "(pip install opencv-python-headless)", file=sys.stderr, flush=True)
+            warn(f"this checkpoint was trained with images resized by {meta.data_config.resizer}, which is not "
+                 f"installed here; resizing with {RESIZER} gives slightly different pixels "
+                 "(pip install opencv-python-headless)")
 
     @classmethod
     def load(cls, checkpoint: str | Path, device: str = "cpu", max_pixels: int | None = None) -> Classifier:

@@ -351,18 +351,20 @@ def run(argv: list[str]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``lit-imgcls`` console script; returns the exit code."""
+    from lit_imgcls.printable import printable
+
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
         run(argv)
     except (UsageError, DuplicateNameError) as exc:
         # One line whatever the message quotes (a key or a path from a recipe may hold line breaks).
-        print(f"{PROG}: error: {' '.join(str(exc).split())}", file=sys.stderr)
+        print(f"{PROG}: error: {printable(' '.join(str(exc).split()))}", file=sys.stderr)
         return 2
     except RunStopped as exc:
-        print(f"{PROG}: {exc}", file=sys.stderr, flush=True)
+        print(f"{PROG}: {printable(exc)}", file=sys.stderr, flush=True)
         return exc.exit_code
     except RunFailed as exc:
-        print(f"{PROG}: error: {exc}", file=sys.stderr, flush=True)
+        print(f"{PROG}: error: {printable(exc)}", file=sys.stderr, flush=True)
         sys.stdout.flush()
         # A broken process group can block in its destructors at exit; nothing is left to save.
         os._exit(exc.exit_code)

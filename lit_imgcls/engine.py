@@ -290,9 +290,10 @@ def match_checkpoint(datamodule, meta, checkpoint: str, where: str) -> None:
     if meta.data_config is None:  # a checkpoint from before lit-imgcls 0.2 saved its preprocessing
         return
     if own is not None and own != meta.data_config and not (use is not None and use(meta.data_config)):
-        print(f"lit-imgcls: warning: {where} prepares images as {own.describe()}, checkpoint {checkpoint} was "
-              f"validated with {meta.data_config.describe()}: accuracy here may differ from the run's",
-              file=sys.stderr, flush=True)
+        from lit_imgcls.printable import warn
+
+        warn(f"{where} prepares images as {own.describe()}, checkpoint {checkpoint} was validated with "
+             f"{meta.data_config.describe()}: accuracy here may differ from the run's")
 
 
 def _first_line(exc: BaseException) -> str:

@@ -7,6 +7,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from lit_imgcls.printable import printable
+
 
 @dataclass
 class Result:
@@ -19,23 +21,29 @@ class Result:
 
 
 def format_table(results: list[Result]) -> str:
-    """One aligned row per input: the input, then "class probability" for each of the top k."""
+    """One aligned row per input: the input, then "class probability" for each of the top k. Inputs, class names
+    and errors are printed through :func:`~lit_imgcls.printable.printable` (no terminal escapes, no fake lines)."""
     if not results:
         return ""
-    width = max(len(r.input) for r in results)
-    cw = max([len(c) for r in results for c, _ in r.predictions] or [1])
+    inputs = [printable(r.input) for r in results]
+    width = max(len(i) for i in inputs)
+    cw = max([len(printable(c)) for r in results for c, _ in r.predictions] or [1])
     lines = []
-    for r in results:
+    for r, shown in zip(results, inputs):
         if r.error is not None:
-            lines.append(f"{r.input:<{width}}  error: {r.error}")
+            lines.append(f"{shown:<{width}}  error: {printable(r.error)}")
         else:
-            cells = "  ".join(f"{c:>{cw}} {p:6.4f}" for c, p in r.predictions)
-            lines.append(f"{r.input:<{width}}  {cells}")
+            cells = "  ".join(f"{printable(c):>{cw}} {p:6.4f}" for c, p in r.predictions)
+            lines.append(f"{shown:<{width}}  {cells}")
     return "\n".join(lines) + "\n"
 
 
 def format_json(results: list[Result]) -> str:
+    """One JSON document: a list of {input, label?, error?, predictions: [{class, probability}]}. Strings keep
+    their exact text (JSON escapes control characters itself); a probability that is not finite (a network that
+    gives NaN) is null, since bare NaN is not JSON."""
     import json
+    import math
 
     docs = []
     for r in results:
@@ -44,12 +52,14 @@ def format_json(results: list[Result]) -> str:
             doc["label"] = r.label
         if r.error is not None:
             doc["error"] = r.error
-        doc["predictions"] = [{"class": c, "probability": p} for c, p in r.predictions]
+        doc["predictions"] = [{"class": c, "probability": p if math.isfinite(p) else None} for c, p in r.predictions]
         docs.append(doc)
-    return json.dumps(docs, indent=1) + "\n"
+    return json.dumps(docs, indent=1, allow_nan=False) + "\n"
 
 
 def format_csv(results: list[Result]) -> str:
+    """input,rank,class,probability rows; inputs and class names through
+    :func:`~lit_imgcls.printable.printable`, as in the table (csv output is read in terminals too)."""
     import csv
 
     buf = io.StringIO()
@@ -57,7 +67,7 @@ def format_csv(results: list[Result]) -> str:
     writer.writerow(["input", "rank", "class", "probability"])
     for r in results:
         for rank, (c, p) in enumerate(r.predictions, 1):
-            writer.writerow([r.input, rank, c, f"{p:.6g}"])
+            writer.writerow([printable(r.input), rank, printable(c), f"{p:.6g}"])
     return buf.getvalue()
 
 

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from lit_imgcls.errors import UsageError
+from lit_imgcls.printable import printable
 
 # Keys that describe this machine, not the trained model: a checkpoint from a GPU cluster scores on a laptop.
 MACHINE_KEYS = ("gpus", "num_processes", "kv_store", "load_epoch", "pretrained", "precision")
@@ -60,7 +61,7 @@ def resolve_recipe(meta, overrides: dict[str, Any]):
     recipe = recipe_from_meta(meta, notes)
     for key, note in notes.items():
         if key not in overrides:
-            print(f"lit-imgcls: note: {note}", file=sys.stderr, flush=True)
+            print(f"lit-imgcls: note: {printable(note)}", file=sys.stderr, flush=True)
     defaults = Recipe()
     for key in MACHINE_KEYS:
         setattr(recipe, key, getattr(defaults, key))
@@ -145,7 +146,7 @@ def default_png(checkpoint: str | Path) -> Path:
 def report(result: ScoreResult, max_matrix_classes: int = 20) -> str:
     """The text ``score`` prints: totals, per-class accuracy, and the confusion matrix (or, for many classes,
     its largest off-diagonal cells, which a full matrix would bury)."""
-    names = result.class_names
+    names = [printable(n) for n in result.class_names]  # a checkpoint's or a data set's strings: no terminal escapes
     lines = [(f"score: {result.count} images of {result.dataset} (validation split), "
               f"{result.images_per_sec:.0f} images/s ({result.seconds:.1f} s)"),
              f"top-1 accuracy {result.top1:.6f}"]

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import os
-import sys
 
 import lightning as L
 
 from lit_imgcls.checkpoints import stop_path
+from lit_imgcls.printable import warn
 
 
 class StopCheckpoint(L.Callback):
@@ -56,6 +56,6 @@ class StopCheckpoint(L.Callback):
             trainer.save_checkpoint(path, weights_only=False)
         except Exception as exc:  # noqa: BLE001 - say why the weights are missing, then stop as asked
             self.error = f"stop checkpoint failed: {type(exc).__name__}: {exc}"
-            print(f"lit-imgcls: warning: {self.error}", file=sys.stderr, flush=True)
+            warn(self.error)
             return
         self.path = path

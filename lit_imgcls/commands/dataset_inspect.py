@@ -17,21 +17,24 @@ def inspect_pack(out: str) -> None:
     Raises:
         UsageError: no manifest, a malformed one, or a shard that cannot be read.
     """
-    import sys
     from pathlib import Path
 
     from lit_imgcls.data.manifest import read_manifest
     from lit_imgcls.data.pack_report import duplicate_warnings, missing_class_warnings, unshuffled_warning
     from lit_imgcls.data.pack_check import duplicates_in_shards, first_sample, shard_files, storage_labels
+    from lit_imgcls.printable import printable, warn
+
+    def say(line: str) -> None:
+        print(printable(line))  # class names, source and version come from the manifest: no terminal escapes
 
     root = Path(out)
     m = read_manifest(root)
     names = m["class_names"]
     source, options = m.get("source", {}), m.get("options", {})  # descriptive only: "?" where a manifest lacks them
-    print(f"pack {root}: {len(names)} classes, formats {', '.join(m['formats'])}, made {m.get('created', '?')} "
-          f"by lit-imgcls {m.get('lit_imgcls_version', '?')}")
-    print(f"source {source.get('src', '?')} ({source.get('kind', '?')}), shuffle {options.get('shuffle', '?')} "
-          f"(seed {options.get('seed', '?')})")
+    say(f"pack {root}: {len(names)} classes, formats {', '.join(m['formats'])}, made {m.get('created', '?')} "
+        f"by lit-imgcls {m.get('lit_imgcls_version', '?')}")
+    say(f"source {source.get('src', '?')} ({source.get('kind', '?')}), shuffle {options.get('shuffle', '?')} "
+        f"(seed {options.get('seed', '?')})")
     dup = m.get("duplicates")
     labels_by_split: dict[str, list[int]] = {}
     if dup is None and all("wds" in e for e in m["splits"].values()):
@@ -43,28 +46,28 @@ def inspect_pack(out: str) -> None:
         lo, hi = min(range(len(per)), key=per.__getitem__), max(range(len(per)), key=per.__getitem__)
         size = entry.get("image_size")
         dims = f", images {size['min'][0]}x{size['min'][1]} to {size['max'][0]}x{size['max'][1]} px" if size else ""
-        print(f"  {split}: {entry['count']} samples; per class {per[lo]} ({names[lo]}) to {per[hi]} ({names[hi]}){dims}")
+        say(f"  {split}: {entry['count']} samples; per class {per[lo]} ({names[lo]}) to {per[hi]} ({names[hi]}){dims}")
         labels = labels_by_split[split] if split in labels_by_split else storage_labels(root, m, split)
         warning = unshuffled_warning(labels, names)
         if warning:
             warnings.append(f"{split}: {warning}")
     warnings += missing_class_warnings(m["splits"], names)
     if dup is None:
-        print("  duplicates: not checked (an FFCV-only pack made before lit-imgcls recorded them; re-pack with "
-              "`lit-imgcls dataset pack --format both` to check)")
+        say("  duplicates: not checked (an FFCV-only pack made before lit-imgcls recorded them; re-pack with "
+            "`lit-imgcls dataset pack --format both` to check)")
     else:
         warnings += duplicate_warnings(dup, names)
         found = (f"{dup['groups']} images stored more than once ({dup['copies']} extra copies)" if dup.get("groups")
                  else "none")
-        print(f"  duplicates (sha256 of the stored images): {found}")
+        say(f"  duplicates (sha256 of the stored images): {found}")
     for warning in warnings:
-        print(f"lit-imgcls: warning: {warning}", file=sys.stderr)
+        warn(warning)
     files = shard_files(m)
     total = sum(e["bytes"] for _, e in files)
-    print(f"  files: {len(files)} ({total / 1e6:.1f} MB); skipped at pack time: {len(m.get('skipped', []))}")
+    say(f"  files: {len(files)} ({total / 1e6:.1f} MB); skipped at pack time: {len(m.get('skipped', []))}")
     split = next(iter(m["splits"]))
     sample = first_sample(root, m, split)
     if sample is not None:
         img, label = sample
         name = names[label] if 0 <= label < len(names) else "outside the classes: run `lit-imgcls dataset verify`"
-        print(f"  first {split} sample: {img.width}x{img.height} {img.mode}, label {label} ({name})")
+        say(f"  first {split} sample: {img.width}x{img.height} {img.mode}, label {label} ({name})")

@@ -16,6 +16,7 @@ def verify(out: str, deep: bool = False) -> None:
     from lit_imgcls.data.manifest import read_manifest
     from lit_imgcls.data.pack_check import check_file, iter_tar_samples, shard_files
     from lit_imgcls.errors import UsageError
+    from lit_imgcls.printable import printable
 
     root = Path(out)
     m = read_manifest(root)
@@ -41,4 +42,4 @@ def verify(out: str, deep: bool = False) -> None:
             problems.append(problem)
     if problems:
         raise UsageError(f"{len(problems)} of {len(files)} files fail verification: " + "; ".join(problems))
-    print(f"ok: {len(files)} files match {root / 'manifest.json'} (sizes, sha256{', every sample decodes' if deep else ', first samples decode'})")
+    print(printable(f"ok: {len(files)} files match {root / 'manifest.json'} (sizes, sha256{', every sample decodes' if deep else ', first samples decode'})"))

@@ -58,6 +58,7 @@ def predict(
     from lit_imgcls.classifier import Classifier
     from lit_imgcls.inputs import expand_inputs
     from lit_imgcls.predictions import FORMATS
+    from lit_imgcls.printable import printable
 
     clf = Classifier.load(checkpoint, device=f"cuda:{ids[0]}" if ids else "cpu", max_pixels=max_pixels)
     bar = None
@@ -78,6 +79,6 @@ def predict(
     if failed:
         if format == "csv":  # csv has no place for them; table and json carry them in the output
             for r in failed:
-                print(f"lit-imgcls: cannot read {r.input}: {r.error}", file=sys.stderr)
+                print(printable(f"lit-imgcls: cannot read {r.input}: {r.error}"), file=sys.stderr)
         print(f"lit-imgcls: {len(failed)} of {len(results)} inputs could not be predicted", file=sys.stderr)
         raise SystemExit(1)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import random
-import sys
 from pathlib import Path
 from typing import Iterator
 
@@ -23,6 +22,7 @@ from lit_imgcls.data.preprocess import DataConfig, EvalTransform, per_channel
 from lit_imgcls.data.resumable import ResumableEpoch
 from lit_imgcls.data.transforms import collate
 from lit_imgcls.errors import UsageError, from_worker
+from lit_imgcls.printable import warn
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -156,8 +156,7 @@ def report_skipped(where: str, total: int, bad: list[dict], limit: int = 10) -> 
         return
     shown = "; ".join(f"{b['path']}: {b['reason']}" for b in bad[:limit])
     more = f"; and {len(bad) - limit} more" if len(bad) > limit else ""
-    print(f"lit-imgcls: warning: skipped {len(bad)} of {total} files in {where} that cannot be used: {shown}{more}",
-          file=sys.stderr, flush=True)
+    warn(f"skipped {len(bad)} of {total} files in {where} that cannot be used: {shown}{more}")
 
 
 class FolderDataModule(ImageDataModule):

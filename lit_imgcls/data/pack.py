@@ -33,6 +33,7 @@ from lit_imgcls.data.pack_report import (duplicate_warnings, missing_class_warni
 from lit_imgcls.data.sources import Item, Source, open_source
 from lit_imgcls.errors import UsageError
 from lit_imgcls.io import atomic_write_text
+from lit_imgcls.printable import warn
 
 SPLITS = ("train", "val", "test")
 
@@ -120,9 +121,8 @@ def write_lists(out: Path, splits: dict[str, list[Item]], class_names: list[str]
     unlistable = [it.path for items in splits.values() for it in items if any(c in it.path for c in "\t\n\r")]
     if unlistable:
         # A .lst line is index<TAB>label<TAB>path: such a name would split the line, and its image would be lost.
-        print(f"lit-imgcls: warning: {len(unlistable)} files have a tab or line break in their name, which a .lst "
-              f"line cannot hold, and are left out of the lists (e.g. {unlistable[0]!r}); rename them to list them",
-              file=sys.stderr)
+        warn(f"{len(unlistable)} files have a tab or line break in their name, which a .lst line cannot hold, and "
+             f"are left out of the lists (e.g. {unlistable[0]!r}); rename them to list them")
         drop = set(unlistable)
         emptied = [s for s, items in splits.items() if items and all(it.path in drop for it in items)]
         if emptied:
@@ -149,7 +149,7 @@ def write_lists(out: Path, splits: dict[str, list[Item]], class_names: list[str]
                     per[it.label] += 1
             per_split[split] = {"count": len(items), "per_class": per}
         for warning in missing_class_warnings(per_split, class_names):
-            print(f"lit-imgcls: warning: {warning}", file=sys.stderr)
+            warn(warning)
     return written
 
 
@@ -372,10 +372,10 @@ def pack_dataset(src: str, out: str, opts: PackOptions, enc: EncodeOptions, root
     for split, labels in labels_in_order.items():
         warning = unshuffled_warning(labels, source.class_names) if labels else None
         if warning and opts.shuffle:  # with --no-shuffle the warning came first, with the reason
-            print(f"lit-imgcls: warning: {split}: {warning}", file=sys.stderr)
+            warn(f"{split}: {warning}")
     for warning in (missing_class_warnings(manifest["splits"], source.class_names)
                     + duplicate_warnings(manifest["duplicates"], source.class_names)):
-        print(f"lit-imgcls: warning: {warning}", file=sys.stderr)
+        warn(warning)
     return manifest
 
 
