@@ -35,6 +35,8 @@ TAIL_LINES = 10
 # One DNS label: letters, digits and inner dashes. A leading dash would read as an ssh option.
 _LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
 _HOSTNAME = re.compile(rf"{_LABEL}(?:\.{_LABEL})*\.?")
+# An IPv6 zone id: a Linux interface name (at most 15 characters, IFNAMSIZ) or an interface number.
+_ZONE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,14}")
 _ENV_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
@@ -65,16 +67,34 @@ class Worker:
     env: dict[str, str] = field(hash=False)
 
 
+def _shown(text: str) -> str:
+    """``text`` quoted for a message, at most 64 characters of it (a hostfile line can be any length)."""
+    return repr(text[:64]) + ("..." if len(text) > 64 else "")
+
+
 def check_hostname(name: str, where: str = "host") -> str:
-    """Return ``name`` if it is a hostname or an IP literal, else raise a one-line UsageError."""
-    try:
-        ipaddress.ip_address(name)
-        return name
-    except ValueError:
-        pass
-    if len(name) <= 253 and _HOSTNAME.fullmatch(name):
-        return name
-    raise UsageError(f"{where}: bad hostname {name!r} (letters, digits, dots and dashes, or an IP address)")
+    """Return ``name`` if it is a hostname, an IPv4 or an IPv6 literal, else raise a one-line UsageError.
+
+    What passes holds letters, digits and ``.-:`` only, plus, for a link-local IPv6 address, one ``%`` and a zone:
+    an interface name (``fe80::1%eth0``: letters, digits, ``_.-``, at most 15, no leading dash) or number. Nothing
+    in it can reach a shell (the name is a word of ssh's and rsync's argv and of ``MASTER_ADDR``) or be read as an
+    ssh option (no leading ``-``), whatever :mod:`ipaddress` would accept as a scope id (it takes anything).
+
+    Raises:
+        UsageError: naming ``where`` (the hostfile line) and quoting at most a short prefix of ``name``.
+    """
+    if len(name) <= 253 and name.isascii():
+        address, percent, zone = name.partition("%")
+        try:
+            ip = ipaddress.ip_address(address)
+        except ValueError:
+            ip = None
+        if ip is not None and (not percent or (ip.version == 6 and _ZONE.fullmatch(zone))):
+            return name
+        if ip is None and not percent and _HOSTNAME.fullmatch(name):
+            return name
+    raise UsageError(f"{where}: bad hostname {_shown(name)} (letters, digits, dots and dashes, or an IP address; an IPv6 "
+                     "zone as %IFNAME like fe80::1%eth0)")
 
 
 def parse_host(text: str, where: str = "host") -> Host:
@@ -83,14 +103,14 @@ def parse_host(text: str, where: str = "host") -> Host:
     if text.startswith("["):
         close = text.find("]")
         if close < 0 or (close + 1 < len(text) and text[close + 1] != ":"):
-            raise UsageError(f"{where}: bad host entry {text!r} (write [IPv6]:port)")
+            raise UsageError(f"{where}: bad host entry {_shown(text)} (write [IPv6]:port)")
         name, port = text[1:close], text[close + 2:] if close + 1 < len(text) else None
         if ":" not in name:
-            raise UsageError(f"{where}: brackets are only for IPv6 addresses, got {text!r}")
+            raise UsageError(f"{where}: brackets are only for IPv6 addresses, got {_shown(text)}")
     elif text.count(":") == 1:
         name, port = text.split(":")
     if port is not None and (not port.isascii() or not port.isdigit() or not 1 <= int(port) <= 65535):
-        raise UsageError(f"{where}: bad ssh port {port!r} in {text!r} (1-65535)")
+        raise UsageError(f"{where}: bad ssh port {_shown(port)} in {_shown(text)} (1-65535)")
     return Host(check_hostname(name, where), int(port) if port is not None else None)
 
 
@@ -108,7 +128,7 @@ def read_hostfile(path: str | os.PathLike) -> list[Host]:
         if not entry:
             continue
         if len(entry.split()) > 1:
-            raise UsageError(f"{path}:{number}: one host per line, got {entry!r}")
+            raise UsageError(f"{path}:{number}: one host per line, got {_shown(entry)}")
         hosts.append(parse_host(entry, f"{path}:{number}"))
     if not hosts:
         raise UsageError(f"hostfile {path} names no hosts")
