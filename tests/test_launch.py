@@ -171,6 +171,36 @@ def test_hostfile_parsing_and_round_robin(tmp_path):
         engine.read_hostfile(tmp_path / "empty")
 
 
+GOOD_HOSTS = ["node-a.cluster", "10.0.0.2", "::1", "fe80::1%eth0", "fe80::1%2", "fe80::1%enp0s31f6.100",
+              "::ffff:10.0.0.2", "a" * 63 + ".example."]
+# Each would reach ssh or a remote shell as something else than a host: ipaddress takes any text after % as an
+# IPv6 zone id, so the zone is where metacharacters hide.
+BAD_HOSTS = ["fe80::1%$(touch pwned)", "fe80::1%`id`", "fe80::1%-oProxyCommand=sh", "fe80::1%eth0;id", "fe80::1%",
+             "fe80::1%%eth0", "fe80::1%eth0%1", "fe80::1%e\nx", "fe80::1%" + "e" * 16, "fe80::1%-eth0",
+             "10.0.0.2%eth0", "host%eth0", "-oProxyCommand=sh", "h\u00f4st", "host\u200b", "1.2.3.4\x00",
+             "a" * 64, ("a." * 127) + "ab", "h|x", "h&x", "h>x", "h'x", "h\\x", "h,x", "h=x", "h/x", "~h", "h*"]
+
+
+def test_host_names_admit_no_shell_or_ssh_metacharacters():
+    for name in GOOD_HOSTS:
+        assert engine.check_hostname(name) == name
+    assert engine.parse_host("[fe80::1%eth0]:2222") == engine.Host("fe80::1%eth0", 2222)
+    for name in BAD_HOSTS:
+        for text in (name, f"[{name}]:22"):
+            with pytest.raises(UsageError) as info:
+                engine.parse_host(text, "hosts:3")
+            message = str(info.value)
+            assert message.startswith("hosts:3: ") and "\n" not in message and len(message) < 300, message
+
+
+@pytest.mark.parametrize("line", ["fe80::1%$(touch${IFS}pwned)", "[fe80::1%-oProxyCommand=sh]:22"])
+def test_a_zone_id_with_metacharacters_in_a_hostfile_exits_2(tmp_path, line):
+    (tmp_path / "hosts").write_text(f"{line}\n")
+    res = run_cli("launch", "-n", "1", "-H", str(tmp_path / "hosts"), "--", "true", cwd=tmp_path, timeout=60)
+    assert res.returncode == 2 and len(res.stderr.strip().splitlines()) == 1, res.stderr
+    assert "bad hostname" in res.stderr and "hosts:1" in res.stderr and not (tmp_path / "pwned").exists()
+
+
 # ---- the remote wrapper, run by a local shell as sshd would run it ---------------------------------------
 
 
