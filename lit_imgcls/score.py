@@ -182,7 +182,8 @@ def save_confusion_png(result: ScoreResult, path: str | Path) -> Path:
 
     from lit_imgcls.io import atomic_write
 
-    names = result.class_names
+    # Names as the report prints them, and read as plain text: `$...$` in a class name is not TeX for matplotlib.
+    names = [printable(n) for n in result.class_names]
     n = len(names)
     counts = result.confusion.sum(axis=1, keepdims=True)
     share = np.divide(result.confusion, counts, out=np.zeros(result.confusion.shape), where=counts > 0)
@@ -194,8 +195,8 @@ def save_confusion_png(result: ScoreResult, path: str | Path) -> Path:
     im = ax.imshow(share, cmap="Blues", vmin=0.0, vmax=1.0)
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="share of the true class")
     if n <= 40:
-        ax.set_xticks(range(n), labels=names, rotation=90)
-        ax.set_yticks(range(n), labels=names)
+        ax.set_xticks(range(n), labels=names, rotation=90, parse_math=False)
+        ax.set_yticks(range(n), labels=names, parse_math=False)
     if n <= 20:
         for i in range(n):
             for j in range(n):
@@ -205,7 +206,8 @@ def save_confusion_png(result: ScoreResult, path: str | Path) -> Path:
     ax.set_xlabel("predicted class")
     ax.set_ylabel("true class")
     topk = f", top-{result.top_k} {result.topk:.4f}" if result.topk is not None else ""
-    ax.set_title(f"{Path(result.checkpoint).name} on {result.dataset}: top-1 {result.top1:.4f}{topk}")
+    ax.set_title(printable(f"{Path(result.checkpoint).name} on {result.dataset}: top-1 {result.top1:.4f}{topk}"),
+                 parse_math=False)
     fig.tight_layout()
     atomic_write(path, lambda f: fig.savefig(f, format="png"))
     return Path(path)

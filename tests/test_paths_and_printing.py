@@ -24,8 +24,9 @@ from lit_imgcls.printable import printable
 from lit_imgcls.userpaths import expand_path
 
 # A class name that clears the screen, one that writes a fake error line, one that turns the line around.
-NAMES = ["\x1b[2Jred", "blue\nlit-imgcls: error: fake", "gr\u202eeen"]
-SHOWN = ["\\x1b[2Jred", "blue\\nlit-imgcls: error: fake", "gr\\u202eeen"]
+# The third is also TeX to matplotlib unless told otherwise (score's confusion PNG).
+NAMES = ["\x1b[2Jred", "blue\nlit-imgcls: error: fake", "gr\u202eeen $\\frac{$"]
+SHOWN = ["\\x1b[2Jred", "blue\\nlit-imgcls: error: fake", "gr\\u202eeen $\\frac{$"]
 
 
 def _main(argv: list[str]) -> tuple[int, str, str]:
@@ -79,6 +80,12 @@ def test_an_unset_variable_in_a_path_is_one_line_exit_2(tmp_path, key):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_the_error_line_escapes_what_it_quotes():
+    code, _, err = _main(["fit", "--recipe", "\x1b[2J\u202enope\r.yaml"])
+    assert code == 2 and err.count("\n") == 1 and "not found: \\x1b[2J\\u202enope" in err, err
+    _assert_safe(err)
+
+
 def test_expand_path_as_a_shell(monkeypatch, tmp_path):
     monkeypatch.setenv("HOME", str(tmp_path))
     monkeypatch.setenv("LIT_X", "sub")
@@ -130,7 +137,7 @@ def test_predict_and_score_print_class_names_escaped(home_run):
                             "--confusion-png", str(home / "c.png"), "--threads", "2"])
     assert code == 0, err
     _assert_safe(out + err)
-    assert all(s in out for s in SHOWN)
+    assert all(s in out for s in SHOWN) and (home / "c.png").stat().st_size > 0
 
 
 @pytest.fixture(scope="module")
