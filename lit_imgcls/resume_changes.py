@@ -107,5 +107,8 @@ def check_resumable(ckpt: str, module, datamodule, recipe: Any, where: str, repo
     check_same_classes(datamodule.class_names, meta.class_names, where, f"checkpoint {ckpt}")
     load_weights(module, state["state_dict"], ckpt, recipe.network)  # Lightning loads them again; this names a misfit
     if changes and report:
-        print(f"lit-imgcls: resuming with a changed recipe: {describe(changes)}; the LR schedule and optimizer "
-              "settings are the new recipe's, continued from the point reached", file=sys.stderr, flush=True)
+        from lit_imgcls.printable import printable
+
+        print(printable(f"lit-imgcls: resuming with a changed recipe: {describe(changes)}; the LR schedule and "
+                        "optimizer settings are the new recipe's, continued from the point reached"),
+              file=sys.stderr, flush=True)

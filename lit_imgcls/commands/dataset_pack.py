@@ -88,6 +88,8 @@ def pack(
                        shard_size=shard_size, num_workers=num_workers)
     enc = EncodeOptions(resize=resize, center_crop=center_crop, quality=quality, pass_through=pass_through,
                         encoding=encoding, max_pixels=max_pixels)
+    from lit_imgcls.printable import printable
+
     manifest = pack_dataset(src, out, opts, enc, root=root, recursive=recursive, exts=ext_list, data_dir=data_dir,
                             list_only=list)
     if list:
@@ -98,4 +100,4 @@ def pack(
     if manifest["skipped"]:
         print(f"skipped {len(manifest['skipped'])} files (see 'skipped' in {out}/manifest.json), e.g.:", file=sys.stderr)
         for row in manifest["skipped"][:5]:
-            print(f"  {row['path']}: {row['reason']}", file=sys.stderr)
+            print(printable(f"  {row['path']}: {row['reason']}"), file=sys.stderr)  # a file name is any bytes
