@@ -17,6 +17,21 @@ class UnknownNameError(UsageError, KeyError):
         return str(self.args[0])
 
 
+class DamagedShard(UsageError):
+    """A file of a pack whose bytes differ from its manifest (sha256 or size), found while a loader reads it.
+
+    The message names the file; like any bad input, one line and exit 2 (``predict`` reports it and exits 1).
+    ``str()`` is that line even after webdataset appends its stream and URL to ``args``.
+    """
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.line = message
+
+    def __str__(self) -> str:
+        return self.line
+
+
 class DuplicateNameError(ValueError):
     """Two plugins claim the same name in one registry; a programming error, not user input."""
 
@@ -78,4 +93,8 @@ def from_worker(exc: UsageError) -> UsageError:
     PyTorch re-raises a worker's exception in the main process with the worker's traceback in its message; the
     user needs the last line only.
     """
-    return UsageError(str(exc).strip().rsplit("UsageError: ", 1)[-1])
+    text = str(exc).strip()
+    for name in (f"{type(exc).__name__}: ", "UsageError: "):
+        if name in text:
+            return type(exc)(text.rsplit(name, 1)[-1])
+    return exc

@@ -27,7 +27,7 @@ class Source:
     read: Callable[[], Any] | None = None
     label: str | None = None  # the true class, for samples of a pack
     error: str | None = None
-
+    damaged: bool = False  # a whole shard of a pack failed its check; ``error`` names it
 
 def _is_url(text: str) -> bool:
     return text.startswith(("http://", "https://", "s3://", "file://"))
@@ -97,7 +97,8 @@ def _pack_sources(location: str, split: str) -> Iterator[Source]:
     from lit_imgcls.data.formats.packed import load_pack_manifest
     from lit_imgcls.data.formats.tar_shards import iter_samples
     from lit_imgcls.data.formats.wds import IMAGE_KEYS, shard_urls
-    from lit_imgcls.data.remote import open_url
+    from lit_imgcls.data.shard_check import verified_shard
+    from lit_imgcls.errors import DamagedShard
 
     manifest = load_pack_manifest(location)
     splits = manifest["splits"]
@@ -109,9 +110,14 @@ def _pack_sources(location: str, split: str) -> Iterator[Source]:
         raise UsageError(f"pack {location} has no WebDataset shards (only {', '.join(manifest['formats'])}); "
                          "predict reads wds shards: re-pack with --format wds or both")
     names = list(manifest["class_names"])
-    for url in shard_urls(location, manifest, split):
+    for url, entry in zip(shard_urls(location, manifest, split), splits[split]["wds"]):
+        # Each shard is checked whole (sha256, size) before any of its samples is predicted: a damaged one is
+        # one failed input named by its shard, and the other shards are still predicted.
         try:
-            stream = open_url(url)
+            stream = verified_shard(url, entry)
+        except DamagedShard as exc:
+            yield Source(url, error=str(exc), damaged=True)
+            continue
         except OSError as exc:
             raise UsageError(f"cannot open shard {url}: {exc}") from None
         with stream:

@@ -24,6 +24,8 @@ def predict(
     made by `lit-imgcls dataset pack` (a pack folder or its manifest.json: every sample of --split). Images are
     prepared as the checkpoint's validation data was (input size, grey or RGB, resize and centre crop, mean/std).
     An unreadable image is reported on its own line and the others are still predicted; the exit code is then 1.
+    Each shard of a pack is checked against its manifest's sha256 before its samples are predicted: a damaged
+    shard is named on stderr, the other shards are still predicted, and the exit code is 1.
 
     Args:
         inputs: images, folders, globs, URLs or packs to predict.
@@ -67,8 +69,16 @@ def predict(
 
         # Progress only for people watching a terminal: json and csv output stay machine-readable on every stream.
         bar = tqdm(desc="predicting", unit="img", file=sys.stderr, disable=None, leave=False)
+    damaged: list[str] = []  # whole shards of packs that failed their check: named on stderr whatever the format
+
+    def noting_damaged(sources):
+        for src in sources:
+            if src.damaged:
+                damaged.append(src.error)
+            yield src
+
     try:
-        results = list(clf.predict_sources(expand_inputs(inputs, split), top_k=top_k, batch_size=batch_size,
+        results = list(clf.predict_sources(noting_damaged(expand_inputs(inputs, split)), top_k=top_k, batch_size=batch_size,
                                            progress=bar.update if bar is not None else None))
     finally:
         if bar is not None:
@@ -80,5 +90,8 @@ def predict(
         if format == "csv":  # csv has no place for them; table and json carry them in the output
             for r in failed:
                 print(printable(f"lit-imgcls: cannot read {r.input}: {r.error}"), file=sys.stderr)
+        else:
+            for line in damaged:
+                print(printable(f"lit-imgcls: error: {line}"), file=sys.stderr)
         print(f"lit-imgcls: {len(failed)} of {len(results)} inputs could not be predicted", file=sys.stderr)
         raise SystemExit(1)

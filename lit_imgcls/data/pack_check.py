@@ -17,16 +17,19 @@ from lit_imgcls.errors import UsageError
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
 
 
-def iter_tar_samples(path: str | Path) -> Iterator[tuple[str, bytes, int]]:
+def iter_tar_samples(path: str | Path, entry: dict | None = None) -> Iterator[tuple[str, bytes, int]]:
     """(key, image bytes, label) for each sample of a local shard that has both, in storage order; through the one
-    shard reader, :func:`lit_imgcls.data.formats.tar_shards.iter_samples`."""
+    shard reader, :func:`lit_imgcls.data.formats.tar_shards.iter_samples`. With the manifest's ``entry`` the shard
+    is hashed as it is read and checked at its end (:class:`~lit_imgcls.errors.DamagedShard`)."""
     from lit_imgcls.data.formats.tar_shards import iter_samples
+    from lit_imgcls.data.shard_check import finish, open_shard
 
-    with open(path, "rb") as f:
+    with open_shard(str(path), entry) as f:
         for key, sample in iter_samples(f):
             image = next((v for ext, v in sample.items() if ext != "cls"), None)
             if image is not None and "cls" in sample:
                 yield key, image, int(sample["cls"])
+        finish(f)
 
 
 @contextlib.contextmanager
@@ -49,7 +52,7 @@ def storage_labels(out: Path, manifest: dict, split: str) -> list[int]:
         for shard in entry["wds"]:
             with naming(f"wds/{shard['file']}", out):
                 before = len(labels)
-                labels += [label for _, _, label in iter_tar_samples(out / "wds" / shard["file"])]
+                labels += [label for _, _, label in iter_tar_samples(out / "wds" / shard["file"], shard)]
                 # tarfile stops quietly at a cut-short or damaged header: count what it found
                 if len(labels) - before != shard["samples"]:
                     raise ValueError(f"{len(labels) - before} samples, the manifest says {shard['samples']}")
@@ -127,7 +130,7 @@ def split_digests(out: Path, manifest: dict, split: str) -> tuple[list[str], lis
     for shard in manifest["splits"][split].get("wds", []):
         with naming(f"wds/{shard['file']}", out):
             before = len(keys)
-            for key, data, label in iter_tar_samples(out / "wds" / shard["file"]):
+            for key, data, label in iter_tar_samples(out / "wds" / shard["file"], shard):
                 keys.append(key)
                 labels.append(label)
                 digests += hashlib.sha256(data).digest()

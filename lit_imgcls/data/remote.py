@@ -1,5 +1,5 @@
 """Reading data by URL: local paths, ``file://``, ``http(s)://`` and ``s3://`` (fsspec and s3fs), with an
-optional local cache whose files are checked against the manifest's sha256 before use.
+optional local cache that trusts only files it wrote and proved against the manifest's sha256.
 
 S3 credentials come from the usual AWS variables or files; ``AWS_ENDPOINT_URL`` points at another S3-compatible
 server (MinIO, SeaweedFS, Ceph).
@@ -51,15 +51,85 @@ def read_bytes(url: str) -> bytes:
         return f.read()
 
 
+RECORD_SUFFIX = ".lit-imgcls.json"
+
+
 def cached_copy(url: str, cache_dir: str | Path, sha256: str, size: int) -> Path:
-    """The file at ``url`` in ``cache_dir``, downloaded once and checked against the manifest's sha256."""
+    """The file at ``url`` in ``cache_dir``, downloaded once and proven against the manifest's sha256 as it was
+    written.
+
+    A cached file is trusted only with the record this function writes beside it (``<file>.lit-imgcls.json``:
+    the sha256 and size it proved, and the file's inode, size and modification time after the write); a file
+    that changed since, or whose record names another hash, is downloaded again. One process at a time per
+    file (a lock file ``<file>.lock``), so ranks and loader workers do not download the same shard twice.
+
+    Raises:
+        UsageError: a file of that name in the cache that lit-imgcls did not write (no record beside it; it is
+            left as it is), or a download that fails or fails its sha256 check.
+    """
+    import json
+
+    from filelock import FileLock
+
     from lit_imgcls.data.download import fetch
 
     cache = Path(cache_dir).expanduser()
     target = cache / f"{sha256[:16]}-{url.rstrip('/').rsplit('/', 1)[-1]}"
-    if target.is_file() and target.stat().st_size == size:
-        return target
+    record = target.with_name(target.name + RECORD_SUFFIX)
     try:
-        return fetch(url, target, "sha256", sha256)
-    except UsageError as exc:
-        raise UsageError(f"shard {exc}") from None
+        cache.mkdir(parents=True, exist_ok=True)
+        lock = FileLock(str(target.with_name(target.name + ".lock")))
+        lock.acquire()
+    except OSError as exc:
+        raise UsageError(f"data_cache {cache} cannot be written ({exc.strerror or exc}): choose another --data-cache") from None
+    try:
+        want = {"sha256": sha256, "bytes": int(size)}
+        if os.path.lexists(target):
+            if not record.is_file():
+                raise UsageError(f"data_cache {cache} holds {target.name}, which lit-imgcls did not write (no "
+                                 f"{record.name} beside it): move it away or choose another --data-cache")
+            try:
+                held = json.loads(record.read_text())
+            except (OSError, ValueError):
+                held = {}
+            if held == {**want, "stat": _identity(target)}:
+                return target
+            # Ours, but changed since we proved it (or left half way): it is downloaded again below.
+        _write_record(record, {**want, "stat": None})  # claims the name before the file appears
+        try:
+            fetch(url, target, "sha256", sha256)
+        except UsageError as exc:
+            raise UsageError(f"shard {exc}") from None
+        if target.stat().st_size != size:
+            raise UsageError(f"shard {url} has {target.stat().st_size} bytes, the manifest says {size}")
+        _write_record(record, {**want, "stat": _identity(target)})
+        return target
+    finally:
+        lock.release()
+
+
+def _identity(path: Path) -> list[int] | None:
+    """What tells this file from a replaced or rewritten one without reading it: inode, size, mtime (ns)."""
+    try:
+        st = os.stat(path, follow_symlinks=False)
+    except OSError:
+        return None
+    import stat
+
+    return [st.st_ino, st.st_size, st.st_mtime_ns] if stat.S_ISREG(st.st_mode) else None
+
+
+def _write_record(record: Path, data: dict) -> None:
+    import json
+    import tempfile
+
+    fd, tmp = tempfile.mkstemp(prefix=f".{record.name}.", suffix=".part", dir=record.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(data, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, record)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)

@@ -17,6 +17,7 @@ from lit_imgcls.data.formats.packed import PackedDataModule
 from lit_imgcls.data.formats.tar_shards import SampleLocation, ShardInfo, read_location
 from lit_imgcls.data.remote import cached_copy, is_remote, local_path
 from lit_imgcls.data.resumable import ResumableEpoch
+from lit_imgcls.data.shard_check import check_whole_file
 from lit_imgcls.errors import UsageError
 
 
@@ -171,10 +172,15 @@ class FFCVDataModule(PackedDataModule):
         if is_remote(location):
             if not self.data_cache:
                 raise UsageError(f"FFCV reads local files only (memory-mapped): set data_cache to copy {location} here, or use dataset wds")
-            return str(cached_copy(f"{location.rstrip('/')}/{entry['file']}", self.data_cache, entry["sha256"], entry["bytes"]))
+            url = f"{location.rstrip('/')}/{entry['file']}"
+            path = cached_copy(url, self.data_cache, entry["sha256"], entry["bytes"])
+            check_whole_file(path, entry, f"{url} (cached as {path})")
+            return str(path)
         path = local_path(location) / entry["file"]
         if not path.is_file() or path.stat().st_size != entry["bytes"]:
             raise UsageError(f"{path} is missing or not the size the manifest says ({entry['bytes']} bytes): run `lit-imgcls dataset verify {location}`")
+        # Memory-mapped, not streamed: hashed whole once per process before FFCV maps it.
+        check_whole_file(path, entry)
         return str(path)
 
     def _loader(self, location: str, manifest: dict, split: str, train: bool) -> FFCVBatches:

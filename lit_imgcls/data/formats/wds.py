@@ -13,7 +13,8 @@ from typing import Any, Iterator
 import torch
 
 from lit_imgcls.data.formats.packed import PackedDataModule
-from lit_imgcls.data.remote import cached_copy, is_remote, local_path, open_url
+from lit_imgcls.data.remote import is_remote, local_path
+from lit_imgcls.data.shard_check import finish, open_shard
 from lit_imgcls.data.resumable import ResumableEpoch
 from lit_imgcls.errors import UsageError, from_worker
 
@@ -28,8 +29,8 @@ def shard_urls(location: str, manifest: dict, split: str) -> list[str]:
 
 
 def check_local_shards(urls: list[str], entries: list[dict]) -> None:
-    """Missing or cut-short local shards are named before training starts (a cheap size check; sha256 is
-    `dataset verify`'s job, or the cache's for remote shards)."""
+    """Missing or cut-short local shards are named before training starts (a cheap size check; the sha256 is
+    checked as each shard is read, :mod:`lit_imgcls.data.shard_check`)."""
     for url, entry in zip(urls, entries):
         if is_remote(url):
             continue
@@ -41,7 +42,9 @@ def check_local_shards(urls: list[str], entries: list[dict]) -> None:
 
 
 class ShardOpener:
-    """webdataset stage: {"url"} -> {"url", "stream"}, through the local cache (sha256-checked) when one is set."""
+    """webdataset stage: {"url"} -> {"url", "stream"}: each shard hashed as it streams and checked against its
+    manifest entry at its end (:func:`~lit_imgcls.data.shard_check.open_shard`), through the local cache when
+    one is set."""
 
     def __init__(self, entries: dict[str, dict], cache: str | None) -> None:
         self.entries, self.cache = entries, cache
@@ -49,12 +52,7 @@ class ShardOpener:
     def __call__(self, source):
         for sample in source:
             url = sample["url"]
-            if self.cache and is_remote(url):
-                entry = self.entries[url]
-                stream = open(cached_copy(url, self.cache, entry["sha256"], entry["bytes"]), "rb")
-            else:
-                stream = open_url(url)
-            yield {"url": url, "stream": stream}
+            yield {"url": url, "stream": open_shard(url, self.entries.get(url), self.cache)}
 
 
 class NamedErrors:
@@ -189,6 +187,8 @@ class ShardStream(torch.utils.data.IterableDataset):
                     if "fname" in item:  # webdataset also passes on items that carry only the shard's url
                         keys.add(base_plus_ext(item["fname"])[0])  # the sample it belongs to, as group_by_keys sees it
                     yield item
+                # The shard's sha256 and size, over every byte (tar stops reading at its end-of-archive blocks).
+                finish(shard["stream"])
                 want = samples.get(shard["url"])
                 if want is not None and len(keys) != want:
                     raise UsageError(f"shard {shard['url']} ends after {len(keys)} of its {want} samples: it is "
