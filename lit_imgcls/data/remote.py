@@ -59,7 +59,7 @@ def cached_copy(url: str, cache_dir: str | Path, sha256: str, size: int) -> Path
     written.
 
     A cached file is trusted only with the record this function writes beside it (``<file>.lit-imgcls.json``:
-    the sha256 and size it proved, and the file's inode, size and modification time after the write); a file
+    the sha256 and size it proved, and the file's inode, size, mtime and ctime after the write); a file
     that changed since, or whose record names another hash, is downloaded again. One process at a time per
     file (a lock file ``<file>.lock``), so ranks and loader workers do not download the same shard twice.
 
@@ -109,14 +109,15 @@ def cached_copy(url: str, cache_dir: str | Path, sha256: str, size: int) -> Path
 
 
 def _identity(path: Path) -> list[int] | None:
-    """What tells this file from a replaced or rewritten one without reading it: inode, size, mtime (ns)."""
+    """What tells this file from a replaced or rewritten one without reading it: inode, size, mtime and ctime (ns;
+    any write changes the ctime, and no user call can set it back)."""
     try:
         st = os.stat(path, follow_symlinks=False)
     except OSError:
         return None
     import stat
 
-    return [st.st_ino, st.st_size, st.st_mtime_ns] if stat.S_ISREG(st.st_mode) else None
+    return [st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns] if stat.S_ISREG(st.st_mode) else None
 
 
 def _write_record(record: Path, data: dict) -> None:

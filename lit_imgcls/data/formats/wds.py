@@ -244,12 +244,17 @@ class EpochLoader(ResumableEpoch):
         skip = self.start_epoch()
         loader = torch.utils.data.DataLoader(self.stream, batch_size=None, num_workers=self.workers,
                                              pin_memory=torch.cuda.is_available(), persistent_workers=False)
+        batches = iter(loader)
         try:
             # Batches arrive channels-last already (NHWC memory): the model takes them as they are.
-            yield from self.counted(self.skipped(iter(loader), skip))
+            yield from self.counted(self.skipped(batches, skip))
         except UsageError as exc:
             # From a worker process the message carries the worker's traceback; the user needs its last line.
             raise from_worker(exc) from None
+        finally:
+            # Worker processes go now (a damaged shard, an early stop), not when the last reference to this
+            # iterator does: the error's traceback keeps this frame, and with it the iterator, alive.
+            getattr(batches, "_shutdown_workers", lambda: None)()
 
 
 class WDSDataModule(PackedDataModule):
