@@ -1,0 +1,108 @@
+"""What checking shards as they are read costs: the WebDataset training loader with the sha256 of every shard
+computed as it streams (lit_imgcls.data.shard_check.open_shard, the default) and without it, side by side.
+
+Makes a photo pack (shorter side 256, quality 90) and an MNIST pack unless they exist, then, per pack, alternates
+``--trials`` timed passes of each variant (same workers, same batches, training augmentation) and reports the
+median images/s of each and their ratio. Also times the whole-file hash FFCV's .beton files get once per process
+(seconds per GB, from the page cache: the cost on top of reading the file).
+
+    python benchmarks/shard_hash.py [--workdir /tmp/lit-imgcls-hash] [--per-class 150] [--workers 2]
+        [--batches 40] [--trials 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from _common import save
+
+
+def _cli(*args: str) -> None:
+    subprocess.run([sys.executable, "-m", "lit_imgcls", *args], check=True, stdout=subprocess.DEVNULL)
+
+
+def loader(pack: Path, shape: str, batch: int, workers: int):
+    from lit_imgcls.data.formats.wds import WDSDataModule
+
+    return WDSDataModule(data_train=str(pack), batch_size=batch, data_nthreads=workers, image_shape=shape).train_dataloader()
+
+
+def images_per_second(pack: Path, shape: str, batch: int, workers: int, batches: int, hashed: bool) -> float:
+    """Images/s over ``batches`` batches after 3 warm-up batches (worker start); shards read from the page cache."""
+    from lit_imgcls.data import shard_check
+    from lit_imgcls.data.formats import wds
+
+    # The unhashed variant opens each shard as a plain stream (what the loader did before): no entry, no check.
+    wds.open_shard = shard_check.open_shard if hashed else (lambda url, entry, cache=None: shard_check.open_shard(url, None, cache))
+    it = iter(loader(pack, shape, batch, workers))
+    for _ in range(3):
+        next(it)
+    n, start = 0, time.perf_counter()
+    for i, (x, _) in enumerate(it):
+        n += x.shape[0]
+        if i + 1 >= batches:
+            break
+    seconds = time.perf_counter() - start
+    del it
+    return n / seconds
+
+
+def hash_seconds_per_gb(files: list[Path]) -> float:
+    """sha256 of whole files as check_whole_file reads them (1 MiB chunks), second pass: page cache warm."""
+    from lit_imgcls.data.download import file_digest
+
+    for f in files:
+        f.read_bytes()
+    total, start = 0, time.perf_counter()
+    for f in files:
+        file_digest(f)
+        total += f.stat().st_size
+    return (time.perf_counter() - start) / (total / 1e9)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--workdir", type=Path, default=Path("/tmp/lit-imgcls-hash"))
+    parser.add_argument("--per-class", type=int, default=150)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--batches", type=int, default=40)
+    parser.add_argument("--trials", type=int, default=3)
+    args = parser.parse_args()
+    photos, photo_pack, mnist_pack = args.workdir / "photos", args.workdir / "pack-photos", args.workdir / "pack-mnist"
+    if not (photos / "train").is_dir():
+        _cli("dataset", "photos", str(photos), "--train-per-class", str(args.per_class), "--val-per-class", "0",
+             "--num-workers", "2")
+    if not (photo_pack / "manifest.json").exists():
+        _cli("dataset", "pack", str(photos / "train"), str(photo_pack), "--format", "both", "--resize", "256",
+             "--quality", "90", "--num-workers", "2")
+    if not (mnist_pack / "manifest.json").exists():
+        _cli("dataset", "pack", "mnist", str(mnist_pack), "--format", "wds", "--num-workers", "2")
+    cases = [("photos 256 px, crop 224", photo_pack, "3,224,224", 64), ("MNIST 28 px", mnist_pack, "1,28,28", 256)]
+    rows, lines = [], ["| pack | workers | unhashed images/s | hashed images/s | ratio |", "| --- | --- | --- | --- | --- |"]
+    for name, pack, shape, batch in cases:
+        runs: dict[str, list[float]] = {"unhashed": [], "hashed": []}
+        for _ in range(args.trials):
+            for variant in runs:
+                runs[variant].append(images_per_second(pack, shape, batch, args.workers, args.batches,
+                                                       variant == "hashed"))
+        med = {k: statistics.median(v) for k, v in runs.items()}
+        ratio = med["hashed"] / med["unhashed"]
+        rows.append({"pack": name, "batch": batch, "images_per_sec": med, "ratio_hashed": ratio, "trials": runs})
+        lines.append(f"| {name} | {args.workers} | {med['unhashed']:.0f} | {med['hashed']:.0f} | {ratio:.3f} |")
+    betons = sorted(args.workdir.glob("pack-*/ffcv/*.beton"))
+    per_gb = hash_seconds_per_gb(betons) if betons else None
+    text = "\n".join(lines)
+    print(text)
+    if per_gb is not None:
+        print(f"whole-file sha256 of {len(betons)} .beton files (FFCV, once per process): {per_gb:.2f} s per GB")
+    save("shard_hash", {"workers": args.workers, "batches": args.batches, "per_class": args.per_class,
+                        "results": rows, "beton_hash_seconds_per_gb": per_gb, "table": text})
+
+
+if __name__ == "__main__":
+    main()
