@@ -1,9 +1,9 @@
 """What checking shards as they are read costs: the WebDataset training loader with the sha256 of every shard
 computed as it streams (lit_imgcls.data.shard_check.open_shard, the default) and without it, side by side.
 
-Makes a photo pack (shorter side 256, quality 90) and an MNIST pack unless they exist, then, per pack, alternates
-``--trials`` timed passes of each variant (same workers, same batches, training augmentation) and reports the
-median images/s of each and their ratio. Also times the whole-file hash FFCV's .beton files get once per process
+Makes a photo pack (shorter side 256, quality 90, shards of 64 images) and an MNIST pack unless they exist, then,
+per pack, alternates ``--trials`` timed passes of each variant (same workers, same batches, training augmentation)
+and reports the median images/s of each and their ratio. Also times the whole-file hash FFCV's .beton files get once per process
 (seconds per GB, from the page cache: the cost on top of reading the file).
 
     python benchmarks/shard_hash.py [--workdir /tmp/lit-imgcls-hash] [--per-class 150] [--workers 2]
@@ -29,7 +29,8 @@ def _cli(*args: str) -> None:
 def loader(pack: Path, shape: str, batch: int, workers: int):
     from lit_imgcls.data.formats.wds import WDSDataModule
 
-    return WDSDataModule(data_train=str(pack), batch_size=batch, data_nthreads=workers, image_shape=shape).train_dataloader()
+    dm = WDSDataModule(data_train=str(pack), batch_size=batch, data_nthreads=workers, image_shape=shape)
+    return dm.train_dataloader()
 
 
 def images_per_second(pack: Path, shape: str, batch: int, workers: int, batches: int, hashed: bool) -> float:
@@ -38,7 +39,8 @@ def images_per_second(pack: Path, shape: str, batch: int, workers: int, batches:
     from lit_imgcls.data.formats import wds
 
     # The unhashed variant opens each shard as a plain stream (what the loader did before): no entry, no check.
-    wds.open_shard = shard_check.open_shard if hashed else (lambda url, entry, cache=None: shard_check.open_shard(url, None, cache))
+    wds.open_shard = shard_check.open_shard if hashed else (
+        lambda url, entry, cache=None: shard_check.open_shard(url, None, cache))
     it = iter(loader(pack, shape, batch, workers))
     for _ in range(3):
         next(it)
@@ -79,16 +81,18 @@ def main() -> None:
              "--num-workers", "2")
     if not (photo_pack / "manifest.json").exists():
         _cli("dataset", "pack", str(photos / "train"), str(photo_pack), "--format", "both", "--resize", "256",
-             "--quality", "90", "--num-workers", "2")
+             "--quality", "90", "--shard-size", "64", "--num-workers", "2")
     if not (mnist_pack / "manifest.json").exists():
         _cli("dataset", "pack", "mnist", str(mnist_pack), "--format", "wds", "--num-workers", "2")
     cases = [("photos 256 px, crop 224", photo_pack, "3,224,224", 64), ("MNIST 28 px", mnist_pack, "1,28,28", 256)]
-    rows, lines = [], ["| pack | workers | unhashed images/s | hashed images/s | ratio |", "| --- | --- | --- | --- | --- |"]
+    rows = []
+    lines = ["| pack | workers | unhashed images/s | hashed images/s | ratio |", "| --- | --- | --- | --- | --- |"]
     for name, pack, shape, batch in cases:
         runs: dict[str, list[float]] = {"unhashed": [], "hashed": []}
+        images_per_second(pack, shape, batch, args.workers, 3, True)  # warm-up: imports, page cache
         for _ in range(args.trials):
-            for variant in runs:
-                runs[variant].append(images_per_second(pack, shape, batch, args.workers, args.batches,
+            for variant, times in runs.items():
+                times.append(images_per_second(pack, shape, batch, args.workers, args.batches,
                                                        variant == "hashed"))
         med = {k: statistics.median(v) for k, v in runs.items()}
         ratio = med["hashed"] / med["unhashed"]

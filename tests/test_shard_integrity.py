@@ -19,7 +19,6 @@ from functools import partial
 from pathlib import Path
 
 import pytest
-
 from conftest import quick_args, run_cli
 
 pytestmark = pytest.mark.timeout(300)
@@ -84,7 +83,7 @@ def served(pack):
     gets: list[str] = []
 
     class Handler(http.server.SimpleHTTPRequestHandler):
-        def do_GET(self):  # noqa: N802 - http.server's name
+        def do_GET(self):  # http.server's name
             gets.append(self.path)
             super().do_GET()
 
@@ -218,7 +217,7 @@ def test_one_download_per_cached_file_at_a_time(served, pack, tmp_path):
 
     from lit_imgcls.data.remote import cached_copy
 
-    base, _, gets = served
+    base = served[0]
     name = "val-000002.tar"
     entry = entries(pack)[name]
     cache = tmp_path / "cache"

@@ -78,7 +78,8 @@ def predict(
             yield src
 
     try:
-        results = list(clf.predict_sources(noting_damaged(expand_inputs(inputs, split)), top_k=top_k, batch_size=batch_size,
+        sources = noting_damaged(expand_inputs(inputs, split))
+        results = list(clf.predict_sources(sources, top_k=top_k, batch_size=batch_size,
                                            progress=bar.update if bar is not None else None))
     finally:
         if bar is not None:

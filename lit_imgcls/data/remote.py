@@ -81,7 +81,8 @@ def cached_copy(url: str, cache_dir: str | Path, sha256: str, size: int) -> Path
         lock = FileLock(str(target.with_name(target.name + ".lock")))
         lock.acquire()
     except OSError as exc:
-        raise UsageError(f"data_cache {cache} cannot be written ({exc.strerror or exc}): choose another --data-cache") from None
+        raise UsageError(f"data_cache {cache} cannot be written ({exc.strerror or exc}): choose another "
+                         "--data-cache") from None
     try:
         want = {"sha256": sha256, "bytes": int(size)}
         if os.path.lexists(target):

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import os
 import tempfile
 from pathlib import Path
 from typing import IO
@@ -125,7 +124,7 @@ def verified_shard(url: str, entry: dict, cache: str | Path | None = None) -> IO
     Raises:
         DamagedShard: the shard differs from ``entry``.
     """
-    out = tempfile.SpooledTemporaryFile(max_size=32 << 20)
+    out = tempfile.SpooledTemporaryFile(max_size=32 << 20)  # noqa: SIM115 - handed to the caller, who closes it
     try:
         with open_shard(url, entry, cache) as src:
             while chunk := src.read(1 << 20):
