@@ -374,4 +374,5 @@ def test_inspect_names_a_truncated_shard(small_pack, tmp_path):
     cut_in_half(out / "wds/train-000002.tar")
     res = run_cli("dataset", "inspect", str(out))
     assert res.returncode == 2
-    assert "cannot read wds/train-000002.tar" in one_error_line(res.stderr)
+    line = one_error_line(res.stderr)  # the shard is hashed as inspect reads it: its end is found missing
+    assert "wds/train-000002.tar ends after" in line and "truncated" in line, line
