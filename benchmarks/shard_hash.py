@@ -3,7 +3,8 @@ computed as it streams (lit_imgcls.data.shard_check.open_shard, the default) and
 
 Makes a photo pack (shorter side 256, quality 90, shards of 64 images) and an MNIST pack unless they exist, then,
 per pack, alternates ``--trials`` timed passes of each variant (same workers, same batches, training augmentation)
-and reports the median images/s of each and their ratio. Also times the whole-file hash FFCV's .beton files get once per process
+and reports the median images/s of each and their ratio; then the CPU time per sample of the shards' tar expansion
+alone, plain and hashed, which other load on the machine does not blur. Also times the whole-file hash FFCV's .beton files get once per process
 (seconds per GB, from the page cache: the cost on top of reading the file).
 
     python benchmarks/shard_hash.py [--workdir /tmp/lit-imgcls-hash] [--per-class 150] [--workers 2]
@@ -54,6 +55,31 @@ def images_per_second(pack: Path, shape: str, batch: int, workers: int, batches:
     return n / seconds
 
 
+def parse_cpu_us_per_sample(pack: Path, split: str = "train") -> dict[str, float]:
+    """CPU microseconds per sample to open and expand every shard of ``pack`` in this process (webdataset's tar
+    expansion, no decoding), plain and hashed, alternating twice: the hash's own cost, which the load of other
+    processes on the machine does not blur as it blurs images/s."""
+    import json
+
+    from webdataset.tariterators import tar_file_expander
+
+    from lit_imgcls.data.shard_check import finish, open_shard
+
+    entries = json.loads((pack / "manifest.json").read_text())["splits"][split]["wds"]
+    cpu: dict[str, float] = {"unhashed": 0.0, "hashed": 0.0}
+    for variant in ("unhashed", "hashed", "unhashed", "hashed"):
+        start = time.process_time()
+        for entry in entries:
+            url = str(pack / "wds" / entry["file"])
+            with open_shard(url, entry if variant == "hashed" else None) as stream:
+                for _ in tar_file_expander([{"url": url, "stream": stream}]):
+                    pass
+                finish(stream)
+        cpu[variant] += time.process_time() - start
+    samples = sum(e["samples"] for e in entries) * 2  # two passes of each variant
+    return {k: v / samples * 1e6 for k, v in cpu.items()}
+
+
 def hash_seconds_per_gb(files: list[Path]) -> tuple[float, float]:
     """(wall, CPU) seconds per GB of sha256 over whole files as check_whole_file reads them (1 MiB chunks), page
     cache warm. The CPU time is what the hash takes from the process, whatever else shares the machine."""
@@ -87,7 +113,8 @@ def main() -> None:
         _cli("dataset", "pack", "mnist", str(mnist_pack), "--format", "wds", "--num-workers", "2")
     cases = [("photos 256 px, crop 224", photo_pack, "3,224,224", 64), ("MNIST 28 px", mnist_pack, "1,28,28", 256)]
     rows = []
-    lines = ["| pack | workers | unhashed images/s | hashed images/s | ratio |", "| --- | --- | --- | --- | --- |"]
+    header = "| pack | workers | unhashed images/s | hashed images/s | ratio | tar CPU us/sample, unhashed | hashed |"
+    lines = [header, "| --- | --- | --- | --- | --- | --- | --- |"]
     for name, pack, shape, batch in cases:
         runs: dict[str, list[float]] = {"unhashed": [], "hashed": []}
         images_per_second(pack, shape, batch, args.workers, 3, True)  # warm-up: imports, page cache
@@ -98,7 +125,10 @@ def main() -> None:
         med = {k: statistics.median(v) for k, v in runs.items()}
         ratio = med["hashed"] / med["unhashed"]
         rows.append({"pack": name, "batch": batch, "images_per_sec": med, "ratio_hashed": ratio, "trials": runs})
-        lines.append(f"| {name} | {args.workers} | {med['unhashed']:.0f} | {med['hashed']:.0f} | {ratio:.3f} |")
+        parse = parse_cpu_us_per_sample(pack)
+        rows[-1]["tar_cpu_us_per_sample"] = parse
+        lines.append(f"| {name} | {args.workers} | {med['unhashed']:.0f} | {med['hashed']:.0f} | {ratio:.3f} | "
+                     f"{parse['unhashed']:.0f} | {parse['hashed']:.0f} |")
     files = sorted(args.workdir.glob("pack-*/ffcv/*.beton")) + sorted(args.workdir.glob("pack-*/wds/*.tar"))
     wall, cpu = hash_seconds_per_gb(files)
     text = "\n".join(lines)
