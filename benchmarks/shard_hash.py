@@ -4,8 +4,9 @@ computed as it streams (lit_imgcls.data.shard_check.open_shard, the default) and
 Makes a photo pack (shorter side 256, quality 90, shards of 64 images) and an MNIST pack unless they exist, then,
 per pack, alternates ``--trials`` timed passes of each variant (same workers, same batches, training augmentation)
 and reports the median images/s of each and their ratio; then the CPU time per sample of the shards' tar expansion
-alone, plain and hashed, which other load on the machine does not blur. Also times the whole-file hash FFCV's .beton files get once per process
-(seconds per GB, from the page cache: the cost on top of reading the file).
+alone, plain and hashed, which other load on the machine does not blur. Also times the whole-file hash FFCV's
+.beton files get once per process (seconds per GB, wall and CPU, from the page cache: the cost on top of reading
+the file).
 
     python benchmarks/shard_hash.py [--workdir /tmp/lit-imgcls-hash] [--per-class 150] [--workers 2]
         [--batches 40] [--trials 3]
