@@ -3,7 +3,7 @@
 - WebDataset shards (local, cached, ``http(s)://``, ``s3://``) are read through :func:`open_shard`, which hashes
   them as they stream (no second read) and compares at the shard's end: the run stops there, naming the shard.
 - FFCV ``.beton`` files are memory-mapped, not streamed: :func:`check_whole_file` hashes each once per process
-  when the loader opens it (about 0.5 s per GB on one core, see docs/BENCHMARKS.md).
+  when the loader opens it (about 1 s of CPU per GB, docs/BENCHMARKS.md).
 - ``predict`` reads a shard through :func:`verified_shard`: the whole shard is checked before any of its samples
   is handed out, so a damaged shard contributes nothing but its name.
 
