@@ -19,7 +19,8 @@ from typing import Any, Callable
 
 import docstring_parser
 
-from lit_imgcls.errors import DuplicateNameError, RunFailed, RunStopped, UsageError
+from lit_imgcls.bounded_read import ReadRefused, read_text
+from lit_imgcls.errors import DuplicateNameError, RunFailed, RunStopped, UsageError, quoted
 
 PROG = "lit-imgcls"
 
@@ -179,16 +180,17 @@ def _check_recipe_files(argv: list[str], recipe_cls: type, command_only: collect
             path = argv[i + 1]
         elif arg.startswith(("--recipe=", "--config=")):
             path = arg.split("=", 1)[1]
+        if len(arg) > _MAX_STRING + 64:  # a value, not a flag; before the parser copies it around
+            raise UsageError(f"argument {i + 1} has {len(arg):,} characters ({quoted(arg)}): recipe values are at most "
+                             f"{_MAX_STRING} characters")
         if path is None:
             continue
-        try:
-            with open(path, encoding="utf-8") as f:
-                data = yaml.safe_load(f)
-        except FileNotFoundError:
-            raise UsageError(f"recipe file not found: {path}") from None
-        except UnicodeDecodeError as exc:
-            raise UsageError(f"cannot read recipe {path}: not UTF-8 text (byte {exc.object[exc.start]:#04x} at offset "
-                             f"{exc.start})") from None
+        if not os.path.lexists(path):
+            raise UsageError(f"recipe file not found: {path}")
+        try:  # a regular file of at most 1 MiB (a FIFO would block, /dev/zero would never end), then YAML
+            data = yaml.safe_load(read_text(path, "recipe"))
+        except ReadRefused as exc:
+            raise UsageError(f"cannot read recipe {path}: {exc.reason}") from None
         except RecursionError:
             raise UsageError(f"cannot read recipe {path}: it nests deeper than YAML can be read") from None
         except (OSError, yaml.YAMLError) as exc:
@@ -212,11 +214,12 @@ def _check_recipe_files(argv: list[str], recipe_cls: type, command_only: collect
             if key not in known:
                 close = difflib.get_close_matches(str(key), sorted(known), n=3)
                 hint = f"; did you mean {', '.join(close)}?" if close else ""
-                raise UsageError(f"unknown recipe key {key!r} in {path}{hint} valid keys: {', '.join(sorted(known))}")
+                raise UsageError(f"unknown recipe key {quoted(key)} in {path}{hint} valid keys: {', '.join(sorted(known))}")
 
 
 _MAX_DEPTH = 50
 _MAX_VALUES = 100_000
+_MAX_STRING = 4096  # characters in one recipe string (PATH_MAX on Linux): longer is a mistake or an attack
 
 
 class _Shape(Exception):
@@ -234,8 +237,14 @@ def _shape_problem(data: Any) -> str | None:
     on_path: set[int] = set()
 
     def size(node: Any, depth: int) -> int:
+        if isinstance(node, str) and len(node) > _MAX_STRING:
+            raise _Shape(f"has a string of {len(node):,} characters ({quoted(node)}); recipe strings are at most "
+                         f"{_MAX_STRING}")
         if not isinstance(node, (dict, list)):
             return 1
+        if isinstance(node, dict):
+            for k in node:
+                size(k, depth + 1)
         if depth > _MAX_DEPTH:
             raise _Shape(f"nests deeper than {_MAX_DEPTH} levels")
         key = id(node)

@@ -98,3 +98,13 @@ def from_worker(exc: UsageError) -> UsageError:
         if name in text:
             return type(exc)(text.rsplit(name, 1)[-1])
     return exc
+
+
+def quoted(value: object, limit: int = 60) -> str:
+    """``value`` for an error message: its ``repr`` (quotes, control characters escaped), a string cut to its first
+    ``limit`` characters and its length (``'aaaa...' (5,000 characters)``), so one bad value cannot flood the line.
+    """
+    if isinstance(value, (str, bytes)) and len(value) > limit:
+        return f"{value[:limit]!r}... ({len(value):,} {'characters' if isinstance(value, str) else 'bytes'})"
+    text = repr(value)
+    return text if len(text) <= limit + 2 else f"{text[:limit]}... ({len(text):,} characters)"

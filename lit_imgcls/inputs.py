@@ -34,10 +34,10 @@ def _is_url(text: str) -> bool:
 
 
 def read_location(location: str) -> bytes:
-    """The bytes at a path or URL (file://, http(s)://, s3://)."""
+    """The bytes at a path or URL (file://, http(s)://, s3://), at most the image size bound."""
     from lit_imgcls.data.remote import read_bytes
 
-    return read_bytes(location)
+    return read_bytes(location, "image")
 
 
 def expand_inputs(inputs: Sequence[str], split: str = "val") -> Iterator[Source]:
@@ -54,7 +54,7 @@ def expand_inputs(inputs: Sequence[str], split: str = "val") -> Iterator[Source]
                 yield Source(text, lambda t=text: read_location(t))
             continue
         path = Path(text.removeprefix("file://")).expanduser()
-        if path.is_dir() and (path / "manifest.json").is_file():
+        if path.is_dir() and os.path.lexists(path / "manifest.json"):  # a FIFO there: the manifest reader says so
             yield from _pack_sources(str(path), split)
         elif path.is_file() and path.name == "manifest.json":
             yield from _pack_sources(str(path.parent), split)

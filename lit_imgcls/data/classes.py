@@ -24,6 +24,7 @@ from lit_imgcls.errors import UsageError
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif")
 NOT_DATA = ("__MACOSX",)
+MAX_CLASSES = 100_000  # classes a dataset may have; a label of 10**7 is a wrong column, not 10**7 classes
 
 
 def is_hidden(name: str) -> bool:

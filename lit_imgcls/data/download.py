@@ -23,9 +23,11 @@ def default_cache(name: str) -> Path:
     return Path(root) / name
 
 
-def fetch(url: str, dest: str | Path, algo: str | None = None, expected: str | None = None) -> Path:
+def fetch(url: str, dest: str | Path, algo: str | None = None, expected: str | None = None,
+          limit: int | None = None) -> Path:
     """Copies ``url`` (a path or any URL :func:`remote.open_url` reads) to ``dest`` through a temporary file,
-    hashing as it goes; a digest other than ``expected`` is refused. An interrupted copy never looks complete."""
+    hashing as it goes; a digest other than ``expected`` is refused. An interrupted copy never looks complete.
+    More than ``limit`` bytes (default: the ``"download"`` bound of :mod:`lit_imgcls.bounded_read`) is refused."""
     from lit_imgcls.data.remote import open_url
 
     dest = Path(dest)
@@ -33,7 +35,7 @@ def fetch(url: str, dest: str | Path, algo: str | None = None, expected: str | N
     fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
     digest = hashlib.new(algo) if algo else None
     try:
-        with os.fdopen(fd, "wb") as out, open_url(url) as src:
+        with os.fdopen(fd, "wb") as out, open_url(url, limit=limit) as src:
             while chunk := src.read(1 << 20):
                 if digest is not None:
                     digest.update(chunk)

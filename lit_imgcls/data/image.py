@@ -251,31 +251,18 @@ def _decode_jpeg(data: bytes, channels: int, max_pixels: int) -> np.ndarray:
 
 
 def read_file(path: str | Path) -> bytes:
-    """The bytes of an image file; anything else (a FIFO, a device or socket, a folder, a dangling link, a file
-    without read permission or gone meanwhile) is an :class:`ImageDecodeError` saying why.
+    """The bytes of an image file; anything else (a FIFO, a device or socket, a folder, a dangling link or a link
+    loop, a file without read permission or gone meanwhile, one over the image size bound) is an
+    :class:`ImageDecodeError` saying why.
 
-    Only regular files are opened: opening a FIFO would wait for a writer for ever, a device could read for ever.
+    The rule is :func:`lit_imgcls.bounded_read.read_regular`'s (kind ``"image"``): special files are never opened.
     """
-    import os
-    import stat
+    from lit_imgcls.bounded_read import ReadRefused, read_regular
 
     try:
-        # O_NONBLOCK: a FIFO put in place of the file after the check below still cannot block the open.
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
-    except OSError as exc:
-        raise ImageDecodeError(f"unreadable: {exc.strerror or exc}") from None
-    try:
-        mode = os.fstat(fd).st_mode
-        if not stat.S_ISREG(mode):
-            kind = {stat.S_IFIFO: "a FIFO", stat.S_IFCHR: "a device", stat.S_IFBLK: "a device",
-                    stat.S_IFSOCK: "a socket", stat.S_IFDIR: "a folder"}.get(stat.S_IFMT(mode), "a special file")
-            raise ImageDecodeError(f"not a regular file ({kind})")
-        with os.fdopen(fd, "rb", closefd=False) as f:
-            return f.read()
-    except OSError as exc:
-        raise ImageDecodeError(f"unreadable: {exc.strerror or exc}") from None
-    finally:
-        os.close(fd)
+        return read_regular(path, "image")
+    except ReadRefused as exc:
+        raise ImageDecodeError(exc.reason) from None
 
 
 def load(path: str | Path, channels: int = 3, max_pixels: int = MAX_PIXELS) -> np.ndarray:

@@ -99,11 +99,13 @@ def read_manifest(out: str | Path) -> dict[str, Any]:
     path = manifest_path(out)
     if not path.is_file() and any(path.parent.glob(f"{WORK_PREFIX}*/old/{MANIFEST}")):
         _put_back_old_pack(path.parent)
-    if not path.is_file():
+    if not path.is_file() and not os.path.lexists(path):  # a FIFO or a link loop: read_text says what it is
         raise UsageError(f"no {MANIFEST} in {path.parent}: not a finished pack (an interrupted pack leaves none)")
+    from lit_imgcls.bounded_read import read_text
+
     try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
+        data = json.loads(read_text(path, "manifest"))
+    except ValueError as exc:
         raise UsageError(f"{path} is not valid JSON ({' '.join(str(exc).split())}): a damaged or cut-short "
                          "manifest; re-pack with `lit-imgcls dataset pack`") from None
     return check_manifest(data, str(path))

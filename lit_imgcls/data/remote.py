@@ -28,26 +28,40 @@ def _options(url: str) -> dict:
     return {}
 
 
-def open_url(url: str, timeout: float = 60.0) -> IO[bytes]:
-    """A readable binary stream for a local path or a remote URL (http(s) through urllib, others fsspec)."""
+def open_url(url: str, timeout: float = 60.0, kind: str = "download", limit: int | None = None) -> IO[bytes]:
+    """A readable binary stream for a local path or a remote URL (http(s) through urllib, others fsspec).
+
+    Whatever it reads is cut at ``limit`` bytes (default ``LIMITS[kind]`` of :mod:`lit_imgcls.bounded_read`):
+    reading past it raises :class:`~lit_imgcls.bounded_read.ReadRefused`, so a server that streams without end
+    costs one line, not the machine's memory or disk. A local path must be a regular file (the same rule).
+
+    Raises:
+        ReadRefused: a local path that is not a regular file, or is over the bound; reading past the bound.
+        UsageError: an s3:// or other URL whose filesystem package is missing or that cannot be opened.
+        OSError: an http(s) URL that cannot be opened (urllib's URLError, HTTPError, a timeout).
+    """
+    from lit_imgcls.bounded_read import bounded_stream, open_regular
+
     if not is_remote(url):
-        return open(local_path(url), "rb")
+        path = local_path(url)
+        return bounded_stream(open_regular(path, kind), kind, str(path), limit)
     if url.startswith(("http://", "https://")):
         import urllib.request
 
-        return urllib.request.urlopen(url, timeout=timeout)  # noqa: S310
+        return bounded_stream(urllib.request.urlopen(url, timeout=timeout), kind, url, limit)  # noqa: S310
     import fsspec
 
     try:
-        return fsspec.open(url, "rb", **_options(url)).open()
+        return bounded_stream(fsspec.open(url, "rb", **_options(url)).open(), kind, url, limit)
     except ImportError as exc:
         raise UsageError(f"reading {url} needs a filesystem package ({exc}); pip install s3fs for s3://") from None
     except (OSError, ValueError) as exc:
         raise UsageError(f"cannot open {url}: {exc}") from None
 
 
-def read_bytes(url: str) -> bytes:
-    with open_url(url) as f:
+def read_bytes(url: str, kind: str = "download") -> bytes:
+    """The bytes at ``url`` (:func:`open_url`), at most ``LIMITS[kind]`` of them."""
+    with open_url(url, kind=kind) as f:
         return f.read()
 
 
@@ -98,7 +112,7 @@ def cached_copy(url: str, cache_dir: str | Path, sha256: str, size: int) -> Path
             # Ours, but changed since we proved it (or left half way): it is downloaded again below.
         _write_record(record, {**want, "stat": None})  # claims the name before the file appears
         try:
-            fetch(url, target, "sha256", sha256)
+            fetch(url, target, "sha256", sha256, limit=size)  # a longer stream is cut at the manifest's size
         except UsageError as exc:
             raise UsageError(f"shard {exc}") from None
         if target.stat().st_size != size:

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import csv
+import io
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from lit_imgcls.data.classes import IMAGE_EXTS as DEFAULT_EXTS  # the one list of image endings
-from lit_imgcls.errors import UsageError
+from lit_imgcls.data.classes import MAX_CLASSES
+from lit_imgcls.errors import UsageError, quoted
 
 
 @dataclass
@@ -57,22 +60,23 @@ def _lst(path: Path, root: Path) -> Source:
             malformed ``classes.txt``.
     """
     items, skipped, labels, lines = [], [], [], []
-    with path.open() as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            parts = line.rstrip("\n").split("\t")
-            try:
-                if len(parts) < 3:
-                    raise ValueError("needs index<TAB>label<TAB>path")
-                label_f = float(parts[1])
-                if label_f != int(label_f) or label_f < 0:
-                    raise ValueError(f"label {parts[1]!r} is not a non-negative integer")
-                labels.append(int(label_f))
-                lines.append(lineno)
-                items.append(Item(int(label_f), str(root / parts[-1])))
-            except ValueError as exc:
-                skipped.append({"path": f"{path}:{lineno}", "reason": str(exc)})
+    for lineno, line in enumerate(_lines(path), 1):
+        if not line.strip():
+            continue
+        parts = line.split("\t")
+        try:
+            if len(parts) < 3:
+                raise ValueError("needs index<TAB>label<TAB>path")
+            label_f = float(parts[1])
+            if label_f != int(label_f) or label_f < 0:
+                raise ValueError(f"label {quoted(parts[1], 40)} is not a non-negative integer")
+            _check_label(int(label_f), path, lineno)
+            labels.append(int(label_f))
+            lines.append(lineno)
+            items.append(Item(int(label_f), str(root / parts[-1])))
+        except (ValueError, OverflowError) as exc:  # OverflowError: int() of an infinite label
+            skipped.append({"path": f"{path}:{lineno}", "reason": str(exc) if isinstance(exc, ValueError) else
+                            f"label {quoted(parts[1], 40)} is not a non-negative integer"})
     if not items:
         raise UsageError(f"{path} lists no usable rows (format: index<TAB>label<TAB>path)")
     known = _read_classes(path.parent)
@@ -87,6 +91,41 @@ def _lst(path: Path, root: Path) -> Source:
     return Source("lst", classes, items, skipped=skipped)
 
 
+MAX_LIST_LINES = 50_000_000  # lines of one .lst or .csv (ImageNet's train list has 1.3 million)
+
+
+def _list_text(path: Path) -> str:
+    """The text of a list file: a regular file within the ``"list"`` bound, of at most :data:`MAX_LIST_LINES` lines.
+
+    Raises:
+        UsageError: not a regular file, too large, not UTF-8, or more lines than the bound.
+    """
+    from lit_imgcls.bounded_read import read_text
+
+    text = read_text(path, "list")
+    lines = text.count("\n") + text.count("\r") - text.count("\r\n")
+    if lines > MAX_LIST_LINES:
+        raise UsageError(f"list {path} has {lines:,} lines, more than the {MAX_LIST_LINES:,} lit-imgcls reads "
+                         "from one list: split it")
+    return text
+
+
+def _lines(path: Path) -> list[str]:
+    """The lines of a list file (:func:`_list_text`), ended by a newline, CR-LF or CR as Python's text files are."""
+    lines = _list_text(path).replace("\r\n", "\n").replace("\r", "\n").split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    return lines
+
+
+def _check_label(label: int, path: Path, lineno: int) -> None:
+    """A :class:`UsageError` for a label no dataset of at most :data:`MAX_CLASSES` classes has."""
+    if label >= MAX_CLASSES:
+        raise UsageError(f"{path} line {lineno}: label {label:,} would mean {label + 1:,} classes, more than the "
+                         f"{MAX_CLASSES:,} lit-imgcls takes (is a column out of place? im2rec lists are "
+                         "index<TAB>label<TAB>path)")
+
+
 def _csv(path: Path, root: Path) -> Source:
     """A ``path,label`` CSV (a ``path,label`` header line is optional); labels are class names or indices.
 
@@ -98,9 +137,8 @@ def _csv(path: Path, root: Path) -> Source:
         UsageError: a row without a label; with ``classes.txt``, an index outside it or a name not in it (naming
             file and line); a malformed ``classes.txt``.
     """
-    with path.open(newline="") as f:
-        reader = csv.reader(f)
-        rows = [(reader.line_num, r) for r in reader if r and any(c.strip() for c in r)]
+    reader = csv.reader(io.StringIO(_list_text(path), newline=""))  # newline="": quoted fields may hold one
+    rows = [(reader.line_num, r) for r in reader if r and any(c.strip() for c in r)]
     if rows and rows[0][1][:2] == ["path", "label"]:
         rows = rows[1:]
     if not rows:
@@ -123,10 +161,14 @@ def _csv(path: Path, root: Path) -> Source:
                                  f"{classes_path}: the list and its class map do not match")
             labels.append(label)
     elif all(n.isdigit() for n in names):
+        for (lineno, _), n in zip(rows, names):
+            _check_label(int(n), path, lineno)
         classes = [str(i) for i in range(max(int(n) for n in names) + 1)]
         labels = [int(n) for n in names]
     else:
         classes = sorted(set(names))
+        if len(classes) > MAX_CLASSES:
+            raise UsageError(f"{path} names {len(classes):,} classes, more than the {MAX_CLASSES:,} lit-imgcls takes")
         index = {n: i for i, n in enumerate(classes)}
         labels = [index[n] for n in names]
     return Source("csv", classes, [Item(label, str(root / r[0].strip())) for (_, r), label in zip(rows, labels)])
@@ -142,17 +184,21 @@ def _read_classes(folder: Path) -> tuple[list[str], Path] | None:
     Raises:
         UsageError: it cannot be read, names no class, or has an empty or repeated line.
     """
+    from lit_imgcls.bounded_read import ReadRefused, read_text
+
     path = folder / CLASSES_FILE
-    if not path.is_file():
+    if not os.path.lexists(path):
         return None
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UsageError(f"cannot read the class map {path}: {' '.join(str(exc).split())}") from None
+    try:  # a regular file within its bound: a FIFO there would block the pack
+        text = read_text(path, "class map")
+    except ReadRefused as exc:
+        raise UsageError(f"cannot read the class map {path}: {exc.reason}") from None
     lines = text.split("\n")
     if lines and lines[-1] == "":
         lines.pop()  # the last line's newline
     names = [line.rstrip("\r") for line in lines]
+    if len(names) > MAX_CLASSES:
+        raise UsageError(f"{path} names {len(names):,} classes, more than the {MAX_CLASSES:,} lit-imgcls takes")
     if not names:
         raise UsageError(f"{path} names no classes (one class name a line, line 1 naming label 0)")
     seen: dict[str, int] = {}

@@ -116,12 +116,14 @@ def parse_host(text: str, where: str = "host") -> Host:
 
 def read_hostfile(path: str | os.PathLike) -> list[Host]:
     """Hosts from a file of ``host[:port]`` lines; blank lines and ``#`` comments are skipped."""
-    try:
-        text = Path(path).read_text()
-    except FileNotFoundError:
-        raise UsageError(f"hostfile not found: {path}") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UsageError(f"cannot read hostfile {path}: {' '.join(str(exc).split())}") from None
+    from lit_imgcls.bounded_read import ReadRefused, read_text
+
+    if not os.path.lexists(path):
+        raise UsageError(f"hostfile not found: {path}")
+    try:  # a regular file of at most 1 MiB: a FIFO or /dev/zero as -H would block or never end
+        text = read_text(path, "hostfile")
+    except ReadRefused as exc:
+        raise UsageError(f"cannot read hostfile {path}: {exc.reason}") from None
     hosts = []
     for number, line in enumerate(text.splitlines(), 1):
         entry = line.split("#", 1)[0].strip()

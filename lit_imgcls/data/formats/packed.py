@@ -20,7 +20,7 @@ def load_pack_manifest(location: str) -> dict[str, Any]:
         return read_manifest(local_path(location))
     url = location.rstrip("/") + "/" + MANIFEST
     try:
-        data = json.loads(read_bytes(url))
+        data = json.loads(read_bytes(url, "manifest"))
     except (OSError, ValueError) as exc:
         raise UsageError(f"cannot read the pack manifest {url}: {exc}") from None
     return check_manifest(data, url)  # the same checks as a local one: fields, types, shard names inside the pack
