@@ -5,6 +5,9 @@ from __future__ import annotations
 import gzip
 import hashlib
 import importlib.util
+import math
+import os
+import zlib
 from pathlib import Path
 from typing import Sequence
 
@@ -19,25 +22,70 @@ _IDX_TYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f
 _KEYS = ("train_images", "train_labels", "test_images", "test_labels")
 
 
+_MAX_NDIM = 8  # dimensions an IDX file may declare (MNIST's have 1 or 3)
+
+
+def _read_exact(f, n: int) -> bytes:
+    data = f.read(n)
+    if len(data) != n:
+        raise _Bad(f"ends inside its header ({len(data)} of {n} bytes)")
+    return data
+
+
+class _Bad(Exception):
+    """What is wrong with an IDX file (internal to read_idx)."""
+
+
 def read_idx(path: str | Path) -> np.ndarray:
-    """Reads an IDX file (gzip-compressed or not) into an array, checking its header against its size."""
+    """Reads an IDX file (gzip-compressed when its name ends in ``.gz``) into an array of the header's shape.
+
+    The header is checked before the data is read: the magic number (two zero bytes, a known type code, a
+    dimension count of 1 to 8); the size it implies (the product of the dimensions, in Python integers, so it
+    cannot overflow) against the ``"IDX file"`` bound of :mod:`lit_imgcls.bounded_read` and, for an uncompressed
+    file, against the file's size. A compressed file is inflated only as far as its header says (plus one byte to
+    see padding), so a gzip bomb costs at most the bound. The file must be a regular file (never a FIFO).
+
+    Returns:
+        The array: shape as the header says, dtype the header's type code in native byte order.
+
+    Raises:
+        UsageError: not a regular file, not IDX, truncated, padded, damaged gzip, or over the size bound.
+    """
+    from lit_imgcls.bounded_read import LIMITS, open_regular, size_text
+
     path = Path(path)
-    opener = gzip.open if path.suffix == ".gz" else open
+    limit = LIMITS["IDX file"]
+    with open_regular(path, "IDX file") as raw:
+        on_disk = os.fstat(raw.fileno()).st_size
+        f = gzip.GzipFile(fileobj=raw, mode="rb") if path.suffix == ".gz" else raw
+        try:
+            magic = _read_exact(f, 4)
+            if magic[0] != 0 or magic[1] != 0 or magic[2] not in _IDX_TYPES:
+                raise _Bad("is not an IDX file (bad magic number)")
+            ndim = magic[3]
+            if not 1 <= ndim <= _MAX_NDIM:
+                raise _Bad(f"declares {ndim} dimensions (an IDX file has 1 to {_MAX_NDIM})")
+            dims = tuple(int.from_bytes(_read_exact(f, 4), "big") for _ in range(ndim))
+            dtype = np.dtype(_IDX_TYPES[magic[2]])
+            header = 4 + 4 * ndim
+            payload = math.prod(dims) * dtype.itemsize  # Python integers: no overflow
+            if header + payload > limit:
+                raise _Bad(f"has a header that says {' x '.join(map(str, dims))} values ({header + payload:,} bytes), "
+                           f"more than the {size_text(limit)} lit-imgcls reads from one IDX file")
+            if f is raw and on_disk != header + payload:
+                raise _Bad(f"is truncated or padded: {on_disk} bytes, header says {header + payload}")
+            data = f.read(payload + 1)  # + 1: to see data beyond what the header says
+        except _Bad as exc:
+            raise UsageError(f"IDX file {path} {exc}") from None
+        except (OSError, EOFError, zlib.error) as exc:  # BadGzipFile is an OSError; a cut gzip stream an EOFError
+            raise UsageError(f"cannot read IDX file {path}: {' '.join(str(exc).split()) or type(exc).__name__}") from None
+    if len(data) != payload:
+        raise UsageError(f"IDX file {path} is truncated or padded: {header + len(data)}{'+' if len(data) > payload else ''}"
+                         f" bytes, header says {header + payload}")
     try:
-        with opener(path, "rb") as f:
-            data = f.read()
-    except (OSError, EOFError) as exc:
-        raise UsageError(f"cannot read IDX file {path}: {exc}") from exc
-    if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] not in _IDX_TYPES:
-        raise UsageError(f"{path} is not an IDX file (bad magic number)")
-    dtype = np.dtype(_IDX_TYPES[data[2]])
-    ndim = data[3]
-    header = 4 + 4 * ndim
-    dims = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
-    expected = header + int(np.prod(dims)) * dtype.itemsize
-    if len(data) != expected:
-        raise UsageError(f"{path} is truncated or padded: {len(data)} bytes, header says {expected}")
-    return np.frombuffer(data, dtype=dtype, offset=header).reshape(dims).astype(dtype.newbyteorder("="))
+        return np.frombuffer(data, dtype=dtype).reshape(dims).astype(dtype.newbyteorder("="))
+    except ValueError as exc:  # no values, but dimensions numpy cannot represent (0 x 2**32 x 2**32 ...)
+        raise UsageError(f"IDX file {path} has dimensions numpy cannot hold ({' '.join(str(exc).split())})") from None
 
 
 def write_idx(path: str | Path, array: np.ndarray) -> None:
