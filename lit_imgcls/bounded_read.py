@@ -1,7 +1,8 @@
 """The one rule for reading a file a user names: regular files only, symlinks followed without loops, a size bound.
 
 Every place that takes a path reads through here: ``predict`` inputs and the folder dataset (images), recipes,
-hostfiles (``launch -H``), im2rec and CSV lists and their ``classes.txt``, pack manifests, MNIST IDX files; and
+hostfiles (``launch -H``), im2rec and CSV lists and their ``classes.txt``, pack manifests, MNIST IDX files, the
+checksum file beside a checkpoint; and
 http(s)/s3 downloads through :func:`bounded_stream`. The rule:
 
 - **Regular files only.** A named pipe would wait for a writer for ever, a device (``/dev/zero``) could be read
@@ -39,7 +40,7 @@ LIMITS: dict[str, int] = {
     "class map": 64 * MiB,  # classes.txt beside a list
     "manifest": 64 * MiB,  # a pack's manifest.json, local or remote
     "IDX file": 1 * GiB,  # MNIST images or labels, after gunzip
-    "checkpoint": 16 * GiB,
+    "checksum file": 64 * 1024,  # the sha256sum line beside a checkpoint
     "download": 64 * GiB,  # a dataset archive or a shard whose size nobody stated
 }
 

@@ -76,13 +76,17 @@ def verify_checksum(path: str | Path) -> None:
     """Raises :class:`UsageError` when ``path`` has a checksum file that its bytes do not match."""
     from lit_imgcls.data.download import file_digest
 
+    from lit_imgcls.bounded_read import ReadRefused, read_text
+
     side = checksum_path(path)
-    try:
-        expected = side.read_text().split()[0].lower()
-    except (FileNotFoundError, IndexError):
+    if not os.path.lexists(side):
         return  # written before checksums, or the run died between the checkpoint's rename and its checksum's
-    except OSError as exc:
-        raise UsageError(f"cannot read {side}: {exc.strerror}") from None
+    try:  # a regular file of a line (a FIFO in its place would block the load)
+        expected = read_text(side, "checksum file").split()[0].lower()
+    except IndexError:
+        return
+    except ReadRefused as exc:
+        raise UsageError(f"cannot read {side}: {exc.reason}") from None
     actual = file_digest(path)
     if actual != expected:
         raise UsageError(f"checkpoint {path} is damaged: its sha256 {actual[:12]}... differs from {side.name} ({expected[:12]}...)")
