@@ -174,6 +174,8 @@ def test_list_labels_and_lines_are_bounded(tmp_path, capsys, monkeypatch):
     assert code == 2 and "train.csv line 3: label 99,999,999" in one_line(err)
     from lit_imgcls.data import sources
 
+    csv.write_text("a.png,\u00b2\na.png,1\n")  # "²".isdigit() is true, int("²") fails: a class name, not a crash
+    assert sources.open_source(str(csv)).class_names == ["1", "\u00b2"]
     monkeypatch.setattr(sources, "MAX_LIST_LINES", 3)
     lst.write_text("0\t0\ta.png\n" * 4)
     with pytest.raises(UsageError, match="has 4 lines, more than the 3"):

@@ -151,7 +151,7 @@ def _csv(path: Path, root: Path) -> Source:
     if known is not None:
         classes, classes_path = known
         index = {n: i for i, n in enumerate(classes)}
-        numeric = all(n.isdigit() for n in names)
+        numeric = all(n.isascii() and n.isdigit() for n in names)  # "²".isdigit(), but int("²") fails
         labels = []
         for (lineno, _), name in zip(rows, names):
             label = int(name) if numeric else index.get(name, -1)
@@ -160,7 +160,7 @@ def _csv(path: Path, root: Path) -> Source:
                 raise UsageError(f"{path} line {lineno}: {what} is not among the {len(classes)} classes of "
                                  f"{classes_path}: the list and its class map do not match")
             labels.append(label)
-    elif all(n.isdigit() for n in names):
+    elif all(n.isascii() and n.isdigit() for n in names):
         for (lineno, _), n in zip(rows, names):
             _check_label(int(n), path, lineno)
         classes = [str(i) for i in range(max(int(n) for n in names) + 1)]
