@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import errno
+
+# The errors of a write that free space or permissions cure (a full disk, a quota, a read-only mount): a run or a
+# pack that meets one ends with one line saying what is intact; anything else is a bug and keeps its traceback.
+DISK_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG, errno.EIO)
+
 
 class UsageError(Exception):
     """Bad input from the user: a recipe key, a flag, a name, a file.

@@ -236,7 +236,7 @@ def test_a_live_pack_is_not_disturbed_by_a_second_pack_or_a_reader(small_pack, t
         holder.stdin.close()
         holder.wait(timeout=30)
     assert read_manifest(out)["splits"]["train"]["count"] == 300
-    assert not list(out.glob(f"{WORK_PREFIX}*")) and (out / LOCK).exists()
+    assert not list(out.glob(f"{WORK_PREFIX}*")) and not (out / LOCK).exists()
 
 
 # ----------------------------------------------------------------------------------- damaged shards

@@ -131,12 +131,12 @@ def test_a_pack_with_no_usable_sample_is_an_error_that_leaves_nothing(place, cap
     assert cli(capsys, "dataset", "pack", str(files / "all.lst"), str(out))[0] == 2
     assert list(out.iterdir()) == []
 
-    # over a good pack: the pack, and its lock file, stay as they were
+    # over a good pack: the pack stays as it was (and neither pack leaves its lock file)
     assert cli(capsys, "dataset", "pack", str(place / "data/photos"), str(out))[0] == 0
     before = sorted(p.relative_to(out) for p in out.rglob("*"))
     manifest = (out / MANIFEST).read_bytes()
     assert cli(capsys, "dataset", "pack", str(files / "all.lst"), str(out))[0] == 2
-    assert sorted(p.relative_to(out) for p in out.rglob("*")) == before and (out / LOCK).exists()
+    assert sorted(p.relative_to(out) for p in out.rglob("*")) == before and not (out / LOCK).exists()
     assert (out / MANIFEST).read_bytes() == manifest
     assert cli(capsys, "dataset", "verify", str(out))[0] == 0
 
@@ -218,18 +218,18 @@ def test_photos_refuses_a_corpus_without_training_images(tmp_path, capsys):
 
 
 def test_a_second_pack_waiting_on_a_removed_lock_file_does_not_share_the_folder(tmp_path):
-    """A failed first pack removes the lock file it made; a pack that opened that file just before holds a lock
-    on a file that is gone, and must notice and take the new one instead."""
+    """A pack removes its lock file when it ends; a pack that opened that file just before holds a lock on a file
+    that is gone, and must notice and take the new one instead."""
     from lit_imgcls.data.manifest import PackLock
 
     first = PackLock(tmp_path)
-    assert first.acquire() and first.created
-    fd = os.open(tmp_path / LOCK, os.O_RDWR)  # what a second pack's open got just before the first one failed
-    first.release(discard=True)
+    assert first.acquire()
+    fd = os.open(tmp_path / LOCK, os.O_RDWR)  # what a second pack's open got just before the first one ended
+    first.release()
     assert not (tmp_path / LOCK).exists()
     second = PackLock(tmp_path)
-    assert second.acquire() and second.created
+    assert second.acquire()
     assert os.fstat(second._fd).st_ino == os.stat(tmp_path / LOCK).st_ino != os.fstat(fd).st_ino
     second.release()
     os.close(fd)
-    assert (tmp_path / LOCK).exists()  # a pack that did not fail keeps its lock file
+    assert not (tmp_path / LOCK).exists()  # every ending removes it

@@ -2,14 +2,9 @@
 
 from __future__ import annotations
 
-import errno
-
 import lightning as L
 
-from lit_imgcls.errors import RunFailed
-
-# Errors that free space or permissions cure; anything else is a bug and keeps its traceback.
-DISK_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG, errno.EIO)
+from lit_imgcls.errors import DISK_ERRORS, RunFailed  # noqa: F401  (DISK_ERRORS: imported from here too)
 
 
 def disk_failure(what: str, exc: OSError) -> RunFailed:

@@ -7,12 +7,12 @@ folders move into ``<work>/old``; the new folders move in; the new manifest move
 rename. Killed anywhere before the last rename, ``OUT`` has no manifest (nothing looks valid) and ``<work>/old``
 holds the complete old pack, which the next pack, or the next reader, puts back (:func:`recover`), as SQLite's
 next reader rolls back a hot journal. A lock file (``OUT/.pack.lock``, a POSIX lock held by the packing process
-alone, so released by its death whatever kills it) tells a live pack from a dead one's leftovers.
+alone, so released by its death whatever kills it; :mod:`lit_imgcls.locks`) tells a live pack from a dead one's
+leftovers; the pack removes it when it ends.
 """
 
 from __future__ import annotations
 
-import errno
 import json
 import os
 import re
@@ -21,11 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from lit_imgcls.errors import UsageError
-
-try:
-    import fcntl
-except ImportError:  # pragma: no cover - Windows: no locking, so no protection against two packs at once
-    fcntl = None
+from lit_imgcls.locks import ProcessLock
 
 MANIFEST = "manifest.json"
 FORMAT_VERSION = 1
@@ -218,69 +214,13 @@ def _problem(m: Any) -> str | None:
 # ------------------------------------------------------------------------------- replacing a pack, safe to kill
 
 
-class PackLock:
-    """``OUT/.pack.lock``, locked by the process that writes into OUT.
+class PackLock(ProcessLock):
+    """``OUT/.pack.lock``: the :class:`~lit_imgcls.locks.ProcessLock` of the process that writes into OUT (a pack,
+    a ``--list``, or a reader putting back a pack a killed swap moved aside). Its worker processes do not hold it;
+    it goes when that process goes, however it dies, so leftovers found while holding it are a dead pack's."""
 
-    A POSIX (``lockf``) lock belongs to one process: worker processes forked by a pack do not hold it, and it
-    goes when the pack process goes, however it dies, so leftovers found while holding it are a dead pack's.
-    """
-
-    def __init__(self, out: Path) -> None:
-        self.path = Path(out) / LOCK
-        self._fd: int | None = None
-        self.created = False  # this process made the file (a failed first pack removes it again)
-
-    def acquire(self) -> bool:
-        """True once held; False when another process holds it; OSError when OUT cannot be written."""
-        for _ in range(10):
-            try:
-                fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
-                created = True
-            except FileExistsError:
-                fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-                created = False
-            if fcntl is not None:
-                try:
-                    fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                except (BlockingIOError, PermissionError):  # EAGAIN or EACCES: another process holds it
-                    os.close(fd)
-                    return False
-                except OSError:
-                    pass  # a file system without locks (ENOLCK): go on unprotected rather than refuse to work
-            if self._still_the_file(fd):
-                break
-            # A failed pack removed the file between our open and our lock: that lock guards nothing; again.
-            os.close(fd)
-        else:
-            raise OSError(errno.EAGAIN, f"its lock file {self.path.name} keeps being replaced")
-        os.ftruncate(fd, 0)
-        os.write(fd, str(os.getpid()).encode())
-        self._fd, self.created = fd, created
-        return True
-
-    def _still_the_file(self, fd: int) -> bool:
-        try:
-            now = os.stat(self.path)
-        except FileNotFoundError:
-            return False
-        held = os.fstat(fd)
-        return (held.st_dev, held.st_ino) == (now.st_dev, now.st_ino)
-
-    def holder(self) -> str:
-        try:
-            return self.path.read_text().strip() or "?"
-        except OSError:
-            return "?"
-
-    def release(self, discard: bool = False) -> None:
-        """Drops the lock; with ``discard``, first removes the file if this process made it (a failed first pack
-        leaves nothing behind; a previous pack's lock file stays). Removed while still held, so a process that
-        opened it meanwhile finds, once it holds it, that it no longer is the file (see :meth:`acquire`)."""
-        if self._fd is not None:
-            if discard and self.created:
-                self.path.unlink(missing_ok=True)
-            os.close(self._fd)  # closing drops the POSIX lock
-            self._fd = None
+    def __init__(self, out: str | Path) -> None:
+        super().__init__(Path(out) / LOCK)
 
 
 def _move(src: Path, dst: Path) -> None:

@@ -31,11 +31,13 @@ from lit_imgcls.data.manifest import (FORMAT_VERSION, MANIFEST, WORK_PREFIX, Pac
 from lit_imgcls.data.pack_report import (duplicate_warnings, missing_class_warnings, summarise_duplicates,
                                          unshuffled_warning)
 from lit_imgcls.data.sources import Item, Source, open_source
-from lit_imgcls.errors import UsageError
+from lit_imgcls.errors import DISK_ERRORS, RunFailed, UsageError
 from lit_imgcls.io import atomic_write_text
+from lit_imgcls.owned_files import write_owned
 from lit_imgcls.printable import warn
 
 SPLITS = ("train", "val", "test")
+LISTS_RECORD = ".lit-imgcls-lists"  # what --list wrote into its folder (lit_imgcls.owned_files)
 
 
 @dataclass
@@ -102,13 +104,16 @@ def write_lists(out: Path, splits: dict[str, list[Item]], class_names: list[str]
     form (another drive on Windows) is written absolute. The class names go to ``OUT/classes.txt`` (line ``i``
     names label ``i``), which the .lst reader picks up from a list's folder: without it a re-pack of the lists
     would name its classes "0", "1", ... Every check comes before the first write; each file is written
-    atomically. Warns (stderr) when val or test lacks a class that train has.
+    atomically. A list or classes.txt already in ``out`` is replaced only if lit-imgcls wrote it there and it is
+    unchanged since, and lists of an earlier run that this one does not write are removed on the same terms
+    (:mod:`lit_imgcls.owned_files`, with the record ``OUT/.lit-imgcls-lists``). Warns (stderr) when val or test
+    lacks a class that train has.
 
     Raises:
         UsageError: a split has items without a file (built-in datasets); a class name a line cannot hold; a
-            split left with no listable file.
+            split left with no listable file; a file of a list's name that lit-imgcls did not write, or that was
+            changed since.
     """
-    written = []
     base = os.path.abspath(root if root is not None else out)
     for split, items in splits.items():
         if items and any(it.path is None for it in items):
@@ -129,17 +134,14 @@ def write_lists(out: Path, splits: dict[str, list[Item]], class_names: list[str]
             raise UsageError(f"the {emptied[0]} split would be an empty list: none of its files has a name a .lst "
                              "line can hold (no tab or line break); rename them")
         splits = {s: [it for it in items if it.path not in drop] for s, items in splits.items()}
+    texts = {}
     if class_names is not None:
-        path = out / "classes.txt"
-        atomic_write_text(path, "".join(f"{n}\n" for n in class_names))
-        written.append(path)
+        texts["classes.txt"] = "".join(f"{n}\n" for n in class_names)
     for split, items in splits.items():
-        if not items:
-            continue
-        path = out / f"{split}.lst"
-        rows = (f"{i}\t{it.label}\t{_list_path(it.path, base)}\n" for i, it in enumerate(items))
-        atomic_write_text(path, "".join(rows))
-        written.append(path)
+        if items:
+            texts[f"{split}.lst"] = "".join(f"{i}\t{it.label}\t{_list_path(it.path, base)}\n"
+                                            for i, it in enumerate(items))
+    written = write_owned(out, texts, LISTS_RECORD)
     if class_names is not None:
         per_split = {}
         for split, items in splits.items():
@@ -318,13 +320,7 @@ def pack_dataset(src: str, out: str, opts: PackOptions, enc: EncodeOptions, root
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise UsageError(f"cannot make the output folder {out_dir}: {exc.strerror or exc}") from None
-    if list_only:
-        try:
-            return {"lists": [str(p) for p in write_lists(out_dir, splits, source.class_names, root)]}
-        except BaseException:
-            _remove_made(out_dir, made)
-            raise
-    if not opts.shuffle:
+    if not opts.shuffle and not list_only:
         print("lit-imgcls: warning: --no-shuffle packs samples in source order (often sorted by class); training "
               "from such a pack sees one class at a time and can stay at chance accuracy for whole epochs",
               file=sys.stderr)
@@ -338,35 +334,28 @@ def pack_dataset(src: str, out: str, opts: PackOptions, enc: EncodeOptions, root
     if not held:
         raise UsageError(f"another `lit-imgcls dataset pack` (process {lock.holder()}) is writing into {out_dir} now: "
                          "wait for it to finish, or pack into another folder")
-    foreign = foreign_entries(out_dir)  # with the lock held: no pack of ours is half way through a swap
-    if foreign:
-        lock.release(discard=True)
-        _remove_made(out_dir, made)
-        shown = ", ".join(f"{n}/" if (out_dir / n).is_dir() else n for n in foreign[:5])
-        shown += f" and {len(foreign) - 5} more" if len(foreign) > 5 else ""
-        raise UsageError(f"{out_dir} holds {shown}, which no lit-imgcls pack wrote, and a pack replaces exactly "
-                         "those: pack into a new or empty folder, or move them out first")
+    # From here on every ending (success, refusal, error, Ctrl-C) releases the lock and removes its file; a failed
+    # pack also removes the folders it made, so it leaves OUT as it found it.
     failed = True
     try:
-        recover(out_dir)  # what killed runs left: an old pack half swapped out is put back, work folders go
-        work = out_dir / f"{WORK_PREFIX}{os.getpid()}"
-        work.mkdir()
-        try:
-            with _workers_die_with_this_process():
-                manifest, labels_in_order = _write_pack(work, src, source, splits, opts, enc, root, recursive)
-        except BaseException:
-            shutil.rmtree(work, ignore_errors=True)
-            raise
-        try:
-            commit_pack(work, out_dir, manifest["formats"])
-        except BaseException:  # Ctrl-C or a disk error mid-swap: the old pack, moved into work, goes back
-            recover(out_dir)
-            raise
+        if list_only:
+            with _disk_errors_said(f"the lists into {out_dir}", "the lists there before are intact"):
+                lists = write_lists(out_dir, splits, source.class_names, root)
+            failed = False
+            return {"lists": [str(p) for p in lists]}
+        foreign = foreign_entries(out_dir)  # with the lock held: no pack of ours is half way through a swap
+        if foreign:
+            shown = ", ".join(f"{n}/" if (out_dir / n).is_dir() else n for n in foreign[:5])
+            shown += f" and {len(foreign) - 5} more" if len(foreign) > 5 else ""
+            raise UsageError(f"{out_dir} holds {shown}, which no lit-imgcls pack wrote, and a pack replaces exactly "
+                             "those: pack into a new or empty folder, or move them out first")
+        had_pack = (out_dir / MANIFEST).exists()
+        with _disk_errors_said(f"the pack into {out_dir}", "the previous pack there is intact" if had_pack else
+                               "nothing of it was left there"):
+            manifest, labels_in_order = _pack_into(out_dir, src, source, splits, opts, enc, root, recursive)
         failed = False
     finally:
-        # A failed pack leaves OUT as it found it: the lock file goes too when this pack made it (a previous
-        # pack's stays), and so does OUT itself when this pack made it and nothing else is in it.
-        lock.release(discard=failed)
+        lock.release()
         if failed:
             _remove_made(out_dir, made)
     for split, labels in labels_in_order.items():
@@ -377,6 +366,40 @@ def pack_dataset(src: str, out: str, opts: PackOptions, enc: EncodeOptions, root
                     + duplicate_warnings(manifest["duplicates"], source.class_names)):
         warn(warning)
     return manifest
+
+
+def _pack_into(out_dir: Path, src: str, source: Source, splits: dict[str, list[Item]], opts: PackOptions,
+               enc: EncodeOptions, root: str | None, recursive: bool) -> tuple[dict, dict[str, list[int]]]:
+    """With OUT's lock held: writes the pack into a work folder inside ``out_dir`` and swaps it in (the module's
+    doc); on any failure the work folder goes and a previous pack stays, or is put back, whole."""
+    recover(out_dir)  # what killed runs left: an old pack half swapped out is put back, work folders go
+    work = out_dir / f"{WORK_PREFIX}{os.getpid()}"
+    try:
+        work.mkdir()
+        with _workers_die_with_this_process():
+            manifest, labels_in_order = _write_pack(work, src, source, splits, opts, enc, root, recursive)
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+    try:
+        commit_pack(work, out_dir, manifest["formats"])
+    except BaseException:  # Ctrl-C or a disk error mid-swap: the old pack, moved into work, goes back
+        recover(out_dir)
+        raise
+    return manifest, labels_in_order
+
+
+@contextlib.contextmanager
+def _disk_errors_said(what: str, intact: str):
+    """Within: a full disk (or a quota, a read-only mount; :data:`~lit_imgcls.errors.DISK_ERRORS`) ends the
+    command with one line, exit 1 (:class:`RunFailed`), saying what is intact; the caller has cleaned up."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno not in DISK_ERRORS:
+            raise
+        raise RunFailed(f"cannot write {what}: {exc.strerror or exc}; {intact}, and no temporary file of this run "
+                        "is left; free space (or fix the folder's permissions), then rerun") from None
 
 
 def _write_pack(work: Path, src: str, source: Source, splits: dict[str, list[Item]], opts: PackOptions,

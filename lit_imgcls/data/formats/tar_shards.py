@@ -114,8 +114,12 @@ class TarShardWriter:
         return self.shards
 
     def abort(self) -> None:
+        """Drops the shard being written (its temporary file goes); called while another error is raised."""
         if self._tar is not None:
-            self._file.close()
+            try:
+                self._file.close()
+            except OSError:  # its buffer meets the same full disk: the file is closed all the same, and goes
+                pass
             self._tmp.unlink(missing_ok=True)
             self._tar = None
 
