@@ -7,6 +7,8 @@ A run with prefix ``P`` writes (MXNet's ``--model-prefix`` scheme, plus two kind
                              (``step_path``); the newest two are kept
     P-stop.ckpt              where SIGTERM or Ctrl-C stopped the run (``stop_path``)
     P-recipe.yaml            the resolved recipe (``recipe_path``)
+    .P.lock                  held by the run writing under P, for its whole length (``lock_path``; removed
+                             when it ends): a second run with the same prefix at once is refused
 
 each checkpoint with a ``.sha256`` beside it (:mod:`lit_imgcls.io`). ``--resume auto`` takes the newest *written*
 readable one of the three kinds (:func:`newest_readable`).
@@ -14,10 +16,12 @@ readable one of the three kinds (:func:`newest_readable`).
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import re
 import sys
+from collections.abc import Iterator
 
 from lit_imgcls.errors import UsageError
 from lit_imgcls.printable import warn
@@ -41,6 +45,36 @@ def stop_path(prefix: str) -> str:
 def recipe_path(prefix: str) -> str:
     """``P-recipe.yaml``: the resolved recipe of the run writing under ``prefix``."""
     return f"{prefix}-recipe.yaml"
+
+
+def lock_path(prefix: str) -> str:
+    """``DIR/.NAME.lock`` for the prefix ``DIR/NAME``: the :class:`~lit_imgcls.locks.ProcessLock` of the one run
+    that writes checkpoints under that prefix (hidden, and no checkpoint pattern matches it)."""
+    folder, name = os.path.split(prefix)
+    return os.path.join(folder, f".{name}.lock")
+
+
+@contextlib.contextmanager
+def prefix_held(prefix: str | None) -> Iterator[None]:
+    """Within: this process is the only lit-imgcls run writing under ``prefix`` (nothing is locked for None: a
+    run without checkpoints, or a worker of a run whose rank 0 holds it). Released, its file removed, however the
+    block ends; a killed holder's lock is free at once (the kernel drops it with the process).
+
+    Raises:
+        UsageError: another process holds the prefix (named by its pid), or its folder cannot take the lock file.
+    """
+    if not prefix:
+        yield
+        return
+    from lit_imgcls.locks import holding
+    from lit_imgcls.preflight import writable_folder
+
+    writable_folder(os.path.dirname(os.path.abspath(prefix)), "model prefix")
+    with holding(lock_path(prefix),
+                 busy=lambda pid: (f"another lit-imgcls run (process {pid}) is writing checkpoints under model_prefix "
+                                   f"{prefix} now: wait for it to end, or choose another --model-prefix"),
+                 unwritable=lambda why: f"cannot lock model_prefix {prefix} ({lock_path(prefix)}): {why}"):
+        yield
 
 
 def step_checkpoints(prefix: str) -> list[str]:

@@ -16,7 +16,7 @@ from typing import Any
 
 from lit_imgcls import __version__
 from lit_imgcls.checkpoints import (check_fresh_prefix, epoch_of, epoch_path, existing_epochs, newest_readable,
-                                   resume_path)
+                                   prefix_held, resume_path)
 from lit_imgcls.data.checks import check_batch_norm, check_classes, check_training_samples
 from lit_imgcls.errors import NonFiniteLoss, RunFailed, RunStopped, UsageError
 from lit_imgcls.recipe import Recipe, validate
@@ -409,9 +409,25 @@ def fit(recipe: Recipe, datamodule=None, allow_any_class: bool = False, overwrit
     check_training_samples(datamodule.training_class_counts() if hasattr(datamodule, "training_class_counts") else None,
                            datamodule.class_names, recipe.batch_size, count * num_nodes(count), where)
     check_batch_norm(module.net, recipe.batch_size, recipe.network)
+    rank_zero = is_global_zero()
+    # One run at a time under a prefix, from before it looks at the checkpoints there to its end (rank 0 holds it
+    # for a multi-process run: the others write none).
+    with prefix_held(recipe.model_prefix if rank_zero else None):
+        return _fit_holding_prefix(recipe, datamodule, module, where, allow_any_class, overwrite, rank_zero, start)
+
+
+def is_global_zero() -> bool:
+    """Whether this process is rank 0 of its run, known before Lightning sets up the ranks: every rank a launcher
+    sets is 0 or unset (torchrun's ``RANK`` and ``GROUP_RANK``; ``NODE_RANK`` of ``lit-imgcls launch`` and
+    multi-node Lightning; ``LOCAL_RANK`` of the processes Lightning starts on one machine)."""
+    return all(int(os.environ.get(k, "0") or 0) == 0 for k in ("RANK", "GROUP_RANK", "NODE_RANK", "LOCAL_RANK"))
+
+
+def _fit_holding_prefix(recipe: Recipe, datamodule, module, where: str, allow_any_class: bool, overwrite: bool,
+                        rank_zero: bool, start: float) -> RunResult:
+    """The rest of :func:`fit`, with the prefix's lock held: resume or fresh start, callbacks, the training."""
     ckpt = resume_path(recipe)
     done = (epoch_of(ckpt, recipe.model_prefix) or 0) if ckpt else 0
-    rank_zero = int(os.environ.get("RANK", "0") or 0) == 0
     if ckpt and done >= recipe.num_epochs:
         why = f"{ckpt} ends epoch {done} and num_epochs is {recipe.num_epochs}: nothing left to train"
         if recipe.resume == "auto":  # rerunning a finished run's command line is not a mistake

@@ -17,8 +17,8 @@ import contextlib
 import errno
 import os
 import stat
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable, Iterator
 
 from lit_imgcls.errors import UsageError
 
@@ -127,7 +127,7 @@ class ProcessLock:
         os.close(self._fd)  # closing drops the POSIX lock
         self._fd = None
 
-    def __enter__(self) -> "ProcessLock":
+    def __enter__(self) -> ProcessLock:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -28,6 +29,39 @@ def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None, timeou
         timeout=timeout, stdin=subprocess.DEVNULL,
     )
     return Result(proc.returncode, proc.stdout, proc.stderr)
+
+
+def _mount_namespace_works() -> bool:
+    if shutil.which("unshare") is None or os.geteuid() != 0:
+        return False
+    probe = subprocess.run(["unshare", "-m", "sh", "-c", "mount -t tmpfs -o size=1m tmpfs /mnt"], capture_output=True)
+    return probe.returncode == 0
+
+
+needs_mounts = pytest.mark.skipif(not _mount_namespace_works(),
+                                  reason="needs root and mount namespaces (unshare -m) for a small or read-only disk")
+
+
+def cli_on_small_disk(tmp: Path, mount_options: str, *args: str, seed: Path | None = None) -> tuple[int, str]:
+    """Runs ``python -m lit_imgcls ARGS`` with ``tmp/disk`` a tmpfs of the given options (``size=2m``, ``ro``) in a
+    private mount namespace, first holding a copy of what ``seed`` holds (an earlier pack, a file that fills it);
+    afterwards copies what the run left on that disk to ``tmp/left`` (the tmpfs goes away with the namespace).
+
+    Returns:
+        The exit code and stderr. Use with ``@needs_mounts``.
+    """
+    disk, left = tmp / "disk", tmp / "left"
+    disk.mkdir()
+    left.mkdir()
+    # Everything reaches the shell as positional parameters, never spliced into the script.
+    script = ('mount -t tmpfs -o "$1" tmpfs "$2" || exit 99; if [ -n "$3" ]; then cp -a "$3/." "$2/" || exit 98; fi; '
+              'shift 4; "$@"; rc=$?; cp -a "$0/disk/." "$0/left/" 2>/dev/null; exit $rc')
+    proc = subprocess.run(["unshare", "-m", "sh", "-c", script, str(tmp), mount_options, str(disk), str(seed or ""),
+                           "--", sys.executable, "-m", "lit_imgcls", *args],
+                          cwd=tmp, env={**os.environ, "PYTHONWARNINGS": "ignore"}, capture_output=True, text=True,
+                          timeout=300, stdin=subprocess.DEVNULL)
+    assert proc.returncode not in (98, 99), proc.stderr
+    return proc.returncode, proc.stderr
 
 
 @pytest.fixture(scope="session")

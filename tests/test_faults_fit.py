@@ -22,7 +22,7 @@ import torch
 
 from lit_imgcls.io import load_checkpoint
 
-from conftest import quick_args, run_cli
+from conftest import cli_on_small_disk, needs_mounts, quick_args, run_cli
 
 # 1000 images in batches of 64: 15 steps an epoch, 45 in all; the step schedule makes the LR move every 7-8 steps.
 COMMON = dict(num_examples=1000, lr=0.1, lr_factor=0.9, lr_factor_epoch=0.5, seed=2, num_epochs=3, disp_batches=1)
@@ -153,31 +153,8 @@ def test_a_second_ctrl_c_quits_at_once(tmp_path):
         load_checkpoint(ckpt)
 
 
-def _mount_namespace_works() -> bool:
-    if shutil.which("unshare") is None or os.geteuid() != 0:
-        return False
-    probe = subprocess.run(["unshare", "-m", "sh", "-c", "mount -t tmpfs -o size=1m tmpfs /mnt"], capture_output=True)
-    return probe.returncode == 0
-
-
-needs_mounts = pytest.mark.skipif(not _mount_namespace_works(),
-                                  reason="needs root and mount namespaces (unshare -m) for a small or read-only disk")
-
-
 def fit_on_small_disk(tmp: Path, mount_options: str, args: list[str]) -> tuple[int, str]:
-    """Runs fit with ``tmp/disk`` a tmpfs of the given options in a private mount namespace; afterwards copies what
-    the run left on that disk to ``tmp/left`` (the tmpfs goes away with the namespace)."""
-    disk, left = tmp / "disk", tmp / "left"
-    disk.mkdir()
-    left.mkdir()
-    # Everything reaches the shell as positional parameters, never spliced into the script.
-    script = ('mount -t tmpfs -o "$1" tmpfs "$2" || exit 99; shift 3; "$@"; rc=$?; '
-              'cp -a "$0/disk/." "$0/left/" 2>/dev/null; exit $rc')
-    proc = subprocess.run(["unshare", "-m", "sh", "-c", script, str(tmp), mount_options, str(disk), "--",
-                           sys.executable, "-m", "lit_imgcls", "fit", *args],
-                          cwd=tmp, env=ENV, capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL)
-    assert proc.returncode != 99, proc.stderr
-    return proc.returncode, proc.stderr
+    return cli_on_small_disk(tmp, mount_options, "fit", *args)
 
 
 @needs_mounts

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import lightning as L
 
-from lit_imgcls.errors import DISK_ERRORS, RunFailed  # noqa: F401  (DISK_ERRORS: imported from here too)
+from lit_imgcls.errors import DISK_ERRORS, RunFailed
 
 
 def disk_failure(what: str, exc: OSError) -> RunFailed:
