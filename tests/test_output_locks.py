@@ -159,3 +159,30 @@ def test_a_pack_into_a_folder_whose_lock_name_is_taken_is_one_line(tmp_path, ima
     assert res.returncode == 2 and len(res.stderr.splitlines()) == 1, res.stderr
     assert "not a lock file lit-imgcls wrote" in res.stderr and not (tmp_path / "target").exists()
     assert sorted(p.name for p in out.iterdir()) == [LOCK]
+
+
+@pytest.mark.parametrize("env, zero", [
+    ({}, True), ({"RANK": "0", "LOCAL_RANK": "0"}, True),
+    ({"RANK": "1"}, False),  # torchrun
+    ({"NODE_RANK": "1", "LOCAL_RANK": "0", "WORLD_SIZE": "2"}, False),  # lit-imgcls launch
+    ({"LOCAL_RANK": "1"}, False),  # the processes Lightning starts on one machine
+])
+def test_only_global_rank_zero_holds_the_prefix(monkeypatch, env, zero):
+    from lit_imgcls.engine import is_global_zero
+
+    for key in ("RANK", "GROUP_RANK", "NODE_RANK", "LOCAL_RANK"):
+        monkeypatch.delenv(key, raising=False)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    assert is_global_zero() is zero
+
+
+@pytest.mark.slow
+def test_launch_workers_sharing_a_prefix_do_not_lock_each_other_out(tmp_path):
+    """Two `launch` workers on one host write under one prefix: rank 0 holds it, rank 1 takes no lock."""
+    args = quick_args(tmp_path, kv_store="dist_sync", batch_size=32, threads=1, num_examples=512)
+    res = run_cli("launch", "-n", "2", "--", sys.executable, "-m", "lit_imgcls", "fit", *args, cwd=tmp_path,
+                  timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert res.stdout.count("final:") == 1 and (tmp_path / "model/mnist-0001.ckpt").exists()
+    assert not (tmp_path / "model/.mnist.lock").exists()
