@@ -83,8 +83,11 @@ class ProcessLock:
         if before and not before.isdigit():  # a file of someone else's under our name: not ours to overwrite
             os.close(fd)
             raise self._not_ours()
-        os.ftruncate(fd, 0)
-        os.write(fd, str(os.getpid()).encode())
+        try:
+            os.ftruncate(fd, 0)
+            os.write(fd, str(os.getpid()).encode())
+        except OSError:  # a full disk: the lock holds all the same, only its holder goes unnamed ("?")
+            pass
         self._fd = fd
         return True
 
