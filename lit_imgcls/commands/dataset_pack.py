@@ -46,7 +46,8 @@ def pack(
 
     Safe to interrupt, kill -9 included: OUT then holds the previous pack, complete, or no manifest at all (the
     next pack or reader puts back a previous pack that the final swap had moved aside), never a mix. One pack at
-    a time may write into OUT; a second one is refused.
+    a time may write into OUT; a second one is refused. A disk that fills up ends the pack with one line (exit 1),
+    the previous pack intact.
 
     Args:
         src: what to pack: a folder, a .lst or .csv file, or mnist / cifar10.
@@ -57,7 +58,9 @@ def pack(
         recursive: take images from any depth below each class folder.
         list: only write the im2rec lists (OUT/train.lst, val.lst, test.lst; paths relative to --root, else to
             OUT) and the class map OUT/classes.txt, and stop: `dataset pack OUT/train.lst` (with the same --root)
-            then finds the images and the class names.
+            then finds the images and the class names. Only lists lit-imgcls wrote there (recorded in
+            OUT/.lit-imgcls-lists) and nobody changed since are replaced; a file of your own of those names is
+            refused.
         train_ratio: share of the samples for the train split.
         test_ratio: share for the test split; the rest is the val split.
         shuffle: shuffle before splitting and packing; --no-shuffle keeps source order (dangerous: see the warning).
