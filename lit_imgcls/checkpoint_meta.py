@@ -45,6 +45,13 @@ class CheckpointMeta:
 def read_meta(ckpt: Any, where: str | Path, need_config: bool = True) -> CheckpointMeta:
     """The checked meta of a loaded checkpoint ``ckpt`` (a dict); ``where`` names it in messages.
 
+    Every field a command reads is checked here, before anything is built from it (a checkpoint is data, and may
+    have been crafted): ``state_dict`` (names to tensors), ``recipe`` (each known key of the type the command line
+    takes, by the same parser, and :func:`~lit_imgcls.recipe.check_scalars`), ``class_names`` (1 to
+    :data:`MAX_CLASSES` strings), ``data_config`` (:meth:`DataConfig.from_dict`: channels, sides and pixels
+    bounded, mean/std one finite number per channel, std > 0), the flat ``image_shape``/``mean``/``std`` copies
+    (the same rules, and equal to ``data_config``'s), ``version``, and the resume position.
+
     Args:
         ckpt: the loaded checkpoint.
         where: its path, for messages.
@@ -52,7 +59,8 @@ def read_meta(ckpt: Any, where: str | Path, need_config: bool = True) -> Checkpo
             be predicted with; resuming and evaluating through a recipe's own data do not need it.
 
     Raises:
-        UsageError: not written by ``lit-imgcls fit``, or a field that is missing or malformed.
+        UsageError: not written by ``lit-imgcls fit``, or a field that is missing or malformed (one line naming
+            the field and what is valid).
     """
     if not isinstance(ckpt, dict):
         raise UsageError(f"checkpoint {where} holds a {type(ckpt).__name__}, not a checkpoint")
@@ -60,24 +68,129 @@ def read_meta(ckpt: Any, where: str | Path, need_config: bool = True) -> Checkpo
     if not isinstance(meta, dict) or "recipe" not in meta or "class_names" not in meta:
         raise UsageError(f"checkpoint {where} has no lit-imgcls meta (recipe, class names, preprocessing): it was "
                          "not written by `lit-imgcls fit`")
-    if not isinstance(ckpt.get("state_dict"), dict):
-        raise UsageError(f"checkpoint {where}: state_dict is not a mapping of weights")
+    _check_state_dict(ckpt.get("state_dict"), where)
     recipe = meta["recipe"]
-    if not isinstance(recipe, dict):
-        raise UsageError(f"checkpoint {where}: its recipe is a {type(recipe).__name__}, not a mapping")
+    _check_recipe(recipe, where)
     names = meta["class_names"]
     if (not isinstance(names, list) or not 1 <= len(names) <= MAX_CLASSES
-            or not all(isinstance(n, (str, int)) and not isinstance(n, bool) for n in names)):
-        raise UsageError(f"checkpoint {where}: class_names is not a list of 1 to {MAX_CLASSES} names")
-    names = [str(n) for n in names]
-    if "data_config" not in meta:
-        if not need_config:
-            return CheckpointMeta(recipe, names, None, meta)
+            or not all(isinstance(n, str) for n in names)):
+        raise UsageError(f"checkpoint {where}: class_names must be a list of 1 to {MAX_CLASSES} strings, got "
+                         f"{_kind(names)}")
+    if not isinstance(meta.get("version", ""), str):
+        raise UsageError(f"checkpoint {where}: version must be a string like '0.2.0', got {_kind(meta['version'])}")
+    _check_position(ckpt.get(POSITION_KEY), where)
+    config = DataConfig.from_dict(meta["data_config"], f"checkpoint {where}") if "data_config" in meta else None
+    _check_flat_config(meta, config, where)
+    if config is None and need_config:
         raise UsageError(f"checkpoint {where} has no data_config (its evaluation preprocessing): it was written by "
                          f"lit-imgcls {meta.get('version', 'before 0.2')}, which did not save it; train it again "
                          "with this version")
-    config = DataConfig.from_dict(meta["data_config"], f"checkpoint {where}")
-    return CheckpointMeta(recipe, names, config, meta)
+    return CheckpointMeta(recipe, list(names), config, meta)
+
+
+# Where in its epoch a run stood (written by ImageClassifier.on_save_checkpoint; read when resuming).
+POSITION_KEY = "lit_imgcls_position"
+
+
+def _kind(value: Any) -> str:
+    """A bad value for a message: its type and at most a short prefix of its text (a crafted value may be huge)."""
+    return f"{type(value).__name__} {value!r:.60}"
+
+
+def _check_state_dict(state: Any, where: str | Path) -> None:
+    import torch
+
+    if not isinstance(state, dict):
+        raise UsageError(f"checkpoint {where}: state_dict must be a mapping of weight names to tensors, got "
+                         f"{_kind(state)}")
+    for key, value in state.items():
+        if not isinstance(key, str) or not isinstance(value, torch.Tensor):
+            raise UsageError(f"checkpoint {where}: state_dict must map weight names (strings) to tensors; it holds "
+                             f"{_kind(key)}: {type(value).__name__}")
+
+
+def _check_recipe(recipe: Any, where: str | Path) -> None:
+    """The saved recipe's known keys have the types the command line accepts (jsonargparse, through the CLI's
+    own parser for the Recipe: one set of type rules), and pass :func:`~lit_imgcls.recipe.check_scalars`; keys
+    this version does not know (a newer writer's) are left to :func:`recipe_from_meta`, which drops them."""
+    from lit_imgcls.recipe import FIELDS, Recipe, check_scalars, parse_image_shape
+
+    if not isinstance(recipe, dict):
+        raise UsageError(f"checkpoint {where}: its recipe must be a mapping of recipe keys, got {_kind(recipe)}")
+    bad = next((k for k in recipe if not isinstance(k, str)), None)
+    if bad is not None:
+        raise UsageError(f"checkpoint {where}: its recipe's keys must be strings, got {_kind(bad)}")
+    known = {k: v for k, v in recipe.items() if k in FIELDS}
+    from jsonargparse import ArgumentError
+
+    try:
+        _recipe_parser().parse_object(known)
+    except ArgumentError as exc:
+        import re
+        import typing
+
+        found = re.search(r'Parser key "([^"]+)"', str(exc))
+        key = found.group(1) if found else None
+        if key not in FIELDS:
+            raise UsageError(f"checkpoint {where}: its recipe is not usable: {' '.join(str(exc).split())[:200]}") \
+                from None
+        hint = typing.get_type_hints(Recipe)[key]
+        want = hint.__name__ if isinstance(hint, type) else str(hint).replace("typing.", "").replace("NoneType", "None")
+        raise UsageError(f"checkpoint {where}: its recipe's {key} must be of type {want}, got "
+                         f"{_kind(known[key])}") from None
+    try:
+        check_scalars(Recipe(**known))
+        if known.get("image_shape"):
+            parse_image_shape(known["image_shape"])
+    except UsageError as exc:
+        raise UsageError(f"checkpoint {where}: its recipe is not usable: {exc}") from None
+
+
+_PARSER = None
+
+
+def _recipe_parser():
+    """The command line's parser of recipe keys (built once): the type rules a ``--recipe`` file gets."""
+    global _PARSER
+    if _PARSER is None:
+        from lit_imgcls.cli import build_parser
+        from lit_imgcls.recipe import Recipe
+
+        def saved(recipe) -> None:
+            """A checkpoint's saved recipe."""
+
+        saved.__annotations__ = {"recipe": Recipe, "return": None}  # resolved here, not from this module's globals
+        _PARSER = build_parser("checkpoint recipe", saved)
+    return _PARSER
+
+
+def _check_position(position: Any, where: str | Path) -> None:
+    if position is None:
+        return
+    fields = ("epoch", "steps_into_epoch", "steps_per_epoch")
+    if not isinstance(position, dict) or not all(
+            position.get(k) is None or (isinstance(position[k], int) and not isinstance(position[k], bool)
+                                        and 0 <= position[k] < 2**63) for k in fields):
+        raise UsageError(f"checkpoint {where}: {POSITION_KEY} must be a mapping of {', '.join(fields)} to "
+                         f"non-negative integers, got {_kind(position)}")
+
+
+def _check_flat_config(meta: dict, config: DataConfig | None, where: str | Path) -> None:
+    """The flat ``image_shape``, ``mean`` and ``std`` that ``fit`` writes beside ``data_config`` (older readers
+    use them): by :class:`DataConfig`'s rules, and equal to ``config``'s when there is one."""
+    flat = {k: meta[k] for k in ("image_shape", "mean", "std") if k in meta}
+    if not flat:
+        return
+    if config is None:
+        if "image_shape" not in flat:
+            raise UsageError(f"checkpoint {where}: mean and std without image_shape; image_shape must be [C, H, W]")
+        DataConfig.from_dict({"input_size": flat["image_shape"], **{k: v for k, v in flat.items() if k != "image_shape"}},
+                             f"checkpoint {where}", name="image_shape, mean and std")
+        return
+    want = {"image_shape": list(config.input_size), "mean": list(config.mean), "std": list(config.std)}
+    for key, value in flat.items():
+        if (list(value) if isinstance(value, (list, tuple)) else value) != want[key]:
+            raise UsageError(f"checkpoint {where}: {key} must equal data_config's {want[key]}, got {_kind(value)}")
 
 
 # What a checkpoint may not decide: where to write (outputs, caches, a dataset's download folder), what to fetch
@@ -128,25 +241,72 @@ def recipe_from_meta(meta: CheckpointMeta, notes: dict[str, str] | None = None):
         raise UsageError(f"the checkpoint's recipe is not usable: {exc}") from None
 
 
-def load_module(checkpoint: str | Path, ckpt: dict | None = None):
+def trained_network(meta: CheckpointMeta) -> str | None:
+    """The network a checkpoint was trained with, as the registry names it (``resnet`` + 50 = ``resnet50``,
+    ``inception-bn`` = ``inception_bn``); None when its recipe does not say."""
+    return network_key(meta.recipe.get("network"), meta.recipe.get("num_layers"))
+
+
+def network_key(network: str | None, num_layers: int | None = None) -> str | None:
+    """``network`` and ``num_layers`` as one comparable registry name (see :func:`trained_network`)."""
+    if not network:
+        return None
+    from lit_imgcls.networks.factory import resolve_name
+    from lit_imgcls.registry import _normalize_network
+
+    return _normalize_network(resolve_name(network, num_layers))
+
+
+def check_network(meta: CheckpointMeta, network: str | None, num_layers: int | None, where: str | Path,
+                  hint: str | None = None) -> None:
+    """Refuses a checkpoint trained with another network than the one this run builds (``network`` and
+    ``num_layers``, as a recipe gives them): one line naming both, and ``hint`` (what to do instead; default:
+    give ``--network`` the checkpoint's).
+
+    Raises:
+        UsageError: the checkpoint's recipe names another network.
+    """
+    had, want = trained_network(meta), network_key(network, num_layers)
+    if had is not None and want is not None and had != want:
+        raise UsageError(f"checkpoint {where} holds weights of network {had}, not of {want} (this run's network); "
+                         f"{hint or f'give --network {had} to use it, or a checkpoint of {want}'}")
+
+
+def load_module(checkpoint: str | Path, ckpt: dict | None = None, network: str | None = None,
+                num_layers: int | None = None):
     """The trained ImageClassifier of a checkpoint (eval mode, CPU) and its :class:`CheckpointMeta`.
+
+    The network is first built on torch's ``meta`` device (shapes, no memory) and the checkpoint's tensors are
+    checked against it: only a checkpoint whose tensors fit gets a real network built, so what a crafted
+    checkpoint's meta says (a huge input size, say) cannot make this allocate more than the file itself holds.
 
     Args:
         checkpoint: a ``PREFIX-NNNN.ckpt`` written by ``fit``.
         ckpt: the checkpoint already read (saves reading it twice).
+        network, num_layers: the network the user asked for (``score --network``); another network than the
+            checkpoint's is refused. None: the checkpoint's.
 
     Raises:
-        UsageError: unreadable, malformed, or weights that do not fit the network the checkpoint names.
+        UsageError: unreadable, malformed, another network than ``network``, or weights that do not fit the
+            network the checkpoint names.
     """
+    import torch
+
     from lit_imgcls.engine import DataSpec, build_module
     from lit_imgcls.io import load_checkpoint
 
     ckpt = ckpt if ckpt is not None else load_checkpoint(checkpoint)
     meta = read_meta(ckpt, checkpoint)
+    if network is not None:
+        check_network(meta, network, num_layers, checkpoint, "leave --network out to use the checkpoint's")
     recipe = recipe_from_meta(meta)
     recipe.pretrained = None  # the checkpoint's weights replace any starting weights
     recipe.image_shape = ",".join(map(str, meta.image_shape))
-    module = build_module(recipe, DataSpec(meta.class_names, meta.data_config))
+    spec = DataSpec(meta.class_names, meta.data_config)
+    with torch.device("meta"):
+        shapes = build_module(recipe, spec).state_dict()
+    check_weights(shapes, ckpt["state_dict"], checkpoint, recipe.network)
+    module = build_module(recipe, spec)
     load_weights(module, ckpt["state_dict"], checkpoint, recipe.network)
     module.meta = dict(meta.raw)
     return module.eval(), meta
@@ -168,14 +328,17 @@ def check_finite(state_dict: dict, where: str) -> None:
                          "saved before that, or train again with `lit-imgcls fit` and a lower --lr")
 
 
-def load_weights(module, state_dict: dict, checkpoint: str | Path, network: str) -> None:
-    """Loads ``state_dict`` into ``module``; weights of another network, or weights that are not finite, are one
-    line naming what is wrong.
+def check_weights(own: dict, state_dict: dict, checkpoint: str | Path, network: str,
+                  trained_with: str | None = None) -> None:
+    """Refuses ``state_dict`` unless it holds exactly the tensors of ``own`` (a network's state_dict, real or on
+    the ``meta`` device), shape for shape.
+
+    Args:
+        trained_with: the network the checkpoint's recipe names, for the message.
 
     Raises:
-        UsageError: missing, unexpected or differently shaped tensors; NaN or infinite values.
+        UsageError: missing, unexpected or differently shaped tensors, naming a few and both networks.
     """
-    own = module.state_dict()
     missing = [k for k in own if k not in state_dict]
     extra = [k for k in state_dict if k not in own]
     shapes = [k for k in own if k in state_dict and getattr(state_dict[k], "shape", None) != own[k].shape]
@@ -184,7 +347,22 @@ def load_weights(module, state_dict: dict, checkpoint: str | Path, network: str)
         for what, keys in (("missing", missing), ("unexpected", extra), ("with other shapes", shapes)):
             if keys:
                 parts.append(f"{len(keys)} {what} ({', '.join(keys[:3])}{', ...' if len(keys) > 3 else ''})")
+        other = network_key(trained_with)
+        if other and other != network_key(network):
+            raise UsageError(f"checkpoint {checkpoint} holds weights of network {other}, not of {network} (this run's "
+                             f"network): {'; '.join(parts)}; give --network {other}, or a checkpoint of {network}")
         raise UsageError(f"checkpoint {checkpoint} does not hold weights of network {network} as built here: "
                          f"{'; '.join(parts)}; was it trained with another network or class count?")
+
+
+def load_weights(module, state_dict: dict, checkpoint: str | Path, network: str,
+                 trained_with: str | None = None) -> None:
+    """Loads ``state_dict`` into ``module``; weights of another network, or weights that are not finite, are one
+    line naming what is wrong (and both networks, given ``trained_with``: the checkpoint's recipe's network).
+
+    Raises:
+        UsageError: missing, unexpected or differently shaped tensors; NaN or infinite values.
+    """
+    check_weights(module.state_dict(), state_dict, checkpoint, network, trained_with)
     check_finite(state_dict, f"checkpoint {checkpoint}")
     module.load_state_dict(state_dict)

@@ -115,20 +115,23 @@ def saved_checkpoints(prefix: str) -> list[str]:
     return [path for *_, path in sorted(dated, reverse=True)]
 
 
-def newest_readable(prefix: str) -> str | None:
-    """The newest checkpoint that loads, matches its checksum and holds finite weights; damaged or diverged newer
-    ones are skipped, said once each."""
-    from lit_imgcls.checkpoint_meta import check_finite
+def newest_readable(prefix: str, network: str | None = None, num_layers: int | None = None) -> str | None:
+    """The newest checkpoint that loads, matches its checksum, has well-formed meta
+    (:func:`~lit_imgcls.checkpoint_meta.read_meta`), holds finite weights and, given ``network``, was trained
+    with that network; each newer one skipped is named on stderr with the reason, one warning line each."""
+    from lit_imgcls.checkpoint_meta import check_finite, check_network, read_meta
     from lit_imgcls.io import load_checkpoint
 
     for path in saved_checkpoints(prefix):
         try:
             state = load_checkpoint(path)
-            if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
-                check_finite(state["state_dict"], f"checkpoint {path}")
+            meta = read_meta(state, path, need_config=False)
+            if network is not None:
+                check_network(meta, network, num_layers, path, "a resumed run keeps its network")
+            check_finite(state["state_dict"], f"checkpoint {path}")
             return path
         except UsageError as exc:
-            warn(f"{exc}; trying the one before")
+            warn(f"{' '.join(str(exc).split())}; skipping it, trying the one before")
     return None
 
 
@@ -142,7 +145,7 @@ def epoch_of(path: str, prefix: str | None) -> int | None:
 def resume_path(recipe) -> str | None:
     """The checkpoint ``--load-epoch`` names (checked to exist and to be readable), or ``--resume auto`` finds."""
     if recipe.resume == "auto":
-        return newest_readable(recipe.model_prefix or "")
+        return newest_readable(recipe.model_prefix or "", recipe.network, recipe.num_layers)
     if recipe.load_epoch is None:
         return None
     from lit_imgcls.io import load_checkpoint

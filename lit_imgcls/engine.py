@@ -106,9 +106,9 @@ def build_module(recipe: Recipe, spec: DataSpec):
     if recipe.pretrained:
         from lightning.pytorch.utilities import rank_zero_info
 
-        from lit_imgcls.networks.factory import load_pretrained
+        from lit_imgcls.networks.factory import load_pretrained, resolve_name
 
-        loaded = load_pretrained(net, recipe.pretrained, spec.class_names)
+        loaded = load_pretrained(net, recipe.pretrained, spec.class_names, resolve_name(recipe.network, recipe.num_layers))
         rank_zero_info(f"pretrained: {loaded.summary()}")
     if recipe.freeze_backbone or recipe.backbone_lr_mult != 1:
         _check_head(net, recipe)
@@ -498,13 +498,14 @@ def evaluate(recipe: Recipe, stage: str, checkpoint: str | None = None, allow_an
             checkpoint = epoch_path(recipe.model_prefix, epochs[-1])
     if checkpoint is None:
         raise UsageError(f"{stage} needs trained weights: give --model-prefix (newest epoch is used) and/or --load-epoch")
-    from lit_imgcls.checkpoint_meta import load_weights, read_meta
+    from lit_imgcls.checkpoint_meta import check_network, load_weights, read_meta
     from lit_imgcls.io import load_checkpoint
 
     ckpt = load_checkpoint(checkpoint)
     meta = read_meta(ckpt, checkpoint, need_config=False)
+    check_network(meta, recipe.network, recipe.num_layers, checkpoint)
     match_checkpoint(datamodule, meta, checkpoint, data_where(recipe))
-    load_weights(module, ckpt["state_dict"], checkpoint, recipe.network)
+    load_weights(module, ckpt["state_dict"], checkpoint, recipe.network, meta.recipe.get("network"))
     trainer = build_trainer(recipe, [])
     run = trainer.validate if stage == "validate" else trainer.test
     out = run(module, datamodule=datamodule, verbose=False)

@@ -11,9 +11,8 @@ import torch.nn.functional as F
 from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
+from lit_imgcls.checkpoint_meta import POSITION_KEY  # checkpoint entry: epoch, steps into it, steps per epoch
 from lit_imgcls.schedules import LRSchedule
-
-POSITION_KEY = "lit_imgcls_position"  # checkpoint entry: epoch, steps into it, steps per epoch
 
 
 class ImageClassifier(L.LightningModule):

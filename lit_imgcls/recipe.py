@@ -293,9 +293,7 @@ def validate(recipe: Recipe, *, allow_any_class: bool = False) -> Recipe:
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     if recipe.image_shape:
-        parts = recipe.image_shape.split(",")
-        need(len(parts) == 3 and all(re.fullmatch(r"\s*[0-9]+\s*", p) and int(p) > 0 for p in parts),
-             f"image_shape must be 'C,H,W' with positive integers, got {recipe.image_shape!r}")
+        parse_image_shape(recipe.image_shape)
     recipe.gpu_ids()
     if recipe.data_dir and "://" not in recipe.data_dir:
         need(os.path.isdir(recipe.data_dir), f"data_dir does not exist: {recipe.data_dir}")
@@ -310,6 +308,25 @@ def validate(recipe: Recipe, *, allow_any_class: bool = False) -> Recipe:
     strategies.get(recipe.kv_store)
     networks.get(resolve_name(recipe.network, recipe.num_layers))
     return recipe
+
+
+def parse_image_shape(text: str) -> tuple[int, int, int]:
+    """``"C,H,W"`` as three integers, within the bounds of any network input
+    (:func:`~lit_imgcls.data.preprocess.input_size_problem`).
+
+    Raises:
+        UsageError: not three positive integers, or a shape out of bounds (10^5 x 10^5, say).
+    """
+    from lit_imgcls.data.preprocess import input_size_problem
+
+    parts = text.split(",")
+    if not (len(parts) == 3 and all(re.fullmatch(r"\s*[0-9]{1,9}\s*", p) and int(p) > 0 for p in parts)):
+        raise UsageError(f"image_shape must be 'C,H,W' with positive integers, got {text!r:.60}")
+    shape = (int(parts[0]), int(parts[1]), int(parts[2]))
+    problem = input_size_problem(shape, "image_shape")
+    if problem:
+        raise UsageError(problem)
+    return shape
 
 
 # Keys that say which data a run reads. A dataset that does not take one of them would quietly read other data

@@ -105,7 +105,7 @@ def check_resumable(ckpt: str, module, datamodule, recipe: Any, where: str, repo
         mid_epoch = epoch_of(ckpt, recipe.model_prefix) is None
     changes = recipe_changes(meta.recipe, recipe, ckpt, mid_epoch)
     check_same_classes(datamodule.class_names, meta.class_names, where, f"checkpoint {ckpt}")
-    load_weights(module, state["state_dict"], ckpt, recipe.network)  # Lightning loads them again; this names a misfit
+    load_weights(module, state["state_dict"], ckpt, recipe.network, meta.recipe.get("network"))  # Lightning loads them again; this names a misfit
     if changes and report:
         from lit_imgcls.printable import printable
 

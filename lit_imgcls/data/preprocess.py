@@ -63,10 +63,11 @@ class DataConfig:
         return d
 
     @classmethod
-    def from_dict(cls, data: Any, where: str) -> "DataConfig":
-        """The config a checkpoint stored; :class:`UsageError` naming ``where`` and the bad field otherwise."""
+    def from_dict(cls, data: Any, where: str, name: str = "data_config") -> "DataConfig":
+        """The config a checkpoint stored; :class:`UsageError` naming ``where``, ``name`` (the stored field) and
+        the bad value otherwise."""
         if not isinstance(data, dict):
-            raise UsageError(f"{where}: data_config is a {type(data).__name__}, not a mapping")
+            raise UsageError(f"{where}: {name} is a {type(data).__name__}, not a mapping")
         known = {"input_size", "crop_mode", "crop_pct", "interpolation", "mean", "std", "resizer"}
         kw = {k: v for k, v in data.items() if k in known}
         try:
@@ -77,7 +78,7 @@ class DataConfig:
                     kw[key] = tuple(kw[key])
             return cls(**kw)
         except (TypeError, ValueError) as exc:
-            raise UsageError(f"{where}: data_config is not usable ({exc})") from None
+            raise UsageError(f"{where}: {name} is not usable ({exc})") from None
 
     def describe(self) -> str:
         c, h, w = self.input_size
@@ -89,14 +90,26 @@ def _number(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
-def _problem(cfg: DataConfig) -> str | None:
-    size = cfg.input_size
+def input_size_problem(size: Any, name: str = "input_size") -> str | None:
+    """Why ``size`` cannot be a network input (C, H, W), or None: the one rule for every input shape (a
+    DataConfig's ``input_size``, a recipe's ``image_shape``, a checkpoint's)."""
     if not (isinstance(size, tuple) and len(size) == 3 and all(isinstance(v, int) and not isinstance(v, bool)
                                                               for v in size)):
-        return f"input_size must be three integers (C, H, W), got {size!r}"
+        return f"{name} must be three integers (C, H, W), got {size!r:.60}"
     c, h, w = size
-    if not (0 < c <= MAX_CHANNELS and 0 < h <= MAX_SIDE and 0 < w <= MAX_SIDE):
-        return f"input_size must be (C, H, W) with 1 <= C <= {MAX_CHANNELS} and 1 <= H, W <= {MAX_SIDE}, got {size!r}"
+    # H x W within the decompression-bomb bound too: a network input no image may be decoded to is a damaged or
+    # crafted config, and building a network or a dataset for it could allocate without limit.
+    if not (0 < c <= MAX_CHANNELS and 0 < h <= MAX_SIDE and 0 < w <= MAX_SIDE and h * w <= image.MAX_PIXELS):
+        return (f"{name} must be (C, H, W) with 1 <= C <= {MAX_CHANNELS}, 1 <= H, W <= {MAX_SIDE} and "
+                f"H x W <= {image.MAX_PIXELS} pixels, got {size!r}")
+    return None
+
+
+def _problem(cfg: DataConfig) -> str | None:
+    problem = input_size_problem(cfg.input_size)
+    if problem:
+        return problem
+    c = cfg.input_size[0]
     if cfg.crop_mode not in CROP_MODES:
         return f"crop_mode must be one of {', '.join(CROP_MODES)}, got {cfg.crop_mode!r}"
     if not (_number(cfg.crop_pct) and 0 < cfg.crop_pct <= 1):

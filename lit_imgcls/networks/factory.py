@@ -122,13 +122,15 @@ def read_state_dict(path: str | Path) -> dict:
     return read_weights(path)[0]
 
 
-def read_weights(path: str | Path) -> tuple[dict, list[str] | None]:
-    """The tensors of a local weights file and, for a lit-imgcls checkpoint, the class names of its outputs.
+def read_weights(path: str | Path):
+    """The tensors of a local weights file and, for a lit-imgcls checkpoint, its checked meta
+    (:class:`~lit_imgcls.checkpoint_meta.CheckpointMeta`: class names, the network it was trained with), else None.
 
     Nothing in the file runs (``weights_only=True`` or safetensors).
 
     Raises:
-        UsageError: a URL, a missing or unreadable file, or one without a state_dict.
+        UsageError: a URL, a missing or unreadable file, one without a state_dict, or a lit-imgcls checkpoint with
+            malformed meta (:func:`~lit_imgcls.checkpoint_meta.read_meta`).
     """
     import torch
 
@@ -147,10 +149,11 @@ def read_weights(path: str | Path) -> tuple[dict, list[str] | None]:
             state = torch.load(p, map_location="cpu", weights_only=True)
     except Exception as exc:
         raise UsageError(f"cannot read weights from {p}: {str(exc).splitlines()[0]}") from exc
-    class_names = None
-    meta = state.get("lit_imgcls") if isinstance(state, dict) else None
-    if isinstance(meta, dict) and isinstance(meta.get("class_names"), list):
-        class_names = [str(n) for n in meta["class_names"]]
+    meta = None
+    if isinstance(state, dict) and "lit_imgcls" in state:  # ours: every field checked, as every command does
+        from lit_imgcls.checkpoint_meta import read_meta
+
+        meta = read_meta(state, f"{p} (--pretrained)", need_config=False)
     if isinstance(state, dict):
         for key in ("state_dict", "model", "state_dict_ema"):
             if isinstance(state.get(key), dict):
@@ -166,7 +169,7 @@ def read_weights(path: str | Path) -> tuple[dict, list[str] | None]:
             if k.startswith(pre):
                 k = k[len(pre):]
         out[k] = v
-    return out, class_names
+    return out, meta
 
 
 def _classifier_keys(model: nn.Module) -> set[str]:
@@ -178,16 +181,27 @@ def _classifier_keys(model: nn.Module) -> set[str]:
     return {k for k, t in model.state_dict(keep_vars=True).items() if id(t) in ids}
 
 
-def load_pretrained(model: nn.Module, path: str | Path, class_names: list[str] | None = None) -> LoadReport:
+def load_pretrained(model: nn.Module, path: str | Path, class_names: list[str] | None = None,
+                    network: str | None = None) -> LoadReport:
     """Copies every tensor of ``path`` whose name and shape match into ``model``; reports the rest.
 
     When ``path`` is a lit-imgcls checkpoint trained on other classes than ``class_names`` (renamed, reordered,
     other ones), its classifier is not copied even where the shapes match: output i would mean another class.
+    A lit-imgcls checkpoint of another network than ``network`` (``model``'s name) is refused: a few tensors of
+    the same name and shape (a classifier's bias) would load, and the run would start from next to nothing.
 
     Raises:
-        UsageError: an unreadable file, or no tensor that fits.
+        UsageError: an unreadable file or malformed meta, a lit-imgcls checkpoint of another network, or no
+            tensor that fits.
     """
-    state, trained_on = read_weights(path)
+    state, meta = read_weights(path)
+    trained_on = meta.class_names if meta is not None else None
+    if meta is not None and network is not None:
+        from lit_imgcls.checkpoint_meta import check_network
+
+        check_network(meta, network, None, f"{path} (--pretrained)",
+                      f"--pretrained takes weights of the network being trained (a checkpoint of {network}, or timm "
+                      "or plain weights)")
     own = model.state_dict()
     report = LoadReport(str(path))
     if class_names is not None and trained_on is not None and list(trained_on) != list(class_names):
