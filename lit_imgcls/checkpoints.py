@@ -145,7 +145,13 @@ def epoch_of(path: str, prefix: str | None) -> int | None:
 def resume_path(recipe) -> str | None:
     """The checkpoint ``--load-epoch`` names (checked to exist and to be readable), or ``--resume auto`` finds."""
     if recipe.resume == "auto":
-        return newest_readable(recipe.model_prefix or "", recipe.network, recipe.num_layers)
+        found = newest_readable(recipe.model_prefix or "", recipe.network, recipe.num_layers)
+        skipped = saved_checkpoints(recipe.model_prefix or "") if found is None else []
+        if skipped:
+            raise UsageError(f"--resume auto: none of the {len(skipped)} checkpoint(s) under {recipe.model_prefix} "
+                             "can be resumed (each is named above with the reason); give --overwrite without "
+                             "--resume to start the run again, or choose another --model-prefix")
+        return found
     if recipe.load_epoch is None:
         return None
     from lit_imgcls.io import load_checkpoint

@@ -487,9 +487,6 @@ def _fit_holding_prefix(recipe: Recipe, datamodule, module, where: str, allow_an
 def evaluate(recipe: Recipe, stage: str, checkpoint: str | None = None, allow_any_class: bool = False) -> dict[str, float]:
     """Runs validation or test with the weights of ``checkpoint`` (default: ``--load-epoch``, else the newest)."""
     validate(recipe, allow_any_class=allow_any_class)
-    prepare_process(recipe)
-    datamodule = build_datamodule(recipe)
-    module = build_module(recipe, DataSpec.of(datamodule))
     if checkpoint is None:
         checkpoint = resume_path(recipe)
     if checkpoint is None and recipe.model_prefix:
@@ -501,9 +498,14 @@ def evaluate(recipe: Recipe, stage: str, checkpoint: str | None = None, allow_an
     from lit_imgcls.checkpoint_meta import check_network, load_weights, read_meta
     from lit_imgcls.io import load_checkpoint
 
+    # The checkpoint first: a damaged or malformed one, or another network's, is its one line before any data
+    # or network is built.
     ckpt = load_checkpoint(checkpoint)
     meta = read_meta(ckpt, checkpoint, need_config=False)
     check_network(meta, recipe.network, recipe.num_layers, checkpoint)
+    prepare_process(recipe)
+    datamodule = build_datamodule(recipe)
+    module = build_module(recipe, DataSpec.of(datamodule))
     match_checkpoint(datamodule, meta, checkpoint, data_where(recipe))
     load_weights(module, ckpt["state_dict"], checkpoint, recipe.network, meta.recipe.get("network"))
     trainer = build_trainer(recipe, [])
