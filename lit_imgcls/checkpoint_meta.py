@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from lit_imgcls.data.preprocess import DataConfig
-from lit_imgcls.errors import UsageError
+from lit_imgcls.errors import UsageError, quoted
 
 MAX_CLASSES = 1_000_000
 
@@ -94,7 +94,7 @@ POSITION_KEY = "lit_imgcls_position"
 
 def _kind(value: Any) -> str:
     """A bad value for a message: its type and at most a short prefix of its text (a crafted value may be huge)."""
-    return f"{type(value).__name__} {value!r:.60}"
+    return f"{quoted(value)} ({type(value).__name__})"
 
 
 def _check_state_dict(state: Any, where: str | Path) -> None:
@@ -132,12 +132,16 @@ def _check_recipe(recipe: Any, where: str | Path) -> None:
         found = re.search(r'Parser key "([^"]+)"', str(exc))
         key = found.group(1) if found else None
         if key not in FIELDS:
-            raise UsageError(f"checkpoint {where}: its recipe is not usable: {' '.join(str(exc).split())[:200]}") \
+            raise UsageError(f"checkpoint {where}: its recipe is not usable: {quoted(' '.join(str(exc).split()), 200)}") \
                 from None
         hint = typing.get_type_hints(Recipe)[key]
         want = hint.__name__ if isinstance(hint, type) else str(hint).replace("typing.", "").replace("NoneType", "None")
         raise UsageError(f"checkpoint {where}: its recipe's {key} must be of type {want}, got "
                          f"{_kind(known[key])}") from None
+    except Exception as exc:  # noqa: BLE001 - the parser fails on some values with bare errors (an int beyond any
+        # float: OverflowError); whatever it is, the recipe is not one the command line would take
+        raise UsageError(f"checkpoint {where}: its recipe is not usable ({type(exc).__name__}: "
+                         f"{quoted(' '.join(str(exc).split()), 120)})") from None
     try:
         check_scalars(Recipe(**known))
         if known.get("image_shape"):

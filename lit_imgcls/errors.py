@@ -109,8 +109,14 @@ def from_worker(exc: UsageError) -> UsageError:
 def quoted(value: object, limit: int = 60) -> str:
     """``value`` for an error message: its ``repr`` (quotes, control characters escaped), a string cut to its first
     ``limit`` characters and its length (``'aaaa...' (5,000 characters)``), so one bad value cannot flood the line.
+    An integer too long for ``str()`` (over 4300 digits: a crafted file's), alone or inside a container, is named
+    by what it is instead.
     """
     if isinstance(value, (str, bytes)) and len(value) > limit:
         return f"{value[:limit]!r}... ({len(value):,} {'characters' if isinstance(value, str) else 'bytes'})"
-    text = repr(value)
+    try:
+        text = repr(value)
+    except ValueError:  # int -> str refuses more than 4300 digits, also inside a container
+        return ("an integer of over 4300 digits" if isinstance(value, int)
+                else f"a {type(value).__name__} holding an integer of over 4300 digits")
     return text if len(text) <= limit + 2 else f"{text[:limit]}... ({len(text):,} characters)"

@@ -68,24 +68,29 @@ def test_score_with_a_huge_image_shape_is_one_line(tmp_path):
     assert "input_size must be (C, H, W)" in line and "16384" in line and "(1, 100000, 100000)" in line
 
 
-def test_predict_builds_the_network_on_the_meta_device_first(tmp_path, digit):
+def test_predict_builds_the_network_on_the_meta_device_first(tmp_path, digit, capsys):
     """A data_config within every bound (64 x 9000 x 9000) over a small network's weights: an MLP for that input
-    would need terabytes; the network is built without memory first, so the misfit is one line, not an attempt."""
+    would need terabytes; the network is built without memory first, so the misfit is one line, not an attempt.
+    (In this process, as the validate case below: both need Lightning, imported once.)"""
+    from lit_imgcls.cli import main
+
     ckpt = checkpoint("mlp")
     ckpt["lit_imgcls"]["data_config"].update(input_size=[64, 9000, 9000], mean=[0.5] * 64, std=[0.25] * 64)
     for key in ("image_shape", "mean", "std"):
         del ckpt["lit_imgcls"][key]
     path = write(tmp_path / "wide.ckpt", ckpt)
-    res = run_cli("predict", "--checkpoint", str(path), str(digit), "--threads", "1", cwd=tmp_path)
-    line = _one_line_exit_2(res.returncode, res.stderr)
+    rc = main(["predict", "--checkpoint", str(path), str(digit), "--threads", "1"])
+    line = _one_line_exit_2(rc, capsys.readouterr().err)
     assert "does not hold weights of network mlp" in line and "net.body.1.weight" in line, line
 
 
-def test_validate_with_another_networks_checkpoint_names_both(tmp_path):
+def test_validate_with_another_networks_checkpoint_names_both(tmp_path, capsys):
+    from lit_imgcls.cli import main
+
     write(tmp_path / "m-0001.ckpt", checkpoint("mlp"))
-    res = run_cli("validate", "--network", "lenet", "--model-prefix", str(tmp_path / "m"), "--load-epoch", "1",
-                  "--num-examples", "320", "--threads", "1", cwd=tmp_path)
-    line = _one_line_exit_2(res.returncode, res.stderr)
+    rc = main(["validate", "--network", "lenet", "--model-prefix", str(tmp_path / "m"), "--load-epoch", "1",
+               "--num-examples", "320", "--threads", "1"])
+    line = _one_line_exit_2(rc, capsys.readouterr().err)
     assert "holds weights of network mlp, not of lenet" in line and "--network mlp" in line, line
 
 

@@ -16,7 +16,7 @@ import numpy as np
 
 from lit_imgcls.data import image
 from lit_imgcls.data.transforms import INTERPOLATIONS, RESIZER, center_crop, squash
-from lit_imgcls.errors import UsageError
+from lit_imgcls.errors import UsageError, quoted
 
 CROP_MODES = ("center", "squash")
 MAX_SIDE = 16384  # an input side beyond this is a damaged config, not a network input
@@ -87,7 +87,10 @@ class DataConfig:
 
 
 def _number(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+    try:
+        return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+    except OverflowError:  # an integer beyond any float
+        return False
 
 
 def input_size_problem(size: Any, name: str = "input_size") -> str | None:
@@ -95,13 +98,13 @@ def input_size_problem(size: Any, name: str = "input_size") -> str | None:
     DataConfig's ``input_size``, a recipe's ``image_shape``, a checkpoint's)."""
     if not (isinstance(size, tuple) and len(size) == 3 and all(isinstance(v, int) and not isinstance(v, bool)
                                                               for v in size)):
-        return f"{name} must be three integers (C, H, W), got {size!r:.60}"
+        return f"{name} must be three integers (C, H, W), got {quoted(size)}"
     c, h, w = size
     # H x W within the decompression-bomb bound too: a network input no image may be decoded to is a damaged or
     # crafted config, and building a network or a dataset for it could allocate without limit.
     if not (0 < c <= MAX_CHANNELS and 0 < h <= MAX_SIDE and 0 < w <= MAX_SIDE and h * w <= image.MAX_PIXELS):
         return (f"{name} must be (C, H, W) with 1 <= C <= {MAX_CHANNELS}, 1 <= H, W <= {MAX_SIDE} and "
-                f"H x W <= {image.MAX_PIXELS} pixels, got {size!r}")
+                f"H x W <= {image.MAX_PIXELS} pixels, got {quoted(size)}")
     return None
 
 
@@ -111,19 +114,19 @@ def _problem(cfg: DataConfig) -> str | None:
         return problem
     c = cfg.input_size[0]
     if cfg.crop_mode not in CROP_MODES:
-        return f"crop_mode must be one of {', '.join(CROP_MODES)}, got {cfg.crop_mode!r}"
+        return f"crop_mode must be one of {', '.join(CROP_MODES)}, got {quoted(cfg.crop_mode)}"
     if not (_number(cfg.crop_pct) and 0 < cfg.crop_pct <= 1):
-        return f"crop_pct must lie in (0, 1], got {cfg.crop_pct!r}"
+        return f"crop_pct must lie in (0, 1], got {quoted(cfg.crop_pct)}"
     if cfg.interpolation not in INTERPOLATIONS:
-        return f"interpolation must be one of {', '.join(INTERPOLATIONS)}, got {cfg.interpolation!r}"
+        return f"interpolation must be one of {', '.join(INTERPOLATIONS)}, got {quoted(cfg.interpolation)}"
     for key in ("mean", "std"):
         v = getattr(cfg, key)
         if not (isinstance(v, tuple) and len(v) == c and all(_number(x) for x in v)):
-            return f"{key} must be {c} finite numbers (one per channel), got {v!r}"
+            return f"{key} must be {c} finite numbers (one per channel), got {quoted(v)}"
     if not all(x > 0 for x in cfg.std):
-        return f"std must be positive, got {cfg.std!r}"
+        return f"std must be positive, got {quoted(cfg.std)}"
     if cfg.resizer not in ("opencv", "pil"):
-        return f"resizer must be opencv or pil, got {cfg.resizer!r}"
+        return f"resizer must be opencv or pil, got {quoted(cfg.resizer)}"
     return None
 
 
