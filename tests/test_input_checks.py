@@ -241,7 +241,7 @@ def test_the_same_classes_evaluate_and_another_network_is_one_line(trained, tmp_
     assert "'ant' only in the data; 'dog' only in the training data" in line, line
     res = run_cli("validate", *fit_args(tmp, data, network="mlp"))
     line = one_line(res.stderr)
-    assert res.returncode == 2 and "does not hold weights of network mlp" in line and "missing" in line
+    assert res.returncode == 2 and "holds weights of network lenet, not of mlp" in line and "--network lenet" in line
 
 
 def test_fine_tuning_on_renamed_classes_starts_a_fresh_classifier(trained, tmp_path):
