@@ -50,7 +50,7 @@ def read_meta(ckpt: Any, where: str | Path, need_config: bool = True) -> Checkpo
     takes, by the same parser, and :func:`~lit_imgcls.recipe.check_scalars`), ``class_names`` (1 to
     :data:`MAX_CLASSES` strings), ``data_config`` (:meth:`DataConfig.from_dict`: channels, sides and pixels
     bounded, mean/std one finite number per channel, std > 0), the flat ``image_shape``/``mean``/``std`` copies
-    (the same rules, and equal to ``data_config``'s), ``version``, and the resume position.
+    (the same rules, and equal to ``data_config``'s), ``version``, ``pretrained`` and the resume position.
 
     Args:
         ckpt: the loaded checkpoint.
@@ -78,6 +78,9 @@ def read_meta(ckpt: Any, where: str | Path, need_config: bool = True) -> Checkpo
                          f"{_kind(names)}")
     if not isinstance(meta.get("version", ""), str):
         raise UsageError(f"checkpoint {where}: version must be a string like '0.2.0', got {_kind(meta['version'])}")
+    if not isinstance(meta.get("pretrained", {}), dict):  # what --pretrained loaded, kept for the record only
+        raise UsageError(f"checkpoint {where}: pretrained must be a mapping (what --pretrained loaded), got "
+                         f"{_kind(meta['pretrained'])}")
     _check_position(ckpt.get(POSITION_KEY), where)
     config = DataConfig.from_dict(meta["data_config"], f"checkpoint {where}") if "data_config" in meta else None
     _check_flat_config(meta, config, where)

@@ -81,6 +81,7 @@ MALFORMED = [
     ("recipe_image_shape_huge", "recipe", "image_shape", "1,100000,100000"),
     ("version_int", "meta", "version", 2),
     ("position_text", "top", "lit_imgcls_position", {"epoch": "one"}),
+    ("pretrained_text", "meta", "pretrained", "weights.pt"),
 ]
 
 

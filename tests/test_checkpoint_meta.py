@@ -38,7 +38,7 @@ NAMES = {
     "input_size_huge": "input_size", "input_size_too_many_pixels": "H x W", "input_size_text": "input_size",
     "channels_zero": "input_size", "data_config_list": "data_config", "recipe_network_int": "network",
     "recipe_lr_text": "lr", "recipe_image_shape_huge": "image_shape", "version_int": "version",
-    "position_text": "lit_imgcls_position",
+    "position_text": "lit_imgcls_position", "pretrained_text": "pretrained",
 }
 
 

@@ -18,7 +18,8 @@ from lit_imgcls.errors import UsageError
 
 # Where a value can sit: (section, key); "top" is the checkpoint itself, "meta" its lit_imgcls entry.
 FIELDS = [("top", "state_dict"), ("top", "lit_imgcls_position"), ("top", "lit_imgcls"),
-          *[("meta", k) for k in ("recipe", "class_names", "image_shape", "mean", "std", "data_config", "version")],
+          *[("meta", k) for k in ("recipe", "class_names", "image_shape", "mean", "std", "data_config", "version",
+                                    "pretrained")],
           *[("data_config", k) for k in ("input_size", "crop_mode", "crop_pct", "interpolation", "mean", "std",
                                          "resizer")],
           *[("recipe", k) for k in ("network", "num_layers", "lr", "batch_size", "image_shape", "callbacks",
@@ -45,7 +46,7 @@ def _copy(ckpt: dict) -> dict:
     return out
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(st.tuples(st.sampled_from(FIELDS), values), min_size=1, max_size=3))
 def test_checkpoint_meta_is_checked_or_refused_in_one_line(changes):
     ckpt = _copy(BASE)
@@ -79,7 +80,7 @@ def test_checkpoint_meta_is_checked_or_refused_in_one_line(changes):
 finite = st.floats(min_value=-10, max_value=10, allow_nan=False)
 
 
-@settings(max_examples=80, deadline=None)
+@settings(max_examples=60, deadline=None)
 @given(st.integers(0, 70), st.integers(0, 20_000), st.integers(0, 20_000), st.data())
 def test_input_shapes_are_accepted_exactly_within_the_bounds(c, h, w, data):
     """A consistent checkpoint (flat copies equal to data_config) of any shape and statistics: accepted exactly when

@@ -75,7 +75,7 @@ def create_network(
     except TypeError as exc:
         raise UsageError(f"network {key!r} does not accept these options {sorted(kwargs)}: {exc}") from exc
     if pretrained:
-        load_pretrained(model, pretrained)
+        load_pretrained(model, pretrained, network=name)
     return model
 
 
