@@ -9,10 +9,9 @@ import os
 import numpy as np
 import pytest
 import torch
-from PIL import Image
-
 from ckpt_factory import MALFORMED, checkpoint, malformed, write
 from conftest import run_cli
+from PIL import Image
 
 from lit_imgcls.errors import UsageError
 

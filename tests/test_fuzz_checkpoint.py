@@ -7,10 +7,9 @@ from __future__ import annotations
 import math
 
 import torch
+from ckpt_factory import checkpoint
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
-from ckpt_factory import checkpoint
 
 from lit_imgcls.checkpoint_meta import read_meta
 from lit_imgcls.data.image import MAX_PIXELS
