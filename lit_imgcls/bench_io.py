@@ -89,7 +89,7 @@ def _pack_jpegs(pack: str, limit: int = 500) -> list[bytes]:
     m = read_manifest(pack)
     blobs: list[bytes] = []
     for shard in m["splits"]["train"].get("wds", []):
-        for _, data, _ in iter_tar_samples(Path(pack) / "wds" / shard["file"]):
+        for _, data, _ in iter_tar_samples(Path(pack) / "wds" / shard["file"], len(m["class_names"])):
             blobs.append(data)
             if len(blobs) >= limit:
                 return blobs

@@ -122,15 +122,17 @@ def _pack_sources(location: str, split: str) -> Iterator[Source]:
             raise UsageError(f"cannot open shard {url}: {exc}") from None
         with stream:
             for key, sample in iter_samples(stream):
-                yield _pack_sample(location, key, sample, names, IMAGE_KEYS)
+                yield _pack_sample(location, key, sample, names, IMAGE_KEYS, url)
 
 
-def _pack_sample(location: str, key: str, sample: dict[str, bytes], names: list[str], image_keys) -> Source:
+def _pack_sample(location: str, key: str, sample: dict[str, bytes], names: list[str], image_keys,
+                 shard: str) -> Source:
     name = f"{location.rstrip('/')}:{key}"
     label = None
     if "cls" in sample:
-        i = int(sample["cls"])
-        label = names[i] if 0 <= i < len(names) else str(i)
+        from lit_imgcls.data.labels import parse_label
+
+        label = names[parse_label(sample["cls"], len(names), f"sample {key} of shard {shard}")]
     ext = next((e for e in image_keys if e in sample), None)
     if ext is None:
         return Source(name, label=label, error="sample has no image in its shard")

@@ -94,7 +94,7 @@ def _run_entry(name: str, data: bytes, p: dict, tmp: Path) -> dict:
     if name == "wds.SampleDecoder":
         from lit_imgcls.data.formats.wds import SampleDecoder
 
-        decoder = SampleDecoder(config("center"), p["train"], augment=True)
+        decoder = SampleDecoder(config("center"), p["train"], augment=True, num_classes=10)
         pixels, label = decoder({"__key__": "train00000007", "__url__": "pack/wds/train-000000.tar",
                                  p["key"]: data, "cls": b"3"})
         return {**_array(pixels), "label": label}

@@ -244,7 +244,8 @@ def test_equal_batches_for_every_rank_and_worker(photos, tmp_path):
     urls = shard_urls(str(out), m, "train")
     from lit_imgcls.data.preprocess import DataConfig
 
-    decoder = SampleDecoder(DataConfig((3, 24, 24), "center", mean=(0.5,) * 3, std=(0.5,) * 3), train=True, augment=True)
+    decoder = SampleDecoder(DataConfig((3, 24, 24), "center", mean=(0.5,) * 3, std=(0.5,) * 3), train=True, augment=True,
+                           num_classes=len(m["class_names"]))
     counts = []
     for rank in range(2):
         stream = ShardStream(urls, decoder, batch_size=4, train=True, seed=0, rank=rank, world=2, batches=36 // 2 // 4,

@@ -14,6 +14,7 @@ leftovers; the pack removes it when it ends.
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import shutil
@@ -109,9 +110,20 @@ def read_manifest(out: str | Path) -> dict[str, Any]:
 
 # ------------------------------------------------------------------------------------------- what it must hold
 
-_SHARD_FILE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*\.tar")
-_BETON_FILE = re.compile(r"ffcv/[A-Za-z0-9][A-Za-z0-9._-]*\.beton")
+_SHARD_FILE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,254}\.tar")
+_BETON_FILE = re.compile(r"ffcv/[A-Za-z0-9][A-Za-z0-9._-]{0,254}\.beton")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
+_SPLIT = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
+# Bounds on what a manifest may claim: far above any real pack, far below what would make a reader allocate or
+# loop without end (a manifest claiming 10**12 samples, a million shards or a 10**9-byte class name).
+MAX_CLASSES = 1_000_000
+MAX_CLASS_NAME = 1000  # characters
+MAX_SAMPLES = 10**10  # per split (and per file); the .beton check's bound too
+MAX_FILE_BYTES = 2**44  # 16 TiB, per shard or .beton file
+MAX_SHARDS = 1_000_000  # per split
+MAX_SPLITS = 16
+MAX_SIDE = 2**16  # pixels, an image side (FFCV stores sides as uint16)
+TAR_SAMPLE_BYTES = 2048  # the least a sample takes in a tar shard: two members of a 512-byte header and block
 
 
 def check_manifest(data: Any, where: str) -> dict[str, Any]:
@@ -126,18 +138,24 @@ def check_manifest(data: Any, where: str) -> dict[str, Any]:
     return data
 
 
-def _count(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool) and v >= 0
+def _count(v: Any, most: int | None = None) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= 0 and (most is None or v <= most)
+
+
+def _numbers(v: Any) -> bool:
+    return isinstance(v, list) and all(isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+                                      for x in v)
 
 
 def _file_problem(entry: Any, where: str, pattern: re.Pattern) -> str | None:
     if not isinstance(entry, dict):
         return f"{where} is not an object"
     if not isinstance(entry.get("file"), str) or not pattern.fullmatch(entry["file"]):
-        return f"{where}.file {entry.get('file')!r} is not a file name of the pack"
-    for key in ("samples", "bytes"):
-        if not _count(entry.get(key)):
-            return f"{where}.{key} is not a count"
+        return f"{where}.file {entry.get('file')!r:.60} is not a file name of the pack"
+    if not _count(entry.get("samples"), MAX_SAMPLES):
+        return f"{where}.samples is not a count from 0 to {MAX_SAMPLES}"
+    if not _count(entry.get("bytes"), MAX_FILE_BYTES) or entry["bytes"] == 0:
+        return f"{where}.bytes is not a size from 1 to {MAX_FILE_BYTES}"
     if not isinstance(entry.get("sha256"), str) or not _SHA256.fullmatch(entry["sha256"]):
         return f"{where}.sha256 is not 64 hex digits"
     return None
@@ -146,38 +164,52 @@ def _file_problem(entry: Any, where: str, pattern: re.Pattern) -> str | None:
 def _problem(m: Any) -> str | None:
     if not isinstance(m, dict):
         return f"a JSON {type(m).__name__}, not an object"
-    if m.get("format_version") != FORMAT_VERSION:
-        return f"format_version is {m.get('format_version')!r}"
+    if m.get("format_version") != FORMAT_VERSION or type(m.get("format_version")) is not int:
+        return f"format_version is {m.get('format_version')!r:.40}"
     names = m.get("class_names")
     if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
         return "class_names is not a list of names"
+    if len(names) > MAX_CLASSES:
+        return f"class_names holds {len(names)} names, more than {MAX_CLASSES}"
+    for i, n in enumerate(names):
+        if not 0 < len(n) <= MAX_CLASS_NAME:
+            return f"class_names[{i}] is {len(n)} characters long, not 1 to {MAX_CLASS_NAME}"
     formats = m.get("formats")
-    if not isinstance(formats, list) or not formats or not set(formats) <= set(FORMATS):
-        return f"formats is {formats!r}, not a list of {' and '.join(FORMATS)}"
-    if m.get("channels", 3) not in (1, 3):
-        return f"channels is {m.get('channels')!r}, not 1 or 3"
+    if not isinstance(formats, list) or not formats or not all(isinstance(f, str) and f in FORMATS for f in formats):
+        return f"formats is {formats!r:.60}, not a list of {' and '.join(FORMATS)}"
+    channels = m.get("channels", 3)
+    if isinstance(channels, bool) or channels not in (1, 3):
+        return f"channels is {channels!r:.40}, not 1 or 3"
     for key in ("mean", "std"):
         v = m.get(key, [0.5])
-        if not isinstance(v, list) or not v or not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in v):
-            return f"{key} is not a list of numbers"
+        if not _numbers(v) or len(v) not in (1, channels):
+            return f"{key} is not a list of 1 or {channels} (channels) finite numbers"
+        if key == "mean" and not all(0 <= x <= 1 for x in v):
+            return "mean is not within [0, 1] (pixel values scaled to 0..1)"
+        if key == "std" and not all(0 < x <= 1 for x in v):
+            return "std is not within (0, 1] (a std of 0 would divide by zero)"
     for key in ("source", "options"):
         if not isinstance(m.get(key, {}), dict):
             return f"{key} is not an object"
     if not isinstance(m.get("skipped", []), list):
         return "skipped is not a list"
     if "duplicates" in m:  # optional: packs made before it was recorded have none
-        problem = _duplicates_problem(m["duplicates"])
+        problem = _duplicates_problem(m["duplicates"], len(names))
         if problem:
             return problem
     splits = m.get("splits")
     if not isinstance(splits, dict) or not splits:
         return "splits is not an object of splits"
+    if len(splits) > MAX_SPLITS:
+        return f"splits holds {len(splits)} splits, more than {MAX_SPLITS}"
     for split, entry in splits.items():
+        if not _SPLIT.fullmatch(split):
+            return f"splits has a split named {split!r:.40}, not letters, digits, _ or - (at most 64)"
         where = f"splits.{split}"
         if not isinstance(entry, dict):
             return f"{where} is not an object"
-        if not _count(entry.get("count")):
-            return f"{where}.count is not a count"
+        if not _count(entry.get("count"), MAX_SAMPLES):
+            return f"{where}.count is not a count from 0 to {MAX_SAMPLES}"
         if entry["count"] == 0:
             # What a pack whose files were all unusable wrote before lit-imgcls refused it: read as a pack, it
             # would train or validate on nothing and report success.
@@ -189,16 +221,22 @@ def _problem(m: Any) -> str | None:
             return f"{where}.per_class adds up to {sum(per)}, not its count {entry['count']}"
         size = entry.get("image_size", {"min": [1, 1], "max": [1, 1]})
         if not isinstance(size, dict) or not all(
-                isinstance(size.get(k), list) and len(size[k]) == 2 and all(_count(x) for x in size[k]) for k in ("min", "max")):
-            return f"{where}.image_size is not {{min: [width, height], max: [width, height]}}"
+                isinstance(size.get(k), list) and len(size[k]) == 2 and all(_count(x, MAX_SIDE) and x for x in size[k])
+                for k in ("min", "max")):
+            return f"{where}.image_size is not {{min: [width, height], max: [width, height]}} of sides 1 to {MAX_SIDE}"
+        if not all(a <= b for a, b in zip(size["min"], size["max"])):
+            return f"{where}.image_size.min {size['min']} is larger than its max {size['max']}"
         if "wds" in formats:
             shards = entry.get("wds")
-            if not isinstance(shards, list):
-                return f"{where}.wds is not a list of shards"
+            if not isinstance(shards, list) or len(shards) > MAX_SHARDS:
+                return f"{where}.wds is not a list of at most {MAX_SHARDS} shards"
             for i, shard in enumerate(shards):
                 problem = _file_problem(shard, f"{where}.wds[{i}]", _SHARD_FILE)
                 if problem:
                     return problem
+                if shard["samples"] * TAR_SAMPLE_BYTES > shard["bytes"]:
+                    return (f"{where}.wds[{i}].samples {shard['samples']} do not fit in its {shard['bytes']} bytes "
+                            f"(a sample takes at least {TAR_SAMPLE_BYTES})")
             if sum(shard["samples"] for shard in shards) != entry["count"]:
                 return (f"{where}.wds holds {sum(shard['samples'] for shard in shards)} samples, not its count "
                         f"{entry['count']}")
@@ -304,7 +342,7 @@ def _sync_folder(folder: Path) -> None:
 # "lit-imgcls: warning: " prefix.
 
 
-def _duplicates_problem(d: Any) -> str | None:
+def _duplicates_problem(d: Any, num_classes: int) -> str | None:
     """What is wrong with a manifest's optional ``duplicates`` (see :func:`summarise_duplicates`), or None."""
     if not isinstance(d, dict):
         return "duplicates is not an object"
@@ -334,6 +372,8 @@ def _duplicates_problem(d: Any) -> str | None:
                 return f"{where}.samples[{j}] is not an object with a split and a key"
             if not isinstance(s.get("label"), int) or isinstance(s.get("label"), bool):
                 return f"{where}.samples[{j}].label is not an integer"
+            if not 0 <= s["label"] < num_classes:
+                return f"{where}.samples[{j}].label is not a class index in [0, {num_classes})"
             if not isinstance(s.get("path", ""), str):
                 return f"{where}.samples[{j}].path is not a string"
     return None

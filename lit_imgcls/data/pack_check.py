@@ -17,19 +17,34 @@ from lit_imgcls.errors import UsageError
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
 
 
-def iter_tar_samples(path: str | Path, entry: dict | None = None) -> Iterator[tuple[str, bytes, int]]:
+def iter_tar_samples(path: str | Path, num_classes: int, entry: dict | None = None) -> Iterator[tuple[str, bytes, int]]:
     """(key, image bytes, label) for each sample of a local shard that has both, in storage order; through the one
     shard reader, :func:`lit_imgcls.data.formats.tar_shards.iter_samples`. With the manifest's ``entry`` the shard
-    is hashed as it is read and checked at its end (:class:`~lit_imgcls.errors.DamagedShard`)."""
+    is hashed as it is read and checked at its end (:class:`~lit_imgcls.errors.DamagedShard`).
+
+    Raises:
+        UsageError: a label outside ``[0, num_classes)`` (:func:`lit_imgcls.data.labels.parse_label`).
+    """
     from lit_imgcls.data.formats.tar_shards import iter_samples
+    from lit_imgcls.data.labels import parse_label
     from lit_imgcls.data.shard_check import finish, open_shard
 
     with open_shard(str(path), entry) as f:
         for key, sample in iter_samples(f):
             image = next((v for ext, v in sample.items() if ext != "cls"), None)
             if image is not None and "cls" in sample:
-                yield key, image, int(sample["cls"])
+                yield key, image, parse_label(sample["cls"], num_classes, f"sample {key} of shard {path}")
         finish(f)
+
+
+def beton_labels(out: Path, manifest: dict, split: str):
+    """The checked labels (int64 array, storage order) of a split's ``.beton`` file
+    (:func:`lit_imgcls.data.formats.beton.read_beton`): what must pass before FFCV opens it."""
+    from lit_imgcls.data.formats.beton import read_beton
+
+    entry = manifest["splits"][split]["ffcv"]
+    return read_beton(out / entry["file"], len(manifest["class_names"]), entry["samples"],
+                      f"{entry['file']} of pack {out}").labels
 
 
 @contextlib.contextmanager
@@ -52,16 +67,13 @@ def storage_labels(out: Path, manifest: dict, split: str) -> list[int]:
         for shard in entry["wds"]:
             with naming(f"wds/{shard['file']}", out):
                 before = len(labels)
-                labels += [label for _, _, label in iter_tar_samples(out / "wds" / shard["file"], shard)]
+                labels += [label for _, _, label in
+                           iter_tar_samples(out / "wds" / shard["file"], len(manifest["class_names"]), shard)]
                 # tarfile stops quietly at a cut-short or damaged header: count what it found
                 if len(labels) - before != shard["samples"]:
                     raise ValueError(f"{len(labels) - before} samples, the manifest says {shard['samples']}")
         return labels
-    with naming(entry["ffcv"]["file"], out):
-        from ffcv.reader import Reader
-
-        reader = Reader(str(out / entry["ffcv"]["file"]))
-        return [int(v) for v in reader.metadata["f1"]]
+    return beton_labels(out, manifest, split).tolist()  # read with numpy: no FFCV needed
 
 
 def first_sample(out: Path, manifest: dict, split: str):
@@ -72,10 +84,11 @@ def first_sample(out: Path, manifest: dict, split: str):
         if not entry["wds"]:
             return None
         with naming(f"wds/{entry['wds'][0]['file']}", out):
-            for _, data, label in iter_tar_samples(out / "wds" / entry["wds"][0]["file"]):
+            for _, data, label in iter_tar_samples(out / "wds" / entry["wds"][0]["file"], len(manifest["class_names"])):
                 img = to_rgb_or_grey(open_image(data))
                 return (img.convert(mode) if img.mode != mode else img), label
         return None
+    beton_labels(out, manifest, split)
     with naming(entry["ffcv"]["file"], out):
         from ffcv.fields.decoders import IntDecoder, SimpleRGBImageDecoder
         from ffcv.loader import Loader, OrderOption
@@ -130,7 +143,7 @@ def split_digests(out: Path, manifest: dict, split: str) -> tuple[list[str], lis
     for shard in manifest["splits"][split].get("wds", []):
         with naming(f"wds/{shard['file']}", out):
             before = len(keys)
-            for key, data, label in iter_tar_samples(out / "wds" / shard["file"], shard):
+            for key, data, label in iter_tar_samples(out / "wds" / shard["file"], len(manifest["class_names"]), shard):
                 keys.append(key)
                 labels.append(label)
                 digests += hashlib.sha256(data).digest()

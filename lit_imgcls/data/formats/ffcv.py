@@ -168,6 +168,10 @@ class FFCVDataModule(PackedDataModule):
             raise UsageError(f"image_shape {shape}: FFCV's centre crop is square; use H = W, or --dataset wds")
 
     def _path(self, location: str, manifest: dict, split: str) -> str:
+        """The local path of the split's ``.beton``, its header, pointers and labels checked
+        (:func:`~lit_imgcls.data.formats.beton.read_beton`) before FFCV reads a byte of it."""
+        from lit_imgcls.data.formats.beton import read_beton
+
         entry = manifest["splits"][split]["ffcv"]
         if is_remote(location):
             if not self.data_cache:
@@ -175,15 +179,17 @@ class FFCVDataModule(PackedDataModule):
             url = f"{location.rstrip('/')}/{entry['file']}"
             path = cached_copy(url, self.data_cache, entry["sha256"], entry["bytes"])
             check_whole_file(path, entry, f"{url} (cached as {path})")
-            return str(path)
-        path = local_path(location) / entry["file"]
-        if not path.is_file() or path.stat().st_size != entry["bytes"]:
-            raise UsageError(f"{path} is missing or not the size the manifest says ({entry['bytes']} bytes): run `lit-imgcls dataset verify {location}`")
-        # Memory-mapped, not streamed: hashed whole once per process before FFCV maps it.
-        check_whole_file(path, entry)
+        else:
+            path = local_path(location) / entry["file"]
+            if not path.is_file() or path.stat().st_size != entry["bytes"]:
+                raise UsageError(f"{path} is missing or not the size the manifest says ({entry['bytes']} bytes): run `lit-imgcls dataset verify {location}`")
+            # Memory-mapped, not streamed: hashed whole once per process before FFCV maps it.
+            check_whole_file(path, entry)
+        read_beton(path, len(manifest["class_names"]), entry["samples"])
         return str(path)
 
     def _loader(self, location: str, manifest: dict, split: str, train: bool) -> FFCVBatches:
+        path = self._path(location, manifest, split)  # checked before FFCV is even imported
         from ffcv.fields.decoders import (CenterCropRGBImageDecoder, IntDecoder, RandomResizedCropRGBImageDecoder,
                                           SimpleRGBImageDecoder)
         from ffcv.loader import Loader
@@ -198,7 +204,7 @@ class FFCVDataModule(PackedDataModule):
             image = [CenterCropRGBImageDecoder((h, w), ratio=self.data_config.crop_pct)]
         rank, world = self.rank_world()
         loader = Loader(
-            self._path(location, manifest, split), batch_size=self.batch_size, num_workers=max(1, self.workers),
+            path, batch_size=self.batch_size, num_workers=max(1, self.workers),
             order=_epoch_order(rank, world, train), seed=self.seed, drop_last=train, os_cache=True,
             pipelines={"image": [*image, ToTensor(), ToTorchImage(channels_last=True)], "label": [IntDecoder(), ToTensor()]},
         )

@@ -72,23 +72,27 @@ class SampleDecoder:
             what comes out, training included.
         train: training samples; with ``augment``, a random-resized crop and flip drawn from :attr:`rng`.
         augment: crop and flip training images (photos); small same-size images are used whole.
+        num_classes: the pack's class count; a label outside [0, num_classes) is a :class:`UsageError`
+            (:func:`lit_imgcls.data.labels.parse_label`).
     """
 
-    def __init__(self, config, train: bool, augment: bool) -> None:
+    def __init__(self, config, train: bool, augment: bool, num_classes: int) -> None:
         from lit_imgcls.data.preprocess import EvalTransform
 
-        self.config, self.train, self.augment = config, train, augment
+        self.config, self.train, self.augment, self.num_classes = config, train, augment, num_classes
         self.eval = EvalTransform(config)
         self.rng = random.Random(0)
 
     def __call__(self, sample: dict):
         from lit_imgcls.data import image, transforms
+        from lit_imgcls.data.labels import parse_label
 
         key = next((k for k in IMAGE_KEYS if k in sample), None)
         where = f"sample {sample.get('__key__')} of shard {sample.get('__url__')}"
         if key is None or "cls" not in sample:
             raise UsageError(f"{where} lacks an image or a label: the shard is corrupt")
         data = sample[key]
+        label = parse_label(sample["cls"], self.num_classes, where)
         try:
             if self.train and self.augment:
                 c, h, w = self.config.input_size
@@ -96,7 +100,7 @@ class SampleDecoder:
                 pixels = pixels[:, :, None] if pixels.ndim == 2 else pixels
             else:
                 pixels = self.eval(data)
-            return pixels, int(sample["cls"])
+            return pixels, label
         except (OSError, ValueError, SyntaxError) as exc:
             raise UsageError(f"{where} does not decode ({exc}): the shard is corrupt") from None
 
@@ -275,7 +279,7 @@ class WDSDataModule(PackedDataModule):
 
     def _loader(self, location: str, manifest: dict, split: str, train: bool) -> EpochLoader:
         rank, world = self.rank_world()
-        decoder = SampleDecoder(self.data_config, train, augment=not self.small)
+        decoder = SampleDecoder(self.data_config, train, augment=not self.small, num_classes=len(manifest["class_names"]))
         count = manifest["splits"][split]["count"]
         urls, entries = shard_urls(location, manifest, split), manifest["splits"][split]["wds"]
         check_local_shards(urls, entries)
