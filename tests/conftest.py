@@ -100,3 +100,23 @@ def quick_args(tmp: Path, **overrides) -> list[str]:
     for k, v in base.items():
         out += [f"--{k.replace('_', '-')}", v]
     return out
+
+
+@pytest.fixture(scope="session")
+def tiny_pack(tmp_path_factory) -> Path:
+    """A real pack made by `dataset pack --format both`: 6 random 8 x 8 PNGs of classes cat and dog (3 each), as
+    WebDataset shards and an FFCV file. Made once a session (FFCV's import alone takes seconds): tests that change
+    it work on a copy."""
+    pytest.importorskip("ffcv")
+    import numpy as np
+    from PIL import Image
+
+    tmp = tmp_path_factory.mktemp("tiny-pack")
+    rng = np.random.default_rng(0)
+    for name in ("cat", "dog"):
+        (tmp / "tree" / name).mkdir(parents=True)
+        for i in range(3):
+            Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)).save(tmp / "tree" / name / f"{i}.png")
+    res = run_cli("dataset", "pack", str(tmp / "tree"), str(tmp / "pack"), "--format", "both")
+    assert res.returncode == 0, res.stderr
+    return tmp / "pack"

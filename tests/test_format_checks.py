@@ -4,7 +4,7 @@ A pack's manifest (:func:`lit_imgcls.data.manifest.check_manifest`), each stored
 (:mod:`lit_imgcls.data.labels`) and each ``.beton`` file (:mod:`lit_imgcls.data.formats.beton`) are checked where
 they are read, by the same functions on every path, and a bad one is one line, exit 2, naming the field or the
 shard and sample. One real pack (both formats) is made by ``dataset pack`` for the session; each test damages a
-copy. The fuzz tests mutate the real manifest and the real ``.beton`` header, field table, metadata and allocation
+copy (the pack is conftest's ``tiny_pack``, shared with other test files). The fuzz tests mutate the real manifest and the real ``.beton`` header, field table, metadata and allocation
 table in process (derandomized, so CI sees the same cases) and accept two outcomes only: accepted, or the
 project's one-line :class:`UsageError`.
 """
@@ -25,7 +25,6 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from PIL import Image
 
 from lit_imgcls.data.formats.beton import ALLOCATION, FIELD, HEADER, read_beton
 from lit_imgcls.data.labels import parse_label
@@ -34,23 +33,14 @@ from lit_imgcls.errors import UsageError
 
 from conftest import run_cli
 
-FUZZ = settings(max_examples=150, deadline=None, derandomize=True, database=None,
+FUZZ = settings(max_examples=100, deadline=None, derandomize=True, database=None,
                 suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 
 
 @pytest.fixture(scope="session")
-def pack(tmp_path_factory) -> Path:
-    """A real pack of 6 images of 2 classes, WebDataset shards and an FFCV file (the one FFCV import of the file)."""
-    pytest.importorskip("ffcv")
-    tmp = tmp_path_factory.mktemp("formats")
-    rng = np.random.default_rng(0)
-    for name in ("cat", "dog"):
-        (tmp / "tree" / name).mkdir(parents=True)
-        for i in range(3):
-            Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)).save(tmp / "tree" / name / f"{i}.png")
-    res = run_cli("dataset", "pack", str(tmp / "tree"), str(tmp / "pack"), "--format", "both")
-    assert res.returncode == 0, res.stderr
-    return tmp / "pack"
+def pack(tiny_pack) -> Path:
+    """The session's real pack (tests/conftest.py: tiny_pack), both formats; tests damage copies of it."""
+    return tiny_pack
 
 
 def _copy(pack: Path, tmp_path: Path) -> tuple[Path, dict]:
