@@ -24,6 +24,12 @@ from lit_imgcls.data.sources import open_source
 from conftest import REPO, quick_args, run_cli
 
 
+def _shard_samples(shard: Path):
+    """(key, image bytes, label) of a shard of a pack, labels checked against the pack's classes."""
+    pack = Path(shard).parents[1]
+    return iter_tar_samples(shard, len(json.loads((pack / "manifest.json").read_text())["class_names"]))
+
+
 @pytest.fixture(scope="module")
 def photos(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("photos")
@@ -69,7 +75,7 @@ def test_folder_pack_round_trip_with_stock_readers(photos, tmp_path):
                     order=OrderOption.SEQUENTIAL, drop_last=False,
                     pipelines={"image": [SimpleRGBImageDecoder()], "label": [IntDecoder()]})
     seen = 0
-    refs = list(iter_tar_samples(sq / "wds/train-000000.tar"))
+    refs = list(_shard_samples(sq / "wds/train-000000.tar"))
     for (image, label), (_, data, ref_label), item in zip(loader, refs, order):
         assert int(label[0][0]) == ref_label == item.label
         ref = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"), dtype=np.float32)
@@ -84,10 +90,10 @@ def test_resize_crop_and_shuffle_by_seed(photos, tmp_path):
     for out, seed in ((a, 0), (b, 1)):
         res = run_cli("dataset", "pack", str(photos / "train"), str(out), "--resize", "64", "--center-crop", "--seed", str(seed))
         assert res.returncode == 0, res.stderr
-    la = [lbl for _, _, lbl in iter_tar_samples(a / "wds/train-000000.tar")]
-    lb = [lbl for _, _, lbl in iter_tar_samples(b / "wds/train-000000.tar")]
+    la = [lbl for _, _, lbl in _shard_samples(a / "wds/train-000000.tar")]
+    lb = [lbl for _, _, lbl in _shard_samples(b / "wds/train-000000.tar")]
     assert sorted(la) == sorted(lb) and la != lb
-    img = Image.open(io.BytesIO(next(iter_tar_samples(a / "wds/train-000000.tar"))[1]))
+    img = Image.open(io.BytesIO(next(_shard_samples(a / "wds/train-000000.tar"))[1]))
     assert img.size == (64, 64)
     m = json.loads((a / "manifest.json").read_text())
     assert m["splits"]["train"]["image_size"] == {"min": [64, 64], "max": [64, 64]}
@@ -126,7 +132,7 @@ def test_builtin_mnist_packs_exact_pixels(tmp_path, mnist_arrays):
     assert m["splits"]["train"]["count"] == 60000 and m["splits"]["val"]["count"] == 10000
     assert m["channels"] == 1 and m["mean"] == [0.1307]
     order = split_items(open_source("mnist"), PackOptions())["val"]
-    for (key, data, label), item in zip(iter_tar_samples(tmp_path / "mnist/wds/val-000000.tar"), order[:50]):
+    for (key, data, label), item in zip(_shard_samples(tmp_path / "mnist/wds/val-000000.tar"), order[:50]):
         assert label == mnist_arrays["test_labels"][item.index]
         assert np.array_equal(np.asarray(Image.open(io.BytesIO(data))), mnist_arrays["test_images"][item.index])
 
@@ -203,7 +209,7 @@ def test_bad_inputs_are_converted_or_skipped_with_a_reason(tmp_path):
     assert m["splits"]["train"]["count"] == sum(v == "ok" for v in expected.values()) + 1
     sizes = {}
     order = [it for it in _storage_order(str(tmp_path / "src"))["train"] if Path(it.path).name not in reasons]
-    for (key, data, label), item in zip(iter_tar_samples(out / "wds/train-000000.tar"), order):
+    for (key, data, label), item in zip(_shard_samples(out / "wds/train-000000.tar"), order):
         img = Image.open(io.BytesIO(data))
         assert img.mode in ("RGB", "L") and label == item.label
         sizes[Path(item.path).name] = img.size
