@@ -15,7 +15,6 @@ import copy
 import hashlib
 import io
 import json
-import math
 import os
 import shutil
 import tarfile
@@ -23,15 +22,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import run_cli
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from lit_imgcls.data.formats.beton import ALLOCATION, FIELD, HEADER, read_beton
+from lit_imgcls.data.formats.beton import FIELD, HEADER, read_beton
 from lit_imgcls.data.labels import parse_label
 from lit_imgcls.data.manifest import check_manifest, read_manifest
 from lit_imgcls.errors import UsageError
-
-from conftest import run_cli
 
 FUZZ = settings(max_examples=100, deadline=None, derandomize=True, database=None,
                 suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])

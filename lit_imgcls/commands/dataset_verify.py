@@ -38,7 +38,7 @@ def verify(out: str, deep: bool = False) -> None:
                         break
                 if deep and n != entry["samples"]:
                     raise ValueError(f"{n} samples, manifest says {entry['samples']}")
-            except Exception as exc:  # any decode, label or tar failure names the shard
+            except Exception as exc:  # noqa: BLE001 - any decode, label or tar failure names the shard
                 problem = f"{rel}: cannot read samples: {exc}"
         elif problem is None:  # a .beton: header, pointers and labels (cheap: the images are not read)
             try:

@@ -11,7 +11,7 @@ line naming the shard and the sample: cross-entropy would either crash on it dee
 from __future__ import annotations
 
 import re
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 
