@@ -71,7 +71,7 @@ def read_all(urls: list[str], entry_of: dict[str, dict], cache: Path | None = No
     from lit_imgcls.data.preprocess import DataConfig
 
     decoder = SampleDecoder(DataConfig((3, 32, 32), "center", mean=(0.5,) * 3, std=(0.5,) * 3), train=False,
-                            augment=False)
+                            augment=False, num_classes=2)
     stream = ShardStream(urls, decoder, 4, False, 0, 0, 1, None, 8,
                          ShardOpener({u: entry_of[u.rsplit("/", 1)[-1]] for u in urls}, str(cache) if cache else None))
     return [y.tolist() for _, y in EpochLoader(stream, workers)]
