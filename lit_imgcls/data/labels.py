@@ -15,7 +15,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from lit_imgcls.errors import UsageError
+from lit_imgcls.errors import UsageError, quoted
 
 _DIGITS = re.compile(rb"[0-9]{1,18}")  # 18 digits: any int64 value a .cls member can sensibly hold
 _SHOWN = 24  # characters of a bad value quoted in a message
@@ -47,7 +47,7 @@ def parse_label(raw: bytes | str | int, num_classes: int, where: str) -> int:
     else:
         data = raw.encode("utf-8", "replace") if isinstance(raw, str) else bytes(raw)
         text = data.strip()
-        shown = repr(data[:_SHOWN])[1:] + ("..." if len(data) > _SHOWN else "")
+        shown = quoted(data.decode("ascii", "replace"), _SHOWN)
         if not _DIGITS.fullmatch(text):
             raise _refuse(where, shown, num_classes)
         value = int(text)

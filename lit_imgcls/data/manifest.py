@@ -21,7 +21,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from lit_imgcls.errors import UsageError
+from lit_imgcls.errors import UsageError, quoted
 from lit_imgcls.locks import ProcessLock
 
 MANIFEST = "manifest.json"
@@ -151,7 +151,7 @@ def _file_problem(entry: Any, where: str, pattern: re.Pattern) -> str | None:
     if not isinstance(entry, dict):
         return f"{where} is not an object"
     if not isinstance(entry.get("file"), str) or not pattern.fullmatch(entry["file"]):
-        return f"{where}.file {entry.get('file')!r:.60} is not a file name of the pack"
+        return f"{where}.file {quoted(entry.get('file'))} is not a file name of the pack"
     if not _count(entry.get("samples"), MAX_SAMPLES):
         return f"{where}.samples is not a count from 0 to {MAX_SAMPLES}"
     if not _count(entry.get("bytes"), MAX_FILE_BYTES) or entry["bytes"] == 0:
@@ -165,7 +165,7 @@ def _problem(m: Any) -> str | None:
     if not isinstance(m, dict):
         return f"a JSON {type(m).__name__}, not an object"
     if m.get("format_version") != FORMAT_VERSION or type(m.get("format_version")) is not int:
-        return f"format_version is {m.get('format_version')!r:.40}"
+        return f"format_version is {quoted(m.get('format_version'), 40)}"
     names = m.get("class_names")
     if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
         return "class_names is not a list of names"
@@ -176,10 +176,10 @@ def _problem(m: Any) -> str | None:
             return f"class_names[{i}] is {len(n)} characters long, not 1 to {MAX_CLASS_NAME}"
     formats = m.get("formats")
     if not isinstance(formats, list) or not formats or not all(isinstance(f, str) and f in FORMATS for f in formats):
-        return f"formats is {formats!r:.60}, not a list of {' and '.join(FORMATS)}"
+        return f"formats is {quoted(formats)}, not a list of {' and '.join(FORMATS)}"
     channels = m.get("channels", 3)
     if isinstance(channels, bool) or channels not in (1, 3):
-        return f"channels is {channels!r:.40}, not 1 or 3"
+        return f"channels is {quoted(channels, 40)}, not 1 or 3"
     for key in ("mean", "std"):
         v = m.get(key, [0.5])
         if not _numbers(v) or len(v) not in (1, channels):
@@ -204,7 +204,7 @@ def _problem(m: Any) -> str | None:
         return f"splits holds {len(splits)} splits, more than {MAX_SPLITS}"
     for split, entry in splits.items():
         if not _SPLIT.fullmatch(split):
-            return f"splits has a split named {split!r:.40}, not letters, digits, _ or - (at most 64)"
+            return f"splits has a split named {quoted(split, 40)}, not letters, digits, _ or - (at most 64)"
         where = f"splits.{split}"
         if not isinstance(entry, dict):
             return f"{where} is not an object"
