@@ -12,10 +12,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from lit_imgcls.data.classes import MAX_CLASSES  # one bound on a class count, for every format
 from lit_imgcls.data.preprocess import DataConfig
 from lit_imgcls.errors import UsageError, quoted
-
-MAX_CLASSES = 1_000_000
 
 
 @dataclass

@@ -19,6 +19,7 @@ from lit_imgcls.checkpoints import (check_fresh_prefix, epoch_of, epoch_path, ex
                                    prefix_held, resume_path)
 from lit_imgcls.data.checks import check_batch_norm, check_classes, check_training_samples
 from lit_imgcls.errors import NonFiniteLoss, RunFailed, RunStopped, UsageError
+from lit_imgcls.ranks import is_global_zero
 from lit_imgcls.recipe import Recipe, validate
 from lit_imgcls.resume_changes import check_resumable
 from lit_imgcls.registry import datasets, strategies
@@ -414,13 +415,6 @@ def fit(recipe: Recipe, datamodule=None, allow_any_class: bool = False, overwrit
     # for a multi-process run: the others write none).
     with prefix_held(recipe.model_prefix if rank_zero else None):
         return _fit_holding_prefix(recipe, datamodule, module, where, allow_any_class, overwrite, rank_zero, start)
-
-
-def is_global_zero() -> bool:
-    """Whether this process is rank 0 of its run, known before Lightning sets up the ranks: every rank a launcher
-    sets is 0 or unset (torchrun's ``RANK`` and ``GROUP_RANK``; ``NODE_RANK`` of ``lit-imgcls launch`` and
-    multi-node Lightning; ``LOCAL_RANK`` of the processes Lightning starts on one machine)."""
-    return all(int(os.environ.get(k, "0") or 0) == 0 for k in ("RANK", "GROUP_RANK", "NODE_RANK", "LOCAL_RANK"))
 
 
 def _fit_holding_prefix(recipe: Recipe, datamodule, module, where: str, allow_any_class: bool, overwrite: bool,

@@ -167,7 +167,7 @@ def test_a_pack_into_a_folder_whose_lock_name_is_taken_is_one_line(tmp_path, ima
     ({"LOCAL_RANK": "1"}, False),  # the processes Lightning starts on one machine
 ])
 def test_only_global_rank_zero_holds_the_prefix(monkeypatch, env, zero):
-    from lit_imgcls.engine import is_global_zero
+    from lit_imgcls.ranks import is_global_zero
 
     for key in ("RANK", "GROUP_RANK", "NODE_RANK", "LOCAL_RANK"):
         monkeypatch.delenv(key, raising=False)

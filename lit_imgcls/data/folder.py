@@ -7,7 +7,6 @@ skipped and listed with the reason, as ``dataset pack`` does, instead of stoppin
 
 from __future__ import annotations
 
-import os
 import random
 from pathlib import Path
 from typing import Iterator
@@ -23,6 +22,7 @@ from lit_imgcls.data.resumable import ResumableEpoch
 from lit_imgcls.data.transforms import collate
 from lit_imgcls.errors import UsageError, from_worker
 from lit_imgcls.printable import warn
+from lit_imgcls.ranks import is_global_zero
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -152,7 +152,7 @@ def scan(tree: ImageTree, workers: int, max_pixels: int = MAX_PIXELS) -> tuple[l
 
 def report_skipped(where: str, total: int, bad: list[dict], limit: int = 10) -> None:
     """One warning naming the files of a tree that cannot be used (on the first process of a run only)."""
-    if not bad or int(os.environ.get("RANK", "0") or 0) != 0:
+    if not bad or not is_global_zero():
         return
     shown = "; ".join(f"{b['path']}: {b['reason']}" for b in bad[:limit])
     more = f"; and {len(bad) - limit} more" if len(bad) > limit else ""

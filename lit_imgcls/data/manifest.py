@@ -21,6 +21,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from lit_imgcls.data.classes import MAX_CLASSES  # one bound on a class count, for every format
 from lit_imgcls.errors import UsageError, quoted
 from lit_imgcls.locks import ProcessLock
 
@@ -98,10 +99,10 @@ def read_manifest(out: str | Path) -> dict[str, Any]:
         _put_back_old_pack(path.parent)
     if not path.is_file() and not os.path.lexists(path):  # a FIFO or a link loop: read_text says what it is
         raise UsageError(f"no {MANIFEST} in {path.parent}: not a finished pack (an interrupted pack leaves none)")
-    from lit_imgcls.bounded_read import read_text
+    from lit_imgcls.bounded_read import read_regular
 
-    try:
-        data = json.loads(read_text(path, "manifest"))
+    try:  # json.loads on bytes: a file that is not UTF-8 is damaged JSON like any other, with the re-pack hint
+        data = json.loads(read_regular(path, "manifest"))
     except ValueError as exc:
         raise UsageError(f"{path} is not valid JSON ({' '.join(str(exc).split())}): a damaged or cut-short "
                          "manifest; re-pack with `lit-imgcls dataset pack`") from None
@@ -116,7 +117,6 @@ _SHA256 = re.compile(r"[0-9a-f]{64}")
 _SPLIT = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
 # Bounds on what a manifest may claim: far above any real pack, far below what would make a reader allocate or
 # loop without end (a manifest claiming 10**12 samples, a million shards or a 10**9-byte class name).
-MAX_CLASSES = 1_000_000
 MAX_CLASS_NAME = 1000  # characters
 MAX_SAMPLES = 10**10  # per split (and per file); the .beton check's bound too
 MAX_FILE_BYTES = 2**44  # 16 TiB, per shard or .beton file

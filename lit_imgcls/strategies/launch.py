@@ -24,7 +24,6 @@ import time
 from collections import deque
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import IO
 
 from lit_imgcls.errors import UsageError
