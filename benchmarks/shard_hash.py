@@ -43,16 +43,9 @@ def images_per_second(pack: Path, shape: str, batch: int, workers: int, batches:
     # The unhashed variant opens each shard as a plain stream (what the loader did before): no entry, no check.
     wds.open_shard = shard_check.open_shard if hashed else (
         lambda url, entry, cache=None: shard_check.open_shard(url, None, cache))
-    it = iter(loader(pack, shape, batch, workers))
-    for _ in range(3):
-        next(it)
-    n, start = 0, time.perf_counter()
-    for i, (x, _) in enumerate(it):
-        n += x.shape[0]
-        if i + 1 >= batches:
-            break
-    seconds = time.perf_counter() - start
-    del it
+    from lit_imgcls.bench_io import drain
+
+    n, seconds = drain(loader(pack, shape, batch, workers), batches, warmup=3)
     return n / seconds
 
 

@@ -26,7 +26,7 @@ class IOResult:
         return self.images_per_sec / max(1, self.workers)
 
 
-def _drain(batches, limit: int, warmup: int) -> tuple[int, float]:
+def drain(batches, limit: int, warmup: int) -> tuple[int, float]:
     """Images and seconds over ``limit`` batches after ``warmup`` batches (worker start, JIT, caches)."""
     it = iter(batches)
     for _ in range(warmup):
@@ -106,7 +106,7 @@ def run_io_benchmark(folder: str, packs: list[tuple[str, str]], size: int = 224,
     for fmt, pack in packs:
         loaders[f"lit-imgcls {fmt} ({pack})"] = lambda fmt=fmt, pack=pack: packed_loader(fmt, pack, size, batch, workers)
     for name, make in loaders.items():
-        n, sec = _drain(make(), batches, warmup)
+        n, sec = drain(make(), batches, warmup)
         results.append(IOResult(name, n / sec, workers, n, sec))
     files = sorted(Path(folder).rglob("*.jpg"))[:500]
     n, sec = decode_bound([f.read_bytes() for f in files])
