@@ -77,8 +77,8 @@ def read_meta(ckpt: Any, where: str | Path, need_config: bool = True) -> Checkpo
                          f"{_kind(names)}")
     if not isinstance(meta.get("version", ""), str):
         raise UsageError(f"checkpoint {where}: version must be a string like '0.2.0', got {_kind(meta['version'])}")
-    if not isinstance(meta.get("pretrained", {}), dict):  # what --pretrained loaded, kept for the record only
-        raise UsageError(f"checkpoint {where}: pretrained must be a mapping (what --pretrained loaded), got "
+    if not isinstance(meta.get("pretrained", {}), dict):  # the run's starting weights, kept for the record only
+        raise UsageError(f"checkpoint {where}: pretrained must be a mapping (the starting weights' record), got "
                          f"{_kind(meta['pretrained'])}")
     _check_position(ckpt.get(POSITION_KEY), where)
     config = DataConfig.from_dict(meta["data_config"], f"checkpoint {where}") if "data_config" in meta else None
@@ -264,10 +264,10 @@ def network_key(network: str | None, num_layers: int | None = None) -> str | Non
 
 
 def check_network(meta: CheckpointMeta, network: str | None, num_layers: int | None, where: str | Path,
-                  hint: str | None = None) -> None:
+                  hint: str) -> None:
     """Refuses a checkpoint trained with another network than the one this run builds (``network`` and
-    ``num_layers``, as a recipe gives them): one line naming both, and ``hint`` (what to do instead; default:
-    give ``--network`` the checkpoint's).
+    ``num_layers``, as a recipe gives them): one line naming both, and ``hint``: what to do instead, in the
+    calling command's own flags (``{had}``: the checkpoint's network, ``{want}``: this run's, are filled in).
 
     Raises:
         UsageError: the checkpoint's recipe names another network.
@@ -275,11 +275,11 @@ def check_network(meta: CheckpointMeta, network: str | None, num_layers: int | N
     had, want = trained_network(meta), network_key(network, num_layers)
     if had is not None and want is not None and had != want:
         raise UsageError(f"checkpoint {where} holds weights of network {had}, not of {want} (this run's network); "
-                         f"{hint or f'give --network {had} to use it, or a checkpoint of {want}'}")
+                         f"{hint.format(had=had, want=want) or f'use a checkpoint of {want}'}")
 
 
 def load_module(checkpoint: str | Path, ckpt: dict | None = None, network: str | None = None,
-                num_layers: int | None = None):
+                num_layers: int | None = None, network_hint: str = ""):
     """The trained ImageClassifier of a checkpoint (eval mode, CPU) and its :class:`CheckpointMeta`.
 
     The network is first built on torch's ``meta`` device (shapes, no memory) and the checkpoint's tensors are
@@ -291,6 +291,7 @@ def load_module(checkpoint: str | Path, ckpt: dict | None = None, network: str |
         ckpt: the checkpoint already read (saves reading it twice).
         network, num_layers: the network the user asked for (``score --network``); another network than the
             checkpoint's is refused. None: the checkpoint's.
+        network_hint: what to do about another network, in the caller's flags (see :func:`check_network`).
 
     Raises:
         UsageError: unreadable, malformed, another network than ``network``, or weights that do not fit the
@@ -304,7 +305,7 @@ def load_module(checkpoint: str | Path, ckpt: dict | None = None, network: str |
     ckpt = ckpt if ckpt is not None else load_checkpoint(checkpoint)
     meta = read_meta(ckpt, checkpoint)
     if network is not None:
-        check_network(meta, network, num_layers, checkpoint, "leave --network out to use the checkpoint's")
+        check_network(meta, network, num_layers, checkpoint, network_hint)
     recipe = recipe_from_meta(meta)
     recipe.pretrained = None  # the checkpoint's weights replace any starting weights
     recipe.image_shape = ",".join(map(str, meta.image_shape))
@@ -335,12 +336,13 @@ def check_finite(state_dict: dict, where: str) -> None:
 
 
 def check_weights(own: dict, state_dict: dict, checkpoint: str | Path, network: str,
-                  trained_with: str | None = None) -> None:
+                  trained_with: str | None = None, hint: str = "") -> None:
     """Refuses ``state_dict`` unless it holds exactly the tensors of ``own`` (a network's state_dict, real or on
     the ``meta`` device), shape for shape.
 
     Args:
         trained_with: the network the checkpoint's recipe names, for the message.
+        hint: what to do about another network, in the caller's flags (see :func:`check_network`).
 
     Raises:
         UsageError: missing, unexpected or differently shaped tensors, naming a few and both networks.
@@ -355,20 +357,21 @@ def check_weights(own: dict, state_dict: dict, checkpoint: str | Path, network: 
                 parts.append(f"{len(keys)} {what} ({', '.join(keys[:3])}{', ...' if len(keys) > 3 else ''})")
         other = network_key(trained_with)
         if other and other != network_key(network):
+            fix = hint.format(had=other, want=network) or f"use a checkpoint of {network}"
             raise UsageError(f"checkpoint {checkpoint} holds weights of network {other}, not of {network} (this run's "
-                             f"network): {'; '.join(parts)}; give --network {other}, or a checkpoint of {network}")
+                             f"network): {'; '.join(parts)}; {fix}")
         raise UsageError(f"checkpoint {checkpoint} does not hold weights of network {network} as built here: "
                          f"{'; '.join(parts)}; was it trained with another network or class count?")
 
 
 def load_weights(module, state_dict: dict, checkpoint: str | Path, network: str,
-                 trained_with: str | None = None) -> None:
+                 trained_with: str | None = None, hint: str = "") -> None:
     """Loads ``state_dict`` into ``module``; weights of another network, or weights that are not finite, are one
     line naming what is wrong (and both networks, given ``trained_with``: the checkpoint's recipe's network).
 
     Raises:
         UsageError: missing, unexpected or differently shaped tensors; NaN or infinite values.
     """
-    check_weights(module.state_dict(), state_dict, checkpoint, network, trained_with)
+    check_weights(module.state_dict(), state_dict, checkpoint, network, trained_with, hint)
     check_finite(state_dict, f"checkpoint {checkpoint}")
     module.load_state_dict(state_dict)

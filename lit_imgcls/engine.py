@@ -21,7 +21,7 @@ from lit_imgcls.data.checks import check_batch_norm, check_classes, check_traini
 from lit_imgcls.errors import NonFiniteLoss, RunFailed, RunStopped, UsageError
 from lit_imgcls.ranks import is_global_zero
 from lit_imgcls.recipe import Recipe, validate
-from lit_imgcls.resume_changes import check_resumable
+from lit_imgcls.resume_changes import OTHER_NETWORK_HINT, check_resumable
 from lit_imgcls.registry import datasets, strategies
 from lit_imgcls.schedules import parse_epochs
 
@@ -496,12 +496,12 @@ def evaluate(recipe: Recipe, stage: str, checkpoint: str | None = None, allow_an
     # or network is built.
     ckpt = load_checkpoint(checkpoint)
     meta = read_meta(ckpt, checkpoint, need_config=False)
-    check_network(meta, recipe.network, recipe.num_layers, checkpoint)
+    check_network(meta, recipe.network, recipe.num_layers, checkpoint, OTHER_NETWORK_HINT)
     prepare_process(recipe)
     datamodule = build_datamodule(recipe)
     module = build_module(recipe, DataSpec.of(datamodule))
     match_checkpoint(datamodule, meta, checkpoint, data_where(recipe))
-    load_weights(module, ckpt["state_dict"], checkpoint, recipe.network, meta.recipe.get("network"))
+    load_weights(module, ckpt["state_dict"], checkpoint, recipe.network, meta.recipe.get("network"), OTHER_NETWORK_HINT)
     trainer = build_trainer(recipe, [])
     run = trainer.validate if stage == "validate" else trainer.test
     out = run(module, datamodule=datamodule, verbose=False)

@@ -22,6 +22,9 @@ from typing import Any
 
 from lit_imgcls.errors import UsageError
 
+# What a training command's user does about a checkpoint of another network ({had}: its network, {want}: the run's).
+OTHER_NETWORK_HINT = "give --network {had} to use it, or a checkpoint of {want}"
+
 # How to resume, not what to train: these differ between the first run and its resumption by design.
 NOT_COMPARED = ("load_epoch", "resume")
 
@@ -105,7 +108,8 @@ def check_resumable(ckpt: str, module, datamodule, recipe: Any, where: str, repo
         mid_epoch = epoch_of(ckpt, recipe.model_prefix) is None
     changes = recipe_changes(meta.recipe, recipe, ckpt, mid_epoch)
     check_same_classes(datamodule.class_names, meta.class_names, where, f"checkpoint {ckpt}")
-    load_weights(module, state["state_dict"], ckpt, recipe.network, meta.recipe.get("network"))  # Lightning loads them again; this names a misfit
+    # Lightning loads them again; this names a misfit in one line
+    load_weights(module, state["state_dict"], ckpt, recipe.network, meta.recipe.get("network"), OTHER_NETWORK_HINT)
     if changes and report:
         from lit_imgcls.printable import printable
 

@@ -110,7 +110,8 @@ def score(checkpoint: str, overrides: dict[str, Any] | None = None, top_k: int =
     loader = datamodule.val_dataloader()
     if loader is None or (isinstance(loader, (list, tuple)) and not loader):  # packed streams have no len()
         raise UsageError(f"dataset {recipe.dataset} has no validation split here; give one with --data-val")
-    module, _ = load_module(checkpoint, ckpt, recipe.network, recipe.num_layers)  # a --network of another is refused
+    # a --network of another is refused
+    module, _ = load_module(checkpoint, ckpt, recipe.network, recipe.num_layers, "leave --network out to use the checkpoint's")
     module.to(device).eval()
     k = min(top_k, len(names)) if top_k > 1 else 0
     confusion = torch.zeros(len(names) * len(names), dtype=torch.long)
