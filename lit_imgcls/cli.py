@@ -126,7 +126,9 @@ def build_parser(command: str, func: Callable[..., Any]):
             parser.epilog = f"{pname.upper()} ...: {params.get(pname, '')}"
             continue
         if dataclasses.is_dataclass(hint):
-            parser.add_argument("--recipe", "--config", action=ActionConfigFile, help="YAML recipe file; later flags override its keys.")
+            parser.add_argument("--recipe", "--config", action=ActionConfigFile,
+                                help="YAML recipe file, or a shipped recipe's name (lit-imgcls list recipes); later "
+                                     "flags override its keys.")
             parser.add_argument("--print-recipe", "--print_recipe", dest="print_recipe", action="store_true",
                                 help="Print the resolved recipe as YAML and exit.")
             field_docs = _doc_params(hint)[1]
@@ -162,6 +164,24 @@ def build_parser(command: str, func: Callable[..., Any]):
     return parser
 
 
+def _shipped_recipes(argv: list[str]) -> list[str]:
+    """``argv`` with each ``--recipe NAME`` (a bare name that is no file here) replaced by that shipped recipe's
+    path, so the checks and the parser read the file: ``--recipe mnist`` is recipes/mnist.yaml, wherever
+    lit-imgcls is installed."""
+    from lit_imgcls.shipped import resolve_recipe_arg
+
+    out = list(argv)
+    for i, arg in enumerate(out):
+        if len(arg) > _MAX_STRING:  # left to _check_recipe_files's message on over-long arguments
+            continue
+        if arg in ("--recipe", "--config") and i + 1 < len(out) and len(out[i + 1]) <= _MAX_STRING:
+            out[i + 1] = resolve_recipe_arg(out[i + 1])
+        elif arg.startswith(("--recipe=", "--config=")):
+            flag, value = arg.split("=", 1)
+            out[i] = f"{flag}={resolve_recipe_arg(value)}"
+    return out
+
+
 def _check_recipe_files(argv: list[str], recipe_cls: type, command_only: collections.abc.Set[str] = frozenset()) -> None:
     """Unknown keys and unreadable files in a recipe get a clearer message than the parser's.
 
@@ -186,7 +206,9 @@ def _check_recipe_files(argv: list[str], recipe_cls: type, command_only: collect
         if path is None:
             continue
         if not os.path.lexists(path):
-            raise UsageError(f"recipe file not found: {path}")
+            from lit_imgcls.shipped import missing_file_hint
+
+            raise UsageError(f"recipe file not found: {path}{missing_file_hint(path)}")
         try:  # a regular file of at most 1 MiB (a FIFO would block, /dev/zero would never end), then YAML
             data = yaml.safe_load(read_text(path, "recipe"))
         except ReadRefused as exc:
@@ -313,6 +335,7 @@ def run(argv: list[str]) -> None:
     params = inspect.signature(func).parameters
     recipe_param = _recipe_type(func)
     if recipe_param:
+        rest = _shipped_recipes(rest)
         _check_recipe_files(rest, recipe_param[1], {p for p in params if p != recipe_param[0]})
     trailing = _trailing_param(func)
     tail: list[str] = []

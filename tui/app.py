@@ -20,9 +20,9 @@ def default_recipes_dir() -> Path:
     here = Path("recipes")
     if here.is_dir():
         return here
-    import lit_imgcls
+    from lit_imgcls.shipped import folder
 
-    return Path(lit_imgcls.__file__).resolve().parents[1] / "recipes"
+    return folder("recipes")
 
 
 class LitImgclsApp(App):

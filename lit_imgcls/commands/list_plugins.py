@@ -3,14 +3,23 @@ from __future__ import annotations
 from typing import Literal
 
 
-def list_plugins(kind: Literal["networks", "datasets", "formats", "strategies", "callbacks"], timm: bool = False) -> None:
-    """List the names registered in one registry, with the distribution that provides each.
+def list_plugins(kind: Literal["networks", "datasets", "formats", "strategies", "callbacks", "recipes"],
+                 timm: bool = False) -> None:
+    """List the names registered in one registry, with the distribution that provides each; or the shipped recipes.
 
     Args:
         kind: which registry: networks, datasets, formats, strategies (kv-store modes) or callbacks (a recipe's
-            callbacks key).
+            callbacks key); or recipes: the shipped recipes (lit-imgcls fit --recipe NAME), with what each
+            trains and its file.
         timm: with networks, list every timm model name too.
     """
+    if kind == "recipes":
+        from lit_imgcls.shipped import recipe_names, recipe_path, recipe_summary
+
+        for name in recipe_names():
+            path = recipe_path(name)
+            print(f"{name}\t{recipe_summary(path)}\t{path}")
+        return
     from lit_imgcls.registry import ALL
 
     registry = ALL[kind]

@@ -1,4 +1,5 @@
-"""Dataset cards: ``datasets/<name>.yaml`` beside the package (sources, checksums, classes, mean/std, licence)."""
+"""Dataset cards: ``datasets/<name>.yaml`` of the source tree, shipped in the package as ``lit_imgcls/cards/``
+(sources, checksums, classes, mean/std, licence)."""
 
 from __future__ import annotations
 
@@ -13,8 +14,13 @@ from lit_imgcls.errors import UsageError
 
 
 def cards_dir() -> Path:
-    """``$LIT_IMGCLS_CARDS`` or the ``datasets/`` folder of the source tree."""
-    return Path(os.environ.get("LIT_IMGCLS_CARDS", Path(__file__).resolve().parents[2] / "datasets"))
+    """``$LIT_IMGCLS_CARDS`` or the shipped cards (an installed package's ``lit_imgcls/cards``, found through
+    ``importlib.resources``, or the source tree's ``datasets/``; see :mod:`lit_imgcls.shipped`)."""
+    if "LIT_IMGCLS_CARDS" in os.environ:
+        return Path(os.environ["LIT_IMGCLS_CARDS"])
+    from lit_imgcls.shipped import folder
+
+    return folder("datasets")
 
 
 @lru_cache(maxsize=None)
