@@ -74,8 +74,13 @@ def _doc_params(obj: Any) -> tuple[str, dict[str, str]]:
 
 
 def _flags(name: str, short: str | None = None) -> list[str]:
+    """A parameter's or recipe key's flags: ``--lr-factor``, ``--lr_factor``, and its other spellings
+    (:data:`lit_imgcls.recipe.FLAG_ALIASES`: ``--num-epoch`` for ``num_epochs``)."""
+    from lit_imgcls.recipe import FLAG_ALIASES
+
     dashed = "--" + name.replace("_", "-")
-    return ([short] if short else []) + ([dashed] if dashed == f"--{name}" else [dashed, f"--{name}"])
+    return ([short] if short else []) + ([dashed] if dashed == f"--{name}" else [dashed, f"--{name}"]) + \
+        list(FLAG_ALIASES.get(name, ()))
 
 
 def _short_flags(func: Callable[..., Any]) -> dict[str, str]:
@@ -354,7 +359,9 @@ def run(argv: list[str]) -> None:
         pname, cls = recipe_param
         fields = {f.name for f in dataclasses.fields(cls)}
         recipe = cls(**{k: v for k, v in values.items() if k in fields})
-        given = {a.split("=", 1)[0].lstrip("-").replace("-", "_") for a in rest if a.startswith("--")}
+        # The keys given on the command line, whichever of their spellings was used.
+        dests = {opt: action.dest for opt, action in parser._option_string_actions.items()}
+        given = {dests[a.split("=", 1)[0]] for a in rest if a.split("=", 1)[0] in dests}
         if "lr_schedule" not in given:
             for key, schedule in _SCHEDULE_FLAGS.items():
                 if key in given and getattr(recipe, "lr_schedule", None) not in (None, schedule):

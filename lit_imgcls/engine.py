@@ -17,10 +17,10 @@ from typing import Any
 from lit_imgcls import __version__
 from lit_imgcls.checkpoints import (check_fresh_prefix, epoch_of, epoch_path, existing_epochs, newest_readable,
                                    prefix_held, resume_path)
-from lit_imgcls.data.checks import check_batch_norm, check_classes, check_training_samples
+from lit_imgcls.data.checks import check_batch_norm, check_classes, check_described_data, check_training_samples
 from lit_imgcls.errors import NonFiniteLoss, RunFailed, RunStopped, UsageError
 from lit_imgcls.ranks import is_global_zero
-from lit_imgcls.recipe import Recipe, validate
+from lit_imgcls.recipe import Recipe, dataset_keys, validate
 from lit_imgcls.resume_changes import OTHER_NETWORK_HINT, check_resumable
 from lit_imgcls.registry import datasets, strategies
 from lit_imgcls.schedules import parse_epochs
@@ -81,7 +81,31 @@ def build_datamodule(recipe: Recipe):
             have = ",".join(str(v) for v in dm.image_shape)
             raise UsageError(f"dataset {recipe.dataset} delivers images of shape {have}, not image_shape "
                              f"{recipe.image_shape}: leave image_shape unset, or use a dataset that honours it")
+    _apply_rgb(recipe, dm)
     return dm
+
+
+def _apply_rgb(recipe: Recipe, dm) -> None:
+    """The recipe's ``rgb_mean``/``rgb_std`` (MXNet's 0-255 scale) replace the DataModule's statistics.
+
+    Raises:
+        UsageError: a value count other than 1 or the image channels; a DataModule without ``set_normalization``.
+    """
+    from lit_imgcls.data.preprocess import per_channel
+    from lit_imgcls.recipe import parse_rgb
+
+    stats = {key: parse_rgb(getattr(recipe, key), key) for key in ("rgb_mean", "rgb_std")}
+    if all(v is None for v in stats.values()):
+        return
+    if not hasattr(dm, "set_normalization"):
+        raise UsageError(f"dataset {recipe.dataset} cannot take rgb_mean or rgb_std (its DataModule has no "
+                         "set_normalization()): leave them unset")
+    c = int(dm.image_shape[0])
+    for key, values in stats.items():
+        if values is not None and len(values) not in (1, c):
+            raise UsageError(f"{key} has {len(values)} values but the images of dataset {recipe.dataset} have {c} "
+                             f"channel(s): give 1 value" + (f" or {c}" if c > 1 else ""))
+    dm.set_normalization(*(per_channel(v, c) if v is not None else None for v in stats.values()))
 
 
 def build_module(recipe: Recipe, spec: DataSpec):
@@ -407,8 +431,11 @@ def fit(recipe: Recipe, datamodule=None, allow_any_class: bool = False, overwrit
     check_classes(datamodule.class_names, where)
     module = build_module(recipe, DataSpec.of(datamodule))
     _, _, count = devices(recipe)
-    check_training_samples(datamodule.training_class_counts() if hasattr(datamodule, "training_class_counts") else None,
-                           datamodule.class_names, recipe.batch_size, count * num_nodes(count), where)
+    counts = datamodule.training_class_counts() if hasattr(datamodule, "training_class_counts") else None
+    reads = dataset_keys(type(datamodule))
+    check_described_data(recipe.num_classes, recipe.num_examples, reads is None or "num_examples" in reads,
+                         datamodule.class_names, counts, where)
+    check_training_samples(counts, datamodule.class_names, recipe.batch_size, count * num_nodes(count), where)
     check_batch_norm(module.net, recipe.batch_size, recipe.network)
     rank_zero = is_global_zero()
     # One run at a time under a prefix, from before it looks at the checkpoints there to its end (rank 0 holds it
@@ -499,6 +526,7 @@ def evaluate(recipe: Recipe, stage: str, checkpoint: str | None = None, allow_an
     check_network(meta, recipe.network, recipe.num_layers, checkpoint, OTHER_NETWORK_HINT)
     prepare_process(recipe)
     datamodule = build_datamodule(recipe)
+    check_described_data(recipe.num_classes, None, True, datamodule.class_names, None, data_where(recipe))
     module = build_module(recipe, DataSpec.of(datamodule))
     match_checkpoint(datamodule, meta, checkpoint, data_where(recipe))
     load_weights(module, ckpt["state_dict"], checkpoint, recipe.network, meta.recipe.get("network"), OTHER_NETWORK_HINT)

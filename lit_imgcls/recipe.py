@@ -34,7 +34,16 @@ class Recipe:
         data_val: validation data.
         data_cache: local folder keeping sha256-checked copies of remote packed shards (s3://, http(s)://).
         image_shape: network input as "C,H,W"; default: the dataset's.
-        num_examples: train on the first N examples only (quick trials); default all.
+        rgb_mean: per-channel mean subtracted from the pixels, on MXNet's 0-255 scale, comma-separated like
+            "123.68,116.779,103.939" (one value for all channels, or one per channel); default: the dataset's.
+            Stored as mean / 255 in checkpoints, which predict and score apply.
+        rgb_std: per-channel standard deviation the pixels are divided by, on the same 0-255 scale, like
+            "58.393,57.12,57.375" ("1,1,1" is MXNet's default: no scaling); default: the dataset's.
+        num_classes: the class count the data must have, as MXNet's flag: a check only (the classes are read
+            from the data), a mismatch is an error.
+        num_examples: training examples to use. In-memory datasets (mnist, cifar10, npz) train on the first N
+            (quick trials); the others train on all their samples, and N must then be their count (MXNet's
+            --num-examples describes the data). More than the data holds is an error. Default: all.
         data_nthreads: data-loading worker processes (in-memory datasets need none).
         batch_size: samples per batch on each device (MXNet: per worker).
         fused_steps: in-memory datasets: hand K batches to Lightning at once and take K optimizer steps on them,
@@ -99,6 +108,9 @@ class Recipe:
     data_val: Optional[str] = None
     data_cache: Optional[str] = None
     image_shape: Optional[str] = None
+    rgb_mean: Optional[str] = None
+    rgb_std: Optional[str] = None
+    num_classes: Optional[int] = None
     num_examples: Optional[int] = None
     data_nthreads: int = 4
     batch_size: int = 128
@@ -175,6 +187,13 @@ class Recipe:
 
 
 FIELDS = {f.name: f for f in dataclasses.fields(Recipe)}
+
+# Other command-line spellings of recipe keys, beside --key-name and --key_name (the one home of such aliases;
+# cli.build_parser adds them to every command that takes the recipe's keys, and --help shows them): the older
+# MXNet tutorial wrote --num-epoch where fit.py has --num-epochs.
+FLAG_ALIASES: dict[str, tuple[str, ...]] = {
+    "num_epochs": ("--num-epoch",),
+}
 PRECISIONS = ("32-true", "32", "16-mixed", "bf16-mixed", "16-true", "bf16-true", "64-true")
 
 
@@ -267,6 +286,10 @@ def validate(recipe: Recipe, *, allow_any_class: bool = False) -> Recipe:
     need(recipe.data_nthreads >= 0, f"data_nthreads must be >= 0, got {recipe.data_nthreads}")
     need(recipe.threads is None or recipe.threads > 0, f"threads must be positive, got {recipe.threads}")
     need(recipe.num_examples is None or recipe.num_examples > 0, f"num_examples must be positive, got {recipe.num_examples}")
+    need(recipe.num_classes is None or recipe.num_classes >= 2,
+         f"num_classes must be 2 or more (a classifier needs two classes), got {recipe.num_classes}")
+    for key in ("rgb_mean", "rgb_std"):
+        parse_rgb(getattr(recipe, key), key)
     need(recipe.load_epoch is None or recipe.load_epoch > 0, f"load_epoch must be a positive epoch number, got {recipe.load_epoch}")
     need(recipe.load_epoch is None or bool(recipe.model_prefix), "load_epoch needs model_prefix (where the checkpoints are)")
     need(recipe.resume in (None, "auto"), f"resume must be 'auto' (or unset), got {recipe.resume!r}")
@@ -310,6 +333,27 @@ def validate(recipe: Recipe, *, allow_any_class: bool = False) -> Recipe:
     return recipe
 
 
+def parse_rgb(text: str | None, key: str) -> tuple[float, ...] | None:
+    """MXNet's ``--rgb-mean``/``--rgb-std`` text, ``"123.68,116.779,103.939"`` (0-255 scale), as the 0-1 scale
+    statistics the DataModules and checkpoints hold (each value / 255); None when unset.
+
+    Raises:
+        UsageError: not comma-separated finite numbers in [0, 255] (``rgb_std``: in (0, 255]), naming ``key``.
+    """
+    if text is None:
+        return None
+    try:
+        values = tuple(float(v) for v in str(text).split(","))
+    except ValueError:
+        values = ()
+    low_ok = (lambda v: v > 0) if key == "rgb_std" else (lambda v: v >= 0)
+    if not values or not all(math.isfinite(v) and low_ok(v) and v <= 255 for v in values):
+        bounds = "(0, 255]" if key == "rgb_std" else "[0, 255]"
+        raise UsageError(f"{key} must be comma-separated numbers in {bounds} on the 0-255 pixel scale, like "
+                         f"'123.68,116.779,103.939', got {text!r:.80}")
+    return tuple(v / 255 for v in values)
+
+
 def parse_image_shape(text: str) -> tuple[int, int, int]:
     """``"C,H,W"`` as three integers, within the bounds of any network input
     (:func:`~lit_imgcls.data.preprocess.input_size_problem`).
@@ -332,7 +376,9 @@ def parse_image_shape(text: str) -> tuple[int, int, int]:
 # Keys that say which data a run reads. A dataset that does not take one of them would quietly read other data
 # than the user named (`fit --recipe recipes/mnist.yaml --data-train PACK` training MNIST), so setting one for
 # such a dataset is an error. (Keys that only tune speed, like data_nthreads or fused_steps, are not listed.)
-DATA_KEYS = ("data_dir", "data_url", "data_train", "data_val", "data_cache", "num_examples", "image_shape")
+# num_examples is not among them: a dataset that does not take it is checked against it instead
+# (data.checks.check_described_data).
+DATA_KEYS = ("data_dir", "data_url", "data_train", "data_val", "data_cache", "image_shape")
 
 
 def dataset_keys(cls) -> set[str] | None:

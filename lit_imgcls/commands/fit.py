@@ -1,9 +1,11 @@
 from __future__ import annotations
 
+from typing import Optional
+
 from lit_imgcls.recipe import Recipe
 
 
-def fit(recipe: Recipe, allow_any_class: bool = False, overwrite: bool = False) -> None:
+def fit(recipe: Recipe, allow_any_class: bool = False, overwrite: bool = False, log_file: Optional[str] = None) -> None:
     """Train a network from a recipe; every recipe key is also a flag that overrides it.
 
     Example: lit-imgcls fit --recipe recipes/mnist.yaml --lr .1 --lr-factor .9 --lr-factor-epoch .5
@@ -17,7 +19,16 @@ def fit(recipe: Recipe, allow_any_class: bool = False, overwrite: bool = False) 
         overwrite: start from scratch although MODEL_PREFIX holds another run's checkpoints, removing them first.
             Without it such a start is refused (add --resume auto to continue that run instead). A command-line
             switch only.
+        log_file: also append every line printed on stdout (the Speedometer lines, the final line) to this file,
+            as MXNet's --log-file did; stdout is unchanged.
     """
+    from lit_imgcls.logfile import tee_stdout
+
+    with tee_stdout(log_file):
+        _fit(recipe, allow_any_class, overwrite)
+
+
+def _fit(recipe: Recipe, allow_any_class: bool, overwrite: bool) -> None:
     from lit_imgcls.engine import fit as run_fit
 
     result = run_fit(recipe, allow_any_class=allow_any_class, overwrite=overwrite)

@@ -220,6 +220,15 @@ class ArrayDataModule(ImageDataModule):
         self.mean = per_channel(self._given_mean, c) if self._given_mean is not None else (0.5,) * c
         self.std = per_channel(self._given_std, c) if self._given_std is not None else (0.5,) * c
 
+    def set_normalization(self, mean: Sequence[float] | None, std: Sequence[float] | None) -> None:
+        # setup() normalises the arrays with the given statistics (it sets mean/std again from them).
+        if self._tensors:
+            raise RuntimeError("set_normalization() after setup(): the arrays are normalised already")
+        self._given_mean = self._given_mean if mean is None else tuple(mean)
+        self._given_std = self._given_std if std is None else tuple(std)
+        if getattr(self, "image_shape", None):
+            self._set_shape(self.image_shape)
+
     def _describe(self, x, y) -> None:
         self.native_shape = _chw(np.asarray(x[:1]).shape)
         self._set_shape(self.requested_shape or self.native_shape)

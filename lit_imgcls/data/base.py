@@ -44,6 +44,14 @@ class ImageDataModule(L.LightningDataModule):
         return DataConfig(tuple(int(v) for v in self.image_shape), "squash", 0.875, "area",
                           per_channel(self.mean, c), per_channel(self.std, c))
 
+    def set_normalization(self, mean: Sequence[float] | None, std: Sequence[float] | None) -> None:
+        """Replaces the per-channel mean and/or std (0-1 scale, one value per channel of ``image_shape``; None
+        keeps the DataModule's own): the recipe's ``rgb_mean``/``rgb_std``. Called before ``setup``."""
+        if mean is not None:
+            self.mean = tuple(mean)
+        if std is not None:
+            self.std = tuple(std)
+
     def use_eval_config(self, config: DataConfig) -> bool:
         """Evaluates with ``config`` (a checkpoint's) instead of :attr:`data_config`; False when it cannot, and
         the caller then says the two differ. The base class can only evaluate with its own."""

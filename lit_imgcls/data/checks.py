@@ -70,3 +70,35 @@ def check_batch_norm(net, batch_size: int, network: str) -> None:
     if any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in net.modules()):
         raise UsageError(f"batch_size 1 with network {network}, which has BatchNorm layers: they normalise over "
                          "the batch and cannot train on one sample per batch; use --batch-size 2 or more")
+
+
+def check_described_data(num_classes: int | None, num_examples: int | None, subsets: bool, class_names: Sequence[str],
+                         counts: Sequence[int] | None, where: str) -> None:
+    """The recipe's ``num_classes`` and ``num_examples`` against the data, as MXNet users give them: describing it.
+
+    Args:
+        num_classes: the class count the recipe says the data has (None: not given).
+        num_examples: the recipe's training examples (None: not given).
+        subsets: the dataset trains on the first ``num_examples`` (in-memory ones): fewer than it holds is fine.
+        class_names: the data's classes.
+        counts: training samples per class as the dataset holds them (None: unknown, or not training).
+        where: the data, for messages.
+
+    Raises:
+        UsageError: another class count; more examples than the data holds; for a dataset that trains on all its
+            samples, another count than it holds (or a count it cannot tell).
+    """
+    if num_classes is not None and num_classes != len(class_names):
+        raise UsageError(f"num_classes is {num_classes} but {where} has {len(class_names)} classes "
+                         f"({_names(class_names)}): leave --num-classes out (the classes are read from the data) or "
+                         "point at the data you meant")
+    if num_examples is None or counts is None and subsets:
+        return
+    if counts is None:
+        raise UsageError(f"num_examples {num_examples} cannot be checked: {where} does not tell its sample count "
+                         "before training; leave --num-examples out")
+    total = sum(counts)
+    if num_examples > total or (num_examples != total and not subsets):
+        use = "it trains on all of them, so --num-examples must be that count or left out" if not subsets else \
+            f"--num-examples takes the first N of them, {total} at most"
+        raise UsageError(f"num_examples is {num_examples} but {where} has {total} training samples: {use}")

@@ -193,6 +193,11 @@ class FolderDataModule(ImageDataModule):
         channels_last: bool = False,
     ) -> None:
         super().__init__()
+        for key, value in (("data_dir", data_dir), ("data_train", data_train), ("data_val", data_val)):
+            if value and "://" in value:  # `--data-dir s3://...` of MXNet's tutorial: its data there was packed
+                raise UsageError(f"{key} {value} is remote, and dataset folder reads image folders on this machine: "
+                                 "pack the images (lit-imgcls dataset pack), upload the pack, and read it with "
+                                 "--dataset wds")
         if data_train is None and data_dir:
             data_train, data_val = str(Path(data_dir) / "train"), data_val or str(Path(data_dir) / "val")
         if not data_train and not data_val:

@@ -26,6 +26,34 @@ def load_pack_manifest(location: str) -> dict[str, Any]:
     return check_manifest(data, url)  # the same checks as a local one: fields, types, shard names inside the pack
 
 
+def split_data_dir(data_dir: str, data_val: str | None) -> tuple[str, str | None]:
+    """``data_dir`` as (training pack, validation pack): itself when it is a pack, else its ``train/`` pack and
+    its ``val/`` pack (when there is one; ``data_val`` wins).
+
+    Raises:
+        UsageError: neither ``data_dir`` nor its ``train/`` is a pack (the message of ``data_dir``'s own manifest).
+    """
+    try:
+        load_pack_manifest(data_dir)
+        return data_dir, data_val
+    except UsageError as own:
+        if not is_remote(data_dir) and (local_path(data_dir) / MANIFEST).exists():
+            raise  # a pack, damaged: its own message
+        train = data_dir.rstrip("/") + "/train"
+        try:
+            load_pack_manifest(train)
+        except UsageError:
+            raise own from None
+    if data_val is None:
+        val = data_dir.rstrip("/") + "/val"
+        try:
+            load_pack_manifest(val)
+            data_val = val
+        except UsageError:
+            pass
+    return train, data_val
+
+
 def pick_split(manifest: dict, wanted: tuple[str, ...], where: str) -> str:
     for split in wanted:
         if manifest["splits"].get(split, {}).get("count"):
@@ -40,7 +68,8 @@ class PackedDataModule(ImageDataModule):
         data_train: the pack to train from (folder, file:// or http(s):// URL); its train split.
         data_val: the pack to validate on (default: data_train); its val split, else test. Alone (no data_train),
             it is enough to evaluate (validate, test, score).
-        data_dir: the pack, when data_train is not given.
+        data_dir: when data_train is not given: the pack, or a folder (or URL) holding two packs ``train/`` and
+            ``val/`` (MXNet's --data-dir held train.rec and val.rec).
         batch_size: samples per batch on each device.
         data_nthreads: loader worker processes decoding images.
         image_shape: "C,H,W" every loader delivers; default: the pack's size for small images, else 3,224,224.
@@ -67,7 +96,9 @@ class PackedDataModule(ImageDataModule):
     ) -> None:
         super().__init__()
         self.data_cache = data_cache
-        train = data_train or data_dir
+        if not data_train and data_dir:
+            data_train, data_val = split_data_dir(data_dir, data_val)
+        train = data_train
         if not train and not data_val:
             raise UsageError(f"dataset {self.format_name} needs data_train (or data_dir): a pack made by `lit-imgcls "
                              "dataset pack` (data_val alone is enough to evaluate)")
