@@ -46,6 +46,9 @@ COMMANDS: dict[str, str] = {
 # MXNet's flags switch the LR schedule by being given: --lr-factor-epoch means step decay, --lr-step-epochs
 # multistep, even when the recipe names another schedule.
 _SCHEDULE_FLAGS = {"lr_factor_epoch": "step", "lr_step_epochs": "multistep"}
+# --lr-factor alone decayed every epoch in MXNet's older scripts (--lr-factor-epoch defaulted to 1): given alone
+# against a schedule that never multiplies by lr_factor (constant, cosine, onecycle), it means that step decay.
+_FACTOR_ALONE_EPOCHS = 1.0
 
 
 def _drop_other_schedules_keys(recipe: Any, given: set[str]) -> None:
@@ -362,6 +365,12 @@ def run(argv: list[str]) -> None:
         # The keys given on the command line, whichever of their spellings was used.
         dests = {opt: action.dest for opt, action in parser._option_string_actions.items()}
         given = {dests[a.split("=", 1)[0]] for a in rest if a.split("=", 1)[0] in dests}
+        if "lr_factor" in given and not given & {"lr_schedule", *_SCHEDULE_FLAGS} and hasattr(recipe, "schedule") \
+                and recipe.schedule() not in ("step", "multistep"):
+            print(f"{PROG}: note: --lr-factor given alone, so lr_schedule is step with lr_factor_epoch "
+                  f"{_FACTOR_ALONE_EPOCHS:g}, as in MXNet's tutorial (the recipe said {recipe.schedule()})", file=sys.stderr)
+            recipe.lr_schedule, recipe.lr_factor_epoch = "step", _FACTOR_ALONE_EPOCHS
+            given |= {"lr_schedule", "lr_factor_epoch"}
         if "lr_schedule" not in given:
             for key, schedule in _SCHEDULE_FLAGS.items():
                 if key in given and getattr(recipe, "lr_schedule", None) not in (None, schedule):
