@@ -6,6 +6,8 @@ from __future__ import annotations
 import io
 import json
 import re
+import struct
+import zlib
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -150,6 +152,13 @@ def test_each_colour_mode_becomes_the_documented_pixels(tree):
         image.decode(BROKEN["truncated.jpg"])
     with pytest.raises(image.ImageDecodeError, match="too many pixels"):
         image.decode(BROKEN["bomb.png"])
+    # a header far past PIL's own refusal (twice its limit) still names the limit this run applies, not PIL's
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    huge = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 10**5, 10**5, 8, 2, 0, 0, 0)) + chunk(b"IEND", b"")
+    with pytest.raises(image.ImageDecodeError, match=r"10000000000 pixels; the decompression-bomb guard allows 1000;"):
+        image.decode(huge, max_pixels=1000)
 
 
 def test_jpeg_through_simplejpeg_equals_pil():

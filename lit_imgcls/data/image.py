@@ -37,6 +37,7 @@ Failures are :class:`ImageDecodeError` (a ``ValueError``), whatever the decoder 
 from __future__ import annotations
 
 import io
+import re
 import warnings
 from pathlib import Path
 
@@ -88,7 +89,11 @@ def _open(data: bytes, max_pixels: int):
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             img = Image.open(io.BytesIO(data), formats=DECODE_FORMATS)
     except Image.DecompressionBombError as exc:
-        raise ImageDecodeError(f"too many pixels ({_one_line(exc)})") from None
+        # PIL's text quotes PIL's limit (twice MAX_IMAGE_PIXELS), not the one this run applies: say ours.
+        found = re.search(r"\((\d+) pixels\)", str(exc))
+        size = f"{found.group(1)} pixels" if found else _one_line(exc)
+        raise ImageDecodeError(f"too many pixels ({size}; the decompression-bomb guard allows {max_pixels}; "
+                               "`dataset pack` and `predict` take --max-pixels)") from None
     except UnidentifiedImageError:
         raise ImageDecodeError(f"not an image (not a {FORMAT_NAMES} file)") from None
     except MemoryError:
