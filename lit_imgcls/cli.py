@@ -229,8 +229,9 @@ def _check_recipe_files(argv: list[str], recipe_cls: type, command_only: collect
             # `!!bool x`: KeyError, an integer of over 4300 digits: ValueError): the file is not a readable recipe
             raise UsageError(f"cannot read recipe {path}: not valid YAML ({type(exc).__name__}: "
                              f"{' '.join(str(exc).split())})") from None
-        if data is None:
-            continue
+        if data is None or data == {}:  # jsonargparse would say only "Unexpected config"
+            raise UsageError(f"recipe {path} holds no keys (it is empty or only comments); a recipe is a mapping of "
+                             "keys to values, such as `network: lenet`")
         if not isinstance(data, dict):
             raise UsageError(f"recipe {path} must be a mapping of keys to values, got {type(data).__name__}")
         problem = _shape_problem(data)

@@ -134,6 +134,9 @@ def test_recipe_that_is_not_a_mapping(tmp_path):
     _one_clear_line(run_cli("fit", "--recipe", str(tmp_path / "r.yaml")), "must be a mapping")
     (tmp_path / "y.yaml").write_text("lr: [\n")
     _one_clear_line(run_cli("fit", "--recipe", str(tmp_path / "y.yaml")), "cannot read recipe")
+    for text in ("", "# only a comment\n", "{}\n"):  # once "fit: Unexpected config:" and nothing more
+        (tmp_path / "e.yaml").write_text(text)
+        _one_clear_line(run_cli("fit", "--recipe", str(tmp_path / "e.yaml"), "--print-recipe"), "holds no keys")
 
 
 def test_yaml_recipe_cannot_construct_python_objects(tmp_path):
