@@ -381,10 +381,11 @@ def run(argv: list[str]) -> None:
         if given & {"lr_schedule", *_SCHEDULE_FLAGS} and hasattr(recipe, "schedule"):
             _drop_other_schedules_keys(recipe, given)
         if values.get("print_recipe"):
-            from lit_imgcls.recipe import check_scalars, expand_paths
+            from lit_imgcls.recipe import check_scalars, expand_paths, resolve_spellings
 
             check_scalars(recipe)  # what YAML cannot print (an integer of over 4300 digits) gets its one line
             expand_paths(recipe)  # the paths the run would use
+            resolve_spellings(recipe)  # and the values (--dtype float16: precision 16-mixed)
             print(recipe.to_yaml(), end="")
             return
         # The command's own flags (fit's allow_any_class) go beside the recipe. The recipe file's flag shares the

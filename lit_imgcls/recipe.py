@@ -73,7 +73,8 @@ class Recipe:
             dist_device_sync, dist_async.
         dist_timeout: seconds a worker waits in a collective for the others before the run fails, naming the
             worker that is missing.
-        precision: Lightning precision: 32-true, 16-mixed, bf16-mixed.
+        precision: Lightning precision: 32-true, 16-mixed, bf16-mixed; MXNet's --dtype names mean float32: 32-true,
+            float16: 16-mixed (fp16 compute, fp32 weights, as MXNet's multi-precision SGD), bfloat16: bf16-mixed.
         threads: CPU threads for compute; default: all cores.
         channels_last: channels-last memory format for network and batches.
         seed: seed of initialisation and data order.
@@ -193,7 +194,10 @@ FIELDS = {f.name: f for f in dataclasses.fields(Recipe)}
 # MXNet tutorial wrote --num-epoch where fit.py has --num-epochs.
 FLAG_ALIASES: dict[str, tuple[str, ...]] = {
     "num_epochs": ("--num-epoch",),
+    "precision": ("--dtype",),  # fit.py's --dtype float32|float16 (DTYPE_PRECISIONS)
 }
+# MXNet's --dtype values as the precision they meant.
+DTYPE_PRECISIONS = {"float32": "32-true", "float16": "16-mixed", "bfloat16": "bf16-mixed"}
 PRECISIONS = ("32-true", "32", "16-mixed", "bf16-mixed", "16-true", "bf16-true", "64-true")
 
 
@@ -243,6 +247,15 @@ def expand_paths(recipe: Any) -> Any:
     return recipe
 
 
+def resolve_spellings(recipe: Any) -> Any:
+    """Replaces MXNet's value spellings by the recipe's own, in place (validate and ``--print-recipe`` call it):
+    ``precision`` float16 (``--dtype float16``) is 16-mixed (:data:`DTYPE_PRECISIONS`)."""
+    precision = getattr(recipe, "precision", None)
+    if isinstance(precision, str) and precision in DTYPE_PRECISIONS:
+        recipe.precision = DTYPE_PRECISIONS[precision]
+    return recipe
+
+
 def validate(recipe: Recipe, *, allow_any_class: bool = False) -> Recipe:
     """Checks values that types alone do not; raises :class:`UsageError` naming the key and what is valid.
 
@@ -258,6 +271,7 @@ def validate(recipe: Recipe, *, allow_any_class: bool = False) -> Recipe:
 
     check_scalars(recipe)
     expand_paths(recipe)
+    resolve_spellings(recipe)
     # First of the named checks: a refused class_path is the one message that matters in such a recipe.
     check_class_paths(recipe, allow_any_class)
     need(0 <= recipe.seed < 2**32, f"seed must lie in [0, 2**32), got {recipe.seed}")  # Lightning would use 0 instead

@@ -46,6 +46,7 @@ TUTORIAL = [
     ("train_imagenet.py", "--network inception-bn --rgb-mean 123.68,116.779,103.939",
      {"rgb_mean": "123.68,116.779,103.939"}),
     # common/fit.py's and data.py's spellings
+    ("train_imagenet.py", "--dtype float16", {"precision": "16-mixed"}),
     ("train_imagenet.py", "--num-epochs 3 --num-classes 1000 --num-examples 1281167 --rgb-std 58.393,57.12,57.375",
      {"num_epochs": 3, "num_classes": 1000, "num_examples": 1281167, "rgb_std": "58.393,57.12,57.375"}),
 ]
@@ -82,6 +83,7 @@ def test_tutorial_names_are_registered():
 def test_aliases_show_in_help():
     text = " ".join(run_cli("fit", "--help").stdout.split())
     assert "--num-epochs NUM_EPOCHS, --num_epochs NUM_EPOCHS, --num-epoch NUM_EPOCHS" in text
+    assert "--precision PRECISION, --dtype PRECISION" in text
     for flag in ("--rgb-mean", "--rgb-std", "--num-classes", "--num-examples", "--log-file", "--data-dir"):
         assert flag in text, flag
     assert "0-255 scale" in text
