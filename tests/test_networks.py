@@ -6,6 +6,8 @@ import pytest
 import timm
 import torch
 
+from conftest import quick_args, run_cli
+
 from lit_imgcls.errors import UsageError
 from lit_imgcls.networks import create_network, load_pretrained
 
@@ -20,6 +22,16 @@ def test_network_builds_and_outputs_logits(name, chans, size, classes):
     with torch.no_grad():
         out = net.eval()(torch.randn(2, chans, size, size))
     assert out.shape == (2, classes)
+
+
+def test_settings_a_network_refuses_are_one_line(tmp_path):
+    """lenet's own check (images of at least 16 px) was a ValueError traceback: now one line naming the network,
+    from the library call and from `fit` alike."""
+    with pytest.raises(UsageError, match=r"network 'lenet' cannot be built for this data: .*at least 16 px, got 8"):
+        create_network("lenet", num_classes=2, in_chans=3, img_size=8)
+    res = run_cli("fit", *quick_args(tmp_path, image_shape="1,8,8"), cwd=tmp_path)
+    lines = [line for line in res.stderr.splitlines() if line.strip()]
+    assert res.returncode == 2 and len(lines) == 1 and "at least 16 px" in lines[0], res.stderr[-2000:]
 
 
 def test_seed_networks_are_in_timms_registry():

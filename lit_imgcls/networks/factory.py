@@ -60,6 +60,10 @@ def create_network(
         num_layers: MXNet's depth flag, appended to a name without digits (``resnet`` + 50).
         pretrained: a local file with weights (lit-imgcls checkpoint, timm or plain state_dict, safetensors).
         kwargs: passed to the network's factory.
+
+    Raises:
+        UsageError: an unknown name, options the network does not take, or settings it refuses (images too
+            small for it).
     """
     import timm
 
@@ -74,6 +78,9 @@ def create_network(
         model = timm.create_model(key, pretrained=False, num_classes=num_classes, in_chans=in_chans, **kwargs)
     except TypeError as exc:
         raise UsageError(f"network {key!r} does not accept these options {sorted(kwargs)}: {exc}") from exc
+    except (ValueError, AssertionError) as exc:  # a network's own check of its settings (lenet: images >= 16 px)
+        raise UsageError(f"network {key!r} cannot be built for this data: {' '.join(str(exc).split())}; choose "
+                         "another --network or --image-shape") from None
     if pretrained:
         load_pretrained(model, pretrained, network=name)
     return model
