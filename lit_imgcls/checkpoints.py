@@ -12,6 +12,10 @@ A run with prefix ``P`` writes (MXNet's ``--model-prefix`` scheme, plus two kind
 
 each checkpoint with a ``.sha256`` beside it (:mod:`lit_imgcls.io`). ``--resume auto`` takes the newest *written*
 readable one of the three kinds (:func:`newest_readable`).
+
+``P`` may be a URL (``s3://bucket/model/mnist``, :mod:`lit_imgcls.storage`): the same names, as objects. Its
+lock is a local one keyed by the URL, and an ownership marker object ``.P.lit-imgcls.json`` beside the
+checkpoints says lit-imgcls wrote them (:mod:`lit_imgcls.remote_prefix`).
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from collections.abc import Iterator
 
 from lit_imgcls.errors import UsageError
 from lit_imgcls.printable import warn
+from lit_imgcls.storage import basename, is_url, split
 
 
 def epoch_path(prefix: str, epoch: int) -> str:
@@ -49,9 +54,29 @@ def recipe_path(prefix: str) -> str:
 
 def lock_path(prefix: str) -> str:
     """``DIR/.NAME.lock`` for the prefix ``DIR/NAME``: the :class:`~lit_imgcls.locks.ProcessLock` of the one run
-    that writes checkpoints under that prefix (hidden, and no checkpoint pattern matches it)."""
+    that writes checkpoints under that prefix (hidden, and no checkpoint pattern matches it). For a URL, a
+    local file keyed by it (:func:`lit_imgcls.remote_prefix.lock_path`)."""
+    if is_url(prefix):
+        from lit_imgcls.remote_prefix import lock_path as local_lock
+
+        return local_lock(prefix)
     folder, name = os.path.split(prefix)
     return os.path.join(folder, f".{name}.lock")
+
+
+def marker_path(prefix: str) -> str:
+    """``DIR/.NAME.lit-imgcls.json``: beside the checkpoints of a prefix at a URL, the ownership marker
+    (:mod:`lit_imgcls.remote_prefix`); no checkpoint pattern matches it."""
+    folder, name = split(prefix)
+    return f"{folder}/.{name}.lit-imgcls.json"
+
+
+def our_names(prefix: str, names) -> list[str]:
+    """Of ``names`` (files or objects beside ``prefix``), the ones lit-imgcls writes: its checkpoints, their
+    ``.sha256`` and the recipe."""
+    base = re.escape(basename(prefix))
+    pattern = re.compile(base + r"-(\d{4,}|step-\d+|stop)\.ckpt(\.sha256)?|" + base + r"-recipe\.yaml")
+    return [n for n in names if pattern.fullmatch(basename(n))]
 
 
 @contextlib.contextmanager
@@ -66,6 +91,12 @@ def prefix_held(prefix: str | None) -> Iterator[None]:
     if not prefix:
         yield
         return
+    if is_url(prefix):
+        from lit_imgcls.remote_prefix import holding_remote
+
+        with holding_remote(prefix):
+            yield
+        return
     from lit_imgcls.locks import holding
     from lit_imgcls.preflight import writable_folder
 
@@ -77,19 +108,37 @@ def prefix_held(prefix: str | None) -> Iterator[None]:
         yield
 
 
-def step_checkpoints(prefix: str) -> list[str]:
-    """``P-step-*.ckpt`` files, oldest written first (a rerun from scratch may leave higher step numbers)."""
-    pattern = re.compile(re.escape(os.path.basename(prefix)) + r"-step-(\d+)\.ckpt")
-    found = [p for p in glob.glob(glob.escape(prefix) + "-step-*.ckpt") if pattern.fullmatch(os.path.basename(p))]
-    return sorted(found, key=os.path.getmtime)
+def _written(prefix: str) -> dict[str, int]:
+    """Files (objects, for a URL) ``P-*`` beside the prefix: path -> time written (ns; whole seconds on most
+    object stores). One listing of the folder."""
+    if is_url(prefix):
+        from lit_imgcls.storage import listing
+
+        return {p: t for p, t in listing(prefix).items() if basename(p).startswith(basename(prefix) + "-")}
+    found = {}
+    for path in glob.glob(glob.escape(prefix) + "-*"):
+        try:
+            found[path] = os.stat(path).st_mtime_ns
+        except FileNotFoundError:  # removed meanwhile (another run's rotation), or a dangling link
+            pass
+    return found
 
 
-def existing_epochs(prefix: str) -> list[int]:
+def step_checkpoints(prefix: str, written: dict[str, int] | None = None) -> list[str]:
+    """``P-step-*.ckpt`` files, oldest written first (a rerun from scratch may leave higher step numbers; at equal
+    times, the lower step first)."""
+    written = _written(prefix) if written is None else written
+    pattern = re.compile(re.escape(basename(prefix)) + r"-step-(\d+)\.ckpt")
+    found = [p for p in written if pattern.fullmatch(basename(p))]
+    return sorted(found, key=lambda p: (written[p], basename(p)))
+
+
+def existing_epochs(prefix: str, written: dict[str, int] | None = None) -> list[int]:
     """The epoch numbers of ``P-NNNN.ckpt`` files, ascending."""
-    pattern = re.compile(re.escape(os.path.basename(prefix)) + r"-(\d{4,})\.ckpt$")
+    pattern = re.compile(re.escape(basename(prefix)) + r"-(\d{4,})\.ckpt")
     found = []
-    for path in glob.glob(glob.escape(prefix) + "-*.ckpt"):
-        m = pattern.search(os.path.basename(path))
+    for path in (_written(prefix) if written is None else written):
+        m = pattern.fullmatch(basename(path))
         if m:
             found.append(int(m.group(1)))
     return sorted(found)
@@ -102,16 +151,12 @@ def saved_checkpoints(prefix: str) -> list[str]:
     of the run before. At equal times an epoch checkpoint wins over a stop or step one of the same moment.
     """
     rank = {"epoch": 2, "stop": 1, "step": 0}
-    found = [(epoch_path(prefix, e), "epoch") for e in existing_epochs(prefix)]
-    found += [(p, "step") for p in step_checkpoints(prefix)]
-    if os.path.isfile(stop_path(prefix)):
-        found.append((stop_path(prefix), "stop"))
-    dated = []
-    for path, kind in found:
-        try:
-            dated.append((os.stat(path).st_mtime_ns, rank[kind], path))
-        except FileNotFoundError:  # removed meanwhile (another run's rotation)
-            pass
+    written = _written(prefix)
+    found = [(epoch_path(prefix, e), "epoch") for e in existing_epochs(prefix, written)]
+    found += [(p, "step") for p in step_checkpoints(prefix, written)]
+    found += [(stop_path(prefix), "stop")] if stop_path(prefix) in written else []
+    # Object stores date in whole seconds: within one, the kind, then the higher number in the name.
+    dated = [(written[path], rank[kind], basename(path), path) for path, kind in found if path in written]
     return [path for *_, path in sorted(dated, reverse=True)]
 
 
@@ -137,8 +182,8 @@ def newest_readable(prefix: str, network: str | None = None, num_layers: int | N
 
 def epoch_of(path: str, prefix: str | None) -> int | None:
     """The epoch number in an epoch checkpoint's name (``PREFIX-0003.ckpt`` -> 3); None for step/stop ones."""
-    name = re.escape(os.path.basename(prefix)) if prefix else r".*(?<!-step)"
-    m = re.fullmatch(name + r"-(\d{4,})\.ckpt", os.path.basename(path))
+    name = re.escape(basename(prefix)) if prefix else r".*(?<!-step)"
+    m = re.fullmatch(name + r"-(\d{4,})\.ckpt", basename(path))
     return int(m.group(1)) if m else None
 
 
@@ -154,10 +199,10 @@ def resume_path(recipe) -> str | None:
         return found
     if recipe.load_epoch is None:
         return None
-    from lit_imgcls.io import load_checkpoint
+    from lit_imgcls.io import exists, load_checkpoint
 
     path = epoch_path(recipe.model_prefix, recipe.load_epoch)
-    if not os.path.isfile(path):
+    if not exists(path):
         have = existing_epochs(recipe.model_prefix or "")
         listed = ", ".join(str(e) for e in have) if have else "none"
         raise UsageError(f"no checkpoint for epoch {recipe.load_epoch} at {path}; epochs saved under this prefix: {listed}")

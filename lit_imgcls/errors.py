@@ -52,6 +52,19 @@ class RunFailed(RuntimeError):
     exit_code = 1
 
 
+class RemoteUnavailable(RunFailed):
+    """Storage reached by URL (``s3://``, ``gs://``, ...) that still fails after its client's own retries: a
+    connection refused or reset, 5xx answers, throttling. One line naming the object, exit 1; ``str()`` stays
+    that line after webdataset appends its stream and URL to ``args``."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.line = message
+
+    def __str__(self) -> str:
+        return self.line
+
+
 class NonFiniteLoss(RunFailed):
     """Training produced a NaN or infinite loss: the run stops at that step, before the update, and saves nothing
     after it. The CLI exits with code 3, so scripts can tell divergence from other failures.

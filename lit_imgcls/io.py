@@ -3,6 +3,9 @@
 Every checkpoint gets a ``.sha256`` file beside it (``sha256sum`` format, so ``sha256sum -c`` checks it too). The
 rename makes a cut-short checkpoint impossible under its final name; the checksum also catches damage after
 the write (a flipped bit on disk, a partial copy to another machine) that the zip structure may not reveal.
+
+A checkpoint at a URL (``s3://...``; :mod:`lit_imgcls.storage`) is one object written whole or not at all, its
+``.sha256`` object after it; it is read with one GET and checked against that object the same way.
 """
 
 from __future__ import annotations
@@ -44,6 +47,24 @@ def atomic_write_text(path: str | Path, text: str) -> None:
     atomic_write(path, lambda f: f.write(text), mode="w")
 
 
+def write_text(location: str, text: str) -> None:
+    """``text`` (UTF-8) at a local path (:func:`atomic_write_text`) or a URL (one whole object)."""
+    from lit_imgcls.storage import is_url, write_bytes
+
+    if is_url(location):
+        write_bytes(location, text.encode("utf-8"))
+    else:
+        atomic_write_text(location, text)
+
+
+def exists(location: str | Path) -> bool:
+    """A file at a local path, or an object at a URL."""
+    from lit_imgcls.storage import exists as object_exists
+    from lit_imgcls.storage import is_url
+
+    return object_exists(str(location)) if is_url(str(location)) else os.path.isfile(location)
+
+
 def remove_stale_temporaries(prefix: str) -> int:
     """Deletes the half-written temporary files a killed run left beside ``PREFIX-*`` files; returns how many.
 
@@ -51,6 +72,10 @@ def remove_stale_temporaries(prefix: str) -> int:
     """
     import glob
 
+    from lit_imgcls.storage import is_url
+
+    if is_url(prefix):
+        return 0  # an object store shows an object only once it is whole: nothing half-written to find
     folder, base = os.path.split(os.path.abspath(prefix))
     removed = 0
     for tmp in glob.glob(os.path.join(glob.escape(folder), f".{glob.escape(base)}-*.tmp")):
@@ -68,15 +93,20 @@ def checksum_path(path: str | Path) -> Path:
 
 def remove_checkpoint(path: str | Path) -> None:
     """Deletes a checkpoint and its checksum file (missing ones are fine)."""
+    from lit_imgcls.storage import is_url, remove
+
+    if is_url(str(path)):
+        for p in (str(path), f"{path}.sha256"):
+            remove(p)
+        return
     for p in (Path(path), checksum_path(path)):
         p.unlink(missing_ok=True)
 
 
 def verify_checksum(path: str | Path) -> None:
     """Raises :class:`UsageError` when ``path`` has a checksum file that its bytes do not match."""
-    from lit_imgcls.data.download import file_digest
-
     from lit_imgcls.bounded_read import ReadRefused, read_text
+    from lit_imgcls.data.download import file_digest
 
     side = checksum_path(path)
     if not os.path.lexists(side):
@@ -99,12 +129,19 @@ def load_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict:
     """
     import torch
 
-    path = Path(path)
-    if not path.is_file():
-        raise UsageError(f"checkpoint not found: {path}")
-    verify_checksum(path)
+    from lit_imgcls.storage import is_url, local
+
+    path = local(path) if isinstance(path, str) else path
+    if is_url(str(path)):
+        source: Any = io.BytesIO(_read_url_checkpoint(str(path)))
+    else:
+        path = Path(path)
+        if not path.is_file():
+            raise UsageError(f"checkpoint not found: {path}")
+        verify_checksum(path)
+        source = path
     try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+        ckpt = torch.load(source, map_location=map_location, weights_only=True)
     except Exception as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise UsageError(f"checkpoint {path} is corrupt or not a lit-imgcls checkpoint: {first}") from exc
@@ -113,8 +150,30 @@ def load_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict:
     return ckpt
 
 
+def _read_url_checkpoint(url: str) -> bytes:
+    """The bytes of the checkpoint object at ``url``, checked against its ``.sha256`` object when there is one."""
+    import hashlib
+
+    from lit_imgcls.storage import read_bytes
+
+    data = read_bytes(url, missing_ok=True)
+    if data is None:
+        raise UsageError(f"checkpoint not found: {url}")
+    side = read_bytes(f"{url}.sha256", limit=4096, missing_ok=True)
+    if side is not None:  # none: the run stopped between the checkpoint's write and its checksum's
+        try:
+            expected = side.decode("utf-8").split()[0].lower()
+        except (UnicodeDecodeError, IndexError):
+            raise UsageError(f"cannot read {url}.sha256: not a sha256sum line") from None
+        actual = hashlib.sha256(data).hexdigest()
+        if actual != expected:
+            raise UsageError(f"checkpoint {url} is damaged: its sha256 {actual[:12]}... differs from "
+                             f"{url.rpartition('/')[2]}.sha256 ({expected[:12]}...)")
+    return data
+
+
 def save_checkpoint(checkpoint: dict[str, Any], path: str | Path) -> None:
-    """Writes ``checkpoint`` atomically, then its checksum file."""
+    """Writes ``checkpoint`` atomically (at a URL: one whole object), then its checksum file."""
     import hashlib
 
     import torch
@@ -124,6 +183,14 @@ def save_checkpoint(checkpoint: dict[str, Any], path: str | Path) -> None:
     buffer = io.BytesIO()
     torch.save(checkpoint, buffer)
     data = buffer.getbuffer()
+    from lit_imgcls.storage import is_url, remove, write_bytes
+
+    if is_url(str(path)):
+        url = str(path)
+        remove(f"{url}.sha256")  # as below: never a stale checksum beside a new object
+        write_bytes(url, data)
+        write_bytes(f"{url}.sha256", f"{hashlib.sha256(data).hexdigest()}  {url.rpartition('/')[2]}\n".encode())
+        return
     # An old checksum must not outlive the file it describes: a crash right after the rename below would
     # otherwise make the new, good checkpoint look damaged.
     checksum_path(path).unlink(missing_ok=True)

@@ -53,6 +53,10 @@ def check_outputs(recipe, module, *, report: bool = True) -> None:
     writable_folder(recipe.run_dir, "run dir")
     if not recipe.model_prefix:
         return
+    from lit_imgcls.storage import is_url
+
+    if is_url(recipe.model_prefix):
+        return  # written to already (its marker, lit_imgcls.remote_prefix); an object store has no free space to ask
     folder = os.path.dirname(os.path.abspath(recipe.model_prefix))
     writable_folder(folder, "model prefix")
     one = checkpoint_bytes(module, recipe.optimizer, recipe.mom)

@@ -80,7 +80,8 @@ class Recipe:
         seed: seed of initialisation and data order.
         disp_batches: log speed and training accuracy every N optimizer steps of an epoch.
         progress_bar: show a progress bar.
-        model_prefix: checkpoints go to PREFIX-0001.ckpt, ... and the recipe to PREFIX-recipe.yaml.
+        model_prefix: checkpoints go to PREFIX-0001.ckpt, ... and the recipe to PREFIX-recipe.yaml; a local path
+            or a URL fsspec writes (s3://bucket/model/mnist; gs://, az:// with gcsfs, adlfs).
         save_period: save a checkpoint every N epochs (and after the last).
         save_every_steps: also save PREFIX-step-NNNNNNNN.ckpt every N optimizer steps of an epoch (NNNNNNNN: the
             global step; the newest two are kept), so a crash costs at most N steps; resuming from one continues
@@ -243,6 +244,8 @@ def expand_paths(recipe: Any) -> Any:
     for key in PATH_KEYS:
         value = getattr(recipe, key, None)
         if isinstance(value, str):
+            if key == "model_prefix" and value.startswith("file://"):
+                value = value[len("file://"):]  # a local path, with a local prefix's lock and atomic renames
             setattr(recipe, key, expand_path(value, key))
     return recipe
 
@@ -309,6 +312,10 @@ def validate(recipe: Recipe, *, allow_any_class: bool = False) -> Recipe:
     need(recipe.resume in (None, "auto"), f"resume must be 'auto' (or unset), got {recipe.resume!r}")
     need(recipe.resume is None or bool(recipe.model_prefix), "resume needs model_prefix (where the checkpoints are)")
     need(recipe.resume is None or recipe.load_epoch is None, "give either resume auto or load_epoch N, not both")
+    if recipe.model_prefix and "://" in recipe.model_prefix:
+        from lit_imgcls.storage import check_location
+
+        check_location(recipe.model_prefix, "model_prefix")
     need(recipe.precision in PRECISIONS, f"precision must be one of {', '.join(PRECISIONS)}, got {recipe.precision!r}")
     need(recipe.schedule() in SCHEDULES, f"lr_schedule must be one of {', '.join(SCHEDULES)}")
     need(recipe.schedule() != "step" or bool(recipe.lr_factor_epoch), "lr_schedule 'step' needs lr_factor_epoch")

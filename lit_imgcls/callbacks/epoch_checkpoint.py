@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import lightning as L
 
 from lit_imgcls.callbacks.saving import save_or_fail
 from lit_imgcls.checkpoints import epoch_path, recipe_path
-from lit_imgcls.io import atomic_write_text
+from lit_imgcls.io import write_text
 
 
 class EpochCheckpoint(L.Callback):
@@ -17,7 +15,7 @@ class EpochCheckpoint(L.Callback):
     The end of the first epoch is saved as 0001, like MXNet; ``--load-epoch 1`` resumes from it at epoch 1.
 
     Args:
-        prefix: path prefix of the files.
+        prefix: path prefix of the files (a local path or a URL: :mod:`lit_imgcls.storage`).
         period: epochs between two checkpoints.
         recipe_yaml: the resolved recipe, written to ``{prefix}-recipe.yaml``.
     """
@@ -30,7 +28,7 @@ class EpochCheckpoint(L.Callback):
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.is_global_zero and self.recipe_yaml is not None:
-            atomic_write_text(Path(recipe_path(self.prefix)), self.recipe_yaml)
+            write_text(recipe_path(self.prefix), self.recipe_yaml)
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         done = trainer.current_epoch + 1

@@ -44,7 +44,8 @@ def _num(value: Any) -> float | None:
 
 
 def _abs(path: str | None) -> str | None:
-    return os.path.abspath(path) if path else None
+    """An absolute local path; a URL (an s3:// checkpoint) as it is."""
+    return (path if "://" in path else os.path.abspath(path)) if path else None
 
 
 class RunEvents(L.Callback):

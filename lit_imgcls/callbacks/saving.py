@@ -1,10 +1,11 @@
-"""Saving a checkpoint from a callback: a full or read-only disk ends the run with one line, nothing overwritten."""
+"""Saving a checkpoint from a callback: a full or read-only disk, or storage at a URL that still fails after its
+client's retries, ends the run with one line, nothing overwritten."""
 
 from __future__ import annotations
 
 import lightning as L
 
-from lit_imgcls.errors import DISK_ERRORS, RunFailed
+from lit_imgcls.errors import DISK_ERRORS, RemoteUnavailable, RunFailed
 
 
 def disk_failure(what: str, exc: OSError) -> RunFailed:
@@ -41,10 +42,15 @@ def save_or_fail(trainer: L.Trainer, path: str) -> None:
     Raises:
         NonFiniteLoss: the weights hold NaN or infinity (nothing is written).
         RunFailed: the disk is full, read-only or failing.
+        RemoteUnavailable: the storage of a URL prefix still fails after its client's retries.
     """
     check_weights(trainer)
     try:
         trainer.save_checkpoint(path, weights_only=False)
+    except RemoteUnavailable as exc:
+        raise RemoteUnavailable(f"{exc}; checkpoint {path} was not written (an object is whole or absent) and the "
+                                "checkpoints saved before are intact; rerun the same command with --resume auto once "
+                                "the storage answers") from exc
     except OSError as exc:
         if exc.errno in DISK_ERRORS:
             raise disk_failure(f"checkpoint {path}", exc) from exc
