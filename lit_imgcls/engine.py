@@ -18,7 +18,7 @@ from lit_imgcls import __version__
 from lit_imgcls.checkpoints import (check_fresh_prefix, epoch_of, epoch_path, existing_epochs, newest_readable,
                                    prefix_held, resume_path)
 from lit_imgcls.data.checks import check_batch_norm, check_classes, check_described_data, check_training_samples
-from lit_imgcls.errors import NonFiniteLoss, RunFailed, RunStopped, UsageError
+from lit_imgcls.errors import NonFiniteLoss, RemoteUnavailable, RunFailed, RunStopped, UsageError
 from lit_imgcls.ranks import is_global_zero
 from lit_imgcls.recipe import Recipe, dataset_keys, validate
 from lit_imgcls.resume_changes import OTHER_NETWORK_HINT, check_resumable
@@ -399,6 +399,11 @@ class _RunCallbacks:
             raise
         except NonFiniteLoss as exc:
             raise exc.with_checkpoint(newest_readable(prefix) if prefix else None) from None
+        except RemoteUnavailable as exc:  # a shard or a checkpoint at a URL, still failing after the retries
+            if "--resume auto" in str(exc):
+                raise
+            raise RemoteUnavailable(f"{exc}; the run stopped there and the checkpoints saved before are intact: rerun "
+                                    "the same command with --resume auto once the storage answers") from None
         except Exception as exc:
             if self.watchdog.diagnosis:
                 raise RunFailed(f"{self.watchdog.diagnosis} ({type(exc).__name__}: {_first_line(exc)})") from exc

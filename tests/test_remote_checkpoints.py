@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import quick_args, run_cli
+from conftest import SeaweedS3, quick_args, run_cli
 from test_faults_fit import assert_same_training, latest_step
 
 from lit_imgcls import checkpoints, storage
@@ -256,3 +256,82 @@ def test_kill9_mid_run_on_s3_then_resume_auto_score_and_predict_from_s3(s3, tmp_
     same = run_cli("predict", "--checkpoint", str(tmp_path / "local/model/mnist-0003.ckpt"), "--format", "json",
                    "digit.png", cwd=tmp_path)
     assert json.loads(pred.stdout) == json.loads(same.stdout) and json.loads(pred.stdout)[0]["predictions"]
+
+
+# ---- a server that stops and starts again under a run --------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def restartable(tmp_path_factory):
+    """A SeaweedFS server of its own (the tests stop and start it), holding a tiny photo pack in s3://packs/p."""
+    from lit_imgcls.data.photos import make_photo_corpus
+
+    root = tmp_path_factory.mktemp("restartable")
+    make_photo_corpus(root / "photos", train_per_class=20, val_per_class=4, classes=3, seed=2)
+    for split, ratio, size in (("train", "1", "6"), ("val", "0", "8")):
+        res = run_cli("dataset", "pack", str(root / "photos" / split), str(root / "pack" / split), "--format", "wds",
+                      "--resize", "32", "--shard-size", size, "--train-ratio", ratio)
+        assert res.returncode == 0, res.stderr
+    server = SeaweedS3(root / "server")
+    server.start()
+    fs = server.fs()
+    for split in ("train", "val"):
+        fs.put(str(root / "pack" / split), f"packs/p/{split}", recursive=True)
+    yield server
+    server.stop()
+
+
+def _photo_args(tmp: Path, prefix: str) -> list[str]:
+    # 60 images in shards of 6, batches of 6: 10 steps an epoch, each shard read from S3 as the epoch reaches it.
+    return quick_args(tmp, dataset="wds", network="lenet", image_shape="3,32,32", batch_size=6, data_nthreads=1,
+                      num_epochs=3, lr=0.05, seed=3, disp_batches=1, data_train="s3://packs/p/train",
+                      data_val="s3://packs/p/val", model_prefix=prefix, save_every_steps=2, resume="auto")
+
+
+@pytest.fixture(scope="module")
+def photo_uninterrupted(restartable, tmp_path_factory) -> dict:
+    tmp = tmp_path_factory.mktemp("photo-uninterrupted")
+    res = run_cli("fit", *_photo_args(tmp, str(tmp / "model/m")), cwd=tmp, env=restartable.env)
+    assert res.returncode == 0, res.stderr[-3000:]
+    return load_checkpoint(tmp / "model/m-0003.ckpt")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("retries", ["default", "none"])
+def test_s3_server_restarting_mid_epoch_then_resume_auto_ends_as_uninterrupted(restartable, photo_uninterrupted,
+                                                                                tmp_path, retries):
+    """The server stops mid-epoch (SIGTERM) and starts again 3 s later on the same data and port. With the
+    default retries the run rides it out (or, should the backoff run out first, stops with one line); with
+    retries off (AWS_MAX_ATTEMPTS=1) it stops with one line naming the shard or checkpoint. Either way --resume
+    auto then ends with the weights of an uninterrupted run, and no object is half-written."""
+    server = restartable
+    url = f"s3://packs/restart-{retries}/m"
+    env = {**server.env, **({"AWS_MAX_ATTEMPTS": "1"} if retries == "none" else {})}
+    args = _photo_args(tmp_path, url)
+    proc = _start_fit(args, tmp_path, env)
+    try:
+        _wait_for_step(proc, tmp_path / "runs", 13)  # in the second epoch
+        server.stop()
+        time.sleep(3)
+        server.start()
+        _, err = proc.communicate(timeout=400)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert "Traceback" not in err, err[-3000:]
+    if retries == "none":
+        assert proc.returncode == 1, err[-3000:]
+    if proc.returncode != 0:
+        assert proc.returncode == 1, err[-3000:]
+        last = err.strip().splitlines()[-1]
+        assert last.startswith("lit-imgcls: error: cannot ") and "s3://packs/" in last, err[-3000:]
+        assert "rerun the same command with --resume auto" in last, last
+    res = run_cli("fit", *args, cwd=tmp_path, env=server.env)
+    assert res.returncode == 0, res.stderr[-3000:]
+    fs = server.fs()
+    for obj in fs.ls(f"packs/restart-{retries}"):
+        if obj.endswith(".ckpt"):  # every checkpoint whole: it loads and matches its checksum
+            _get(fs, f"s3://{obj}", tmp_path / "all" / obj.rpartition("/")[2])
+    assert_same_training(photo_uninterrupted, _get(fs, f"{url}-0003.ckpt", tmp_path / "got/m-0003.ckpt"), retries,
+                         steps=30)

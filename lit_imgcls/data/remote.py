@@ -2,7 +2,9 @@
 optional local cache that trusts only files it wrote and proved against the manifest's sha256.
 
 S3 credentials come from the usual AWS variables or files; ``AWS_ENDPOINT_URL`` points at another S3-compatible
-server (MinIO, SeaweedFS, Ceph).
+server (MinIO, SeaweedFS, Ceph). Transient failures are retried by the client library (:mod:`lit_imgcls.storage`
+sets fsspec's defaults: botocore's retries for S3); what still fails, opening or mid-read, is one line naming the
+URL (:class:`~lit_imgcls.errors.RemoteUnavailable`, or a :class:`UsageError` for a missing or forbidden object).
 """
 
 from __future__ import annotations
@@ -22,10 +24,36 @@ def local_path(location: str) -> Path:
     return Path(location[len("file://"):] if location.startswith("file://") else location).expanduser()
 
 
-def _options(url: str) -> dict:
-    if url.startswith("s3://") and os.environ.get("AWS_ENDPOINT_URL"):
-        return {"client_kwargs": {"endpoint_url": os.environ["AWS_ENDPOINT_URL"]}}
-    return {}
+class RemoteFile:
+    """An fsspec file whose read errors that outlast the client's retries name the URL in one line."""
+
+    def __init__(self, raw: IO[bytes], url: str) -> None:
+        self.raw, self.url = raw, url
+
+    def read(self, n: int = -1) -> bytes:
+        from lit_imgcls.storage import failure
+
+        try:
+            return self.raw.read(n)
+        except Exception as exc:  # noqa: BLE001 - a connection that died mid-object, 5xx, throttling
+            raise failure("read", self.url, exc) from None
+
+    def readinto(self, buffer) -> int:
+        data = self.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+    def readable(self) -> bool:
+        return True
+
+    def close(self) -> None:
+        try:
+            self.raw.close()
+        except Exception:  # noqa: BLE001, S110 - closing a read-only object: nothing is lost
+            pass
+
+    def __getattr__(self, name: str):
+        return getattr(self.raw, name)
 
 
 def open_url(url: str, timeout: float = 60.0, kind: str = "download", limit: int | None = None) -> IO[bytes]:
@@ -37,7 +65,8 @@ def open_url(url: str, timeout: float = 60.0, kind: str = "download", limit: int
 
     Raises:
         ReadRefused: a local path that is not a regular file, or is over the bound; reading past the bound.
-        UsageError: an s3:// or other URL whose filesystem package is missing or that cannot be opened.
+        UsageError: an s3:// or other URL whose filesystem package is missing, or that is not there or forbidden.
+        RemoteUnavailable: its storage still fails (opening or reading) after the client's retries.
         OSError: an http(s) URL that cannot be opened (urllib's URLError, HTTPError, a timeout).
     """
     from lit_imgcls.bounded_read import bounded_stream, open_regular
@@ -51,12 +80,16 @@ def open_url(url: str, timeout: float = 60.0, kind: str = "download", limit: int
         return bounded_stream(urllib.request.urlopen(url, timeout=timeout), kind, url, limit)  # noqa: S310
     import fsspec
 
+    from lit_imgcls.storage import configure, failure
+
+    configure()
     try:
-        return bounded_stream(fsspec.open(url, "rb", **_options(url)).open(), kind, url, limit)
+        raw = fsspec.open(url, "rb").open()
     except ImportError as exc:
         raise UsageError(f"reading {url} needs a filesystem package ({exc}); pip install s3fs for s3://") from None
-    except (OSError, ValueError) as exc:
-        raise UsageError(f"cannot open {url}: {exc}") from None
+    except Exception as exc:  # noqa: BLE001 - missing or forbidden: a UsageError; a server that does not answer
+        raise failure("open", url, exc) from None
+    return bounded_stream(RemoteFile(raw, url), kind, url, limit)
 
 
 def read_bytes(url: str, kind: str = "download") -> bytes:

@@ -16,7 +16,7 @@ from lit_imgcls.data.formats.packed import PackedDataModule
 from lit_imgcls.data.remote import is_remote, local_path
 from lit_imgcls.data.shard_check import finish, open_shard
 from lit_imgcls.data.resumable import ResumableEpoch
-from lit_imgcls.errors import UsageError, from_worker
+from lit_imgcls.errors import RunFailed, UsageError, from_worker
 
 IMAGE_KEYS = ("jpg", "jpeg", "png", "webp")
 
@@ -59,7 +59,7 @@ class NamedErrors:
     """webdataset handler: a broken shard or sample stops the run with the shard's name in one clear line."""
 
     def __call__(self, exc: Exception) -> bool:
-        if isinstance(exc, UsageError):
+        if isinstance(exc, (UsageError, RunFailed)):  # RemoteUnavailable: the storage failed past its retries
             raise exc
         raise UsageError(f"cannot read packed data ({type(exc).__name__}: {exc}); check the shard with `lit-imgcls dataset verify`") from None
 
@@ -252,7 +252,7 @@ class EpochLoader(ResumableEpoch):
         try:
             # Batches arrive channels-last already (NHWC memory): the model takes them as they are.
             yield from self.counted(self.skipped(batches, skip))
-        except UsageError as exc:
+        except (UsageError, RunFailed) as exc:
             # From a worker process the message carries the worker's traceback; the user needs its last line.
             raise from_worker(exc) from None
         finally:
