@@ -238,14 +238,15 @@ def build_trainer(recipe: Recipe, callbacks: list, logger: Any = None, **overrid
     """A Lightning Trainer with the recipe's devices, kv-store strategy, precision and epochs."""
     import lightning as L
 
-    from lit_imgcls.callbacks.progress import StepProgressBar
+    from lit_imgcls.callbacks.progress import progress_bar_for
     from lit_imgcls.io import AtomicCheckpointIO
 
     accelerator, device_arg, count = devices(recipe)
     nodes = num_nodes(count)
     strategy = strategies.get(recipe.kv_store)(count, accelerator, num_nodes=nodes, timeout=recipe.dist_timeout)
-    if recipe.progress_bar:
-        callbacks = [*callbacks, StepProgressBar(refresh_rate=max(1, recipe.disp_batches))]  # in optimizer steps
+    bar = progress_bar_for(recipe)  # a bar on a terminal, plain lines in a log, none with progress_bar: false
+    if bar is not None:
+        callbacks = [*callbacks, bar]
     kwargs = dict(
         accelerator=accelerator,
         devices=device_arg,

@@ -118,8 +118,11 @@ def score(checkpoint: str, overrides: dict[str, Any] | None = None, top_k: int =
     k = min(top_k, len(names)) if top_k > 1 else 0
     confusion = torch.zeros(len(names) * len(names), dtype=torch.long)
     topk_hits = 0
+    from lit_imgcls.terminal import progress
+
     start = time.perf_counter()
-    with torch.inference_mode():
+    # A bar on a terminal's stderr, a line every few seconds in a log (a long run only); the report is on stdout.
+    with torch.inference_mode(), progress(None, "scoring", leave=False) as bar:
         for batch in loader:
             x, y = batch[0], batch[1]
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
@@ -129,6 +132,7 @@ def score(checkpoint: str, overrides: dict[str, Any] | None = None, top_k: int =
             confusion += torch.bincount((y * len(names) + pred).cpu(), minlength=len(names) ** 2)
             if k:
                 topk_hits += int((logits.topk(k, dim=1).indices == y[:, None]).any(dim=1).sum())
+            bar.update(len(y))
     seconds = time.perf_counter() - start
     matrix = confusion.view(len(names), len(names)).numpy()
     count = int(matrix.sum())

@@ -34,6 +34,53 @@ def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None, timeou
     return Result(proc.returncode, proc.stdout, proc.stderr)
 
 
+def run_cli_in_terminal(*args: str, cwd: Path | None = None, env: dict | None = None, timeout: float = 600,
+                        cols: int = 120, rows: int = 40, merge: bool = False) -> Result:
+    """Runs ``python -m lit_imgcls ARGS`` with a pseudo-terminal of ``cols`` x ``rows`` as its stdout (where
+    progress bars are drawn), and as its stderr too with ``merge`` (a pipe without), as a person's shell would.
+
+    Returns:
+        ``stdout``: what the terminal received, its line ends (``\\r\\n``) read as ``\\n`` (the bar's redraws
+        keep their ``\\r``); ``stderr``: the pipe's text ("" with ``merge``).
+    """
+    import fcntl
+    import pty
+    import select
+    import struct
+    import termios
+    import time
+
+    main, child = pty.openpty()
+    fcntl.ioctl(child, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
+    full_env = {**os.environ, "PYTHONWARNINGS": "ignore", "TERM": "xterm", **(env or {})}
+    proc = subprocess.Popen([sys.executable, "-m", "lit_imgcls", *args], cwd=cwd, env=full_env,
+                            stdin=subprocess.DEVNULL, stdout=child, stderr=child if merge else subprocess.PIPE)
+    os.close(child)
+    out, err = bytearray(), bytearray()
+    open_fds = {main: out, **({} if merge else {proc.stderr.fileno(): err})}
+    deadline = time.monotonic() + timeout
+    try:
+        while open_fds and time.monotonic() < deadline:
+            for fd in select.select(list(open_fds), [], [], 1)[0]:
+                try:
+                    chunk = os.read(fd, 65536)
+                except OSError:  # EIO: every writer closed the terminal
+                    chunk = b""
+                if chunk:
+                    open_fds[fd] += chunk
+                else:
+                    del open_fds[fd]
+        if open_fds:
+            proc.kill()
+        code = proc.wait(timeout=60)
+    finally:
+        os.close(main)
+        if proc.stderr is not None:
+            proc.stderr.close()
+    return Result(code, out.decode("utf-8", errors="replace").replace("\r\n", "\n"),
+                  err.decode("utf-8", errors="replace"))
+
+
 def _mount_namespace_works() -> bool:
     if shutil.which("unshare") is None or os.geteuid() != 0:
         return False

@@ -21,7 +21,7 @@ import torch
 from lit_imgcls.callbacks.step_units import aligned_fused_steps
 from lit_imgcls.io import load_checkpoint
 
-from conftest import quick_args, run_cli
+from conftest import quick_args, run_cli, run_cli_in_terminal
 
 STEPS_PER_EPOCH = 2560 // 64
 FUSED = dict(num_examples=2560, num_epochs=2, fused_steps=8, disp_batches=10, save_every_steps=12, threads=1,
@@ -57,7 +57,8 @@ def _run_dir(stdout: str) -> Path:
 @pytest.fixture(scope="module")
 def fused_run(tmp_path_factory) -> dict:
     tmp = tmp_path_factory.mktemp("fused")
-    res = run_cli("fit", *quick_args(tmp, **FUSED, progress_bar="true"), cwd=tmp)
+    # in a terminal (a pseudo-terminal), where the progress bar is drawn; a pipe gets plain lines
+    res = run_cli_in_terminal("fit", *quick_args(tmp, **FUSED, progress_bar="true"), cwd=tmp)
     assert res.returncode == 0, res.stderr[-3000:]
     return {"tmp": tmp, "res": res, "run": _run_dir(res.stdout)}
 
@@ -120,7 +121,8 @@ def _resume_from_step_64(fused_run, tmp_path: Path, **changes) -> tuple:
     for name in ("mnist-0002.ckpt", "mnist-step-00000076.ckpt"):
         (tmp_path / "model" / name).unlink()
         (tmp_path / "model" / f"{name}.sha256").unlink(missing_ok=True)
-    res = run_cli("fit", *quick_args(tmp_path, **{**FUSED, **changes}, resume="auto"), cwd=tmp_path)
+    run = run_cli_in_terminal if changes.get("progress_bar") == "true" else run_cli  # the bar is a terminal's
+    res = run("fit", *quick_args(tmp_path, **{**FUSED, **changes}, resume="auto"), cwd=tmp_path)
     assert res.returncode == 0, res.stderr[-3000:]
     assert "mnist-step-00000064.ckpt" in res.stdout + res.stderr
     return res, _run_dir(res.stdout)

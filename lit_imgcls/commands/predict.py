@@ -65,10 +65,11 @@ def predict(
     clf = Classifier.load(checkpoint, device=f"cuda:{ids[0]}" if ids else "cpu", max_pixels=max_pixels)
     bar = None
     if format == "table":
-        from tqdm import tqdm
+        from lit_imgcls.terminal import progress
 
-        # Progress only for people watching a terminal: json and csv output stay machine-readable on every stream.
-        bar = tqdm(desc="predicting", unit="img", file=sys.stderr, disable=None, leave=False)
+        # A bar for people watching a terminal, a line every few seconds in a log (a long run only); json and csv
+        # output stay machine-readable on every stream.
+        bar = progress(None, "predicting", leave=False)
     damaged: list[str] = []  # whole shards of packs that failed their check: named on stderr whatever the format
 
     def noting_damaged(sources):

@@ -17,7 +17,6 @@ import os
 import random
 import shutil
 import sys
-import time
 from array import array
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -35,6 +34,7 @@ from lit_imgcls.errors import DISK_ERRORS, RunFailed, UsageError
 from lit_imgcls.io import atomic_write_text
 from lit_imgcls.owned_files import write_owned
 from lit_imgcls.printable import warn
+from lit_imgcls.terminal import progress
 
 SPLITS = ("train", "val", "test")
 LISTS_RECORD = ".lit-imgcls-lists"  # what --list wrote into its folder (lit_imgcls.owned_files)
@@ -256,38 +256,6 @@ def _jobs(splits: dict[str, list[Item]]) -> Iterator[tuple[str, int, Item]]:
             yield split, n, item
 
 
-class _LineProgress:
-    """Progress where stderr is a log or a pipe (the TUI reads it): a plain line a second, and one at the end."""
-
-    def __init__(self, total: int, desc: str, every: float = 1.0) -> None:
-        self.total, self.desc, self.every = total, desc, every
-        self.n, self._last = 0, time.monotonic()
-
-    def __enter__(self) -> "_LineProgress":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        if exc[0] is None:
-            self._say()
-
-    def update(self, n: int = 1) -> None:
-        self.n += n
-        if time.monotonic() - self._last >= self.every:
-            self._say()
-
-    def _say(self) -> None:
-        self._last = time.monotonic()
-        print(f"{self.desc}: {self.n}/{self.total} images", file=sys.stderr, flush=True)
-
-
-def _progress(total: int, desc: str):
-    if not sys.stderr.isatty():
-        return _LineProgress(total, desc)
-    from tqdm import tqdm
-
-    return tqdm(total=total, desc=desc, unit="img", file=sys.stderr, dynamic_ncols=True)
-
-
 def pack_dataset(src: str, out: str, opts: PackOptions, enc: EncodeOptions, root: str | None = None,
                  recursive: bool = False, exts: tuple[str, ...] = (), data_dir: str | None = None,
                  list_only: bool = False) -> dict:
@@ -427,7 +395,7 @@ def _write_pack(work: Path, src: str, source: Source, splits: dict[str, list[Ite
             results = map(_encode, _jobs(splits))
         else:
             results = pool.imap(_encode, _jobs(splits), chunksize=16)
-        with _progress(total, f"packing {src}") as bar:
+        with progress(total, f"packing {src}", final=True) as bar:  # the TUI reads the last line
             for split, n, item, res in results:
                 bar.update(1)
                 where = item.path if item.path is not None else f"{source.kind}[{split}][{item.index}]"

@@ -93,13 +93,15 @@ def make_photo_corpus(out: str | Path, train_per_class: int = 200, val_per_class
         for name in list(PHOTOS)[:classes]:
             (out / split / name).mkdir(parents=True, exist_ok=True)
             jobs += [(str(out), name, i, seed, quality, split) for i in range(count)]
-    from tqdm import tqdm
+    from lit_imgcls.terminal import progress
 
-    if num_workers > 1:
-        with mp.get_context("fork").Pool(num_workers) as pool:
-            for _ in tqdm(pool.imap_unordered(_make, jobs, chunksize=16), total=len(jobs), desc="photos", disable=None):
-                pass
-    else:
-        for job in tqdm(jobs, desc="photos", disable=None):
-            _make(job)
+    with progress(len(jobs), "photos", noun="photos") as bar:
+        if num_workers > 1:
+            with mp.get_context("fork").Pool(num_workers) as pool:
+                for _ in pool.imap_unordered(_make, jobs, chunksize=16):
+                    bar.update(1)
+        else:
+            for job in jobs:
+                _make(job)
+                bar.update(1)
     return {"train": train_per_class * classes, "val": val_per_class * classes}
