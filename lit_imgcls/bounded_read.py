@@ -25,6 +25,7 @@ import stat
 from typing import IO
 
 from lit_imgcls.errors import UsageError
+from lit_imgcls.stream_wrapper import StreamWrapper
 
 MiB = 2**20
 GiB = 2**30
@@ -154,7 +155,7 @@ def read_text(path: str | os.PathLike, kind: str) -> str:
                                                  f"{exc.start})") from None
 
 
-class BoundedStream:
+class BoundedStream(StreamWrapper):
     """A binary stream that refuses to give more than ``limit`` bytes: reading past it raises :class:`ReadRefused`.
 
     Wraps what :func:`lit_imgcls.data.remote.open_url` opens (an http response, an fsspec file), so a server
@@ -162,7 +163,8 @@ class BoundedStream:
     """
 
     def __init__(self, raw: IO[bytes], limit: int, kind: str, where: str) -> None:
-        self.raw, self.limit, self.kind, self.where, self.count = raw, limit, kind, where, 0
+        super().__init__(raw)
+        self.limit, self.kind, self.where, self.count = limit, kind, where, 0
 
     def read(self, n: int = -1) -> bytes:
         left = self.limit - self.count
@@ -183,26 +185,6 @@ class BoundedStream:
             raise ReadRefused(self.kind, self.where, f"{_too_large(self.kind, self.limit)}: the download was cut "
                                                      "there")
         return data
-
-    def readinto(self, buffer) -> int:
-        data = self.read(len(buffer))
-        buffer[: len(data)] = data
-        return len(data)
-
-    def readable(self) -> bool:
-        return True
-
-    def close(self) -> None:
-        self.raw.close()
-
-    def __enter__(self) -> "BoundedStream":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-    def __getattr__(self, name: str):  # headers, status, seekable() ... of the wrapped stream
-        return getattr(self.raw, name)
 
 
 def bounded_stream(raw: IO[bytes], kind: str, where: str, limit: int | None = None) -> BoundedStream:

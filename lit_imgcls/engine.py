@@ -279,9 +279,12 @@ def prepare_process(recipe: Recipe) -> None:
     import lightning as L
     import torch
 
-    # Two notices Lightning prints on every run that concern its own internals, not the user's run.
+    # Notices Lightning prints on every run that concern its own internals, not the user's run.
     warnings.filterwarnings("ignore", message=".*overridden `(transfer_batch_to_device|on_after_batch_transfer)`.*")
     warnings.filterwarnings("ignore", message=".*isinstance\\(treespec, LeafSpec\\)`? is deprecated.*")
+    # log_every_n_steps is disp_batches; an epoch shorter than that still gets its Speedometer line and metrics.csv
+    # row at the epoch's end, so Lightning's advice to lower the interval is wrong for this trainer.
+    warnings.filterwarnings("ignore", message=".*smaller than the logging interval.*")
     rank_zero_log = logging.getLogger("lightning.pytorch.utilities.rank_zero")
     if not any(isinstance(f, _DropTips) for f in rank_zero_log.filters):
         rank_zero_log.addFilter(_DropTips())

@@ -79,7 +79,9 @@ class Recipe:
         channels_last: channels-last memory format for network and batches.
         seed: seed of initialisation and data order.
         disp_batches: log speed and training accuracy every N optimizer steps of an epoch.
-        progress_bar: show a progress bar.
+        progress_bar: a progress bar when stdout is a terminal; in a log (a file, a pipe, CI, nohup) plain lines
+            instead, no carriage returns: a short progress line after 30 s without a Speedometer line. false:
+            the Speedometer's lines only.
         model_prefix: checkpoints go to PREFIX-0001.ckpt, ... and the recipe to PREFIX-recipe.yaml; a local path
             or a URL fsspec writes (s3://bucket/model/mnist; gs://, az:// with gcsfs, adlfs).
         save_period: save a checkpoint every N epochs (and after the last).

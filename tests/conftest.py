@@ -34,6 +34,34 @@ def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None, timeou
     return Result(proc.returncode, proc.stdout, proc.stderr)
 
 
+def latest_step(runs: Path) -> int:
+    """The newest step any run under ``runs`` has reported in its events.jsonl."""
+    step = 0
+    for events in runs.glob("*/*/events.jsonl"):
+        for line in events.read_text().splitlines():
+            try:
+                step = max(step, int(json.loads(line).get("step") or 0))
+            except ValueError:
+                pass  # the line being written
+    return step
+
+
+def start_fit(args: list[str], cwd: Path, env: dict | None = None) -> subprocess.Popen:
+    """``lit-imgcls fit ARGS`` started in the background (to be killed or interrupted at a step)."""
+    return subprocess.Popen([sys.executable, "-m", "lit_imgcls", "fit", *args], cwd=cwd,
+                            env={**os.environ, "PYTHONWARNINGS": "ignore", **(env or {})}, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
+
+
+def wait_for_step(proc: subprocess.Popen, runs: Path, step: int, timeout: float = 120) -> None:
+    """Return once a run under ``runs`` has reported ``step``; fail if ``proc`` ends first or time runs out."""
+    deadline = time.time() + timeout
+    while latest_step(runs) < step:
+        assert proc.poll() is None, f"fit ended before step {step}: {proc.communicate()[1][-2000:]}"
+        assert time.time() < deadline, f"no step {step} within {timeout} s"
+        time.sleep(0.02)
+
+
 def run_cli_in_terminal(*args: str, cwd: Path | None = None, env: dict | None = None, timeout: float = 600,
                         cols: int = 120, rows: int = 40, merge: bool = False) -> Result:
     """Runs ``python -m lit_imgcls ARGS`` with a pseudo-terminal of ``cols`` x ``rows`` as its stdout (where

@@ -6,14 +6,11 @@ compared with an uninterrupted run of the same seed, or the files left on disk.
 
 from __future__ import annotations
 
-import json
 import os
 import random
 import re
 import shutil
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -22,12 +19,11 @@ import torch
 
 from lit_imgcls.io import load_checkpoint
 
-from conftest import cli_on_small_disk, needs_mounts, quick_args, run_cli
+from conftest import cli_on_small_disk, needs_mounts, quick_args, run_cli, start_fit, wait_for_step
 
 # 1000 images in batches of 64: 15 steps an epoch, 45 in all; the step schedule makes the LR move every 7-8 steps.
 COMMON = dict(num_examples=1000, lr=0.1, lr_factor=0.9, lr_factor_epoch=0.5, seed=2, num_epochs=3, disp_batches=1)
 TOTAL_STEPS = 45
-ENV = {**os.environ, "PYTHONWARNINGS": "ignore"}
 
 
 def fit_args(tmp: Path, **overrides) -> list[str]:
@@ -52,31 +48,6 @@ def assert_same_training(a: dict, b: dict, why: str, steps: int = TOTAL_STEPS) -
     for k in sa:
         torch.testing.assert_close(sb[k]["momentum_buffer"], sa[k]["momentum_buffer"], rtol=0, atol=0, msg=why)
     assert a["lr_schedulers"][0]["last_epoch"] == b["lr_schedulers"][0]["last_epoch"], why
-
-
-def latest_step(runs: Path) -> int:
-    """The newest step any run under ``runs`` has reported in its events.jsonl."""
-    step = 0
-    for events in runs.glob("*/*/events.jsonl"):
-        for line in events.read_text().splitlines():
-            try:
-                step = max(step, int(json.loads(line).get("step") or 0))
-            except ValueError:
-                pass  # the line being written
-    return step
-
-
-def start_fit(args: list[str], cwd: Path) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "lit_imgcls", "fit", *args], cwd=cwd, env=ENV,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
-
-
-def wait_for_step(proc: subprocess.Popen, runs: Path, step: int, timeout: float = 120) -> None:
-    deadline = time.time() + timeout
-    while latest_step(runs) < step:
-        assert proc.poll() is None, f"fit ended before step {step}: {proc.communicate()[1][-2000:]}"
-        assert time.time() < deadline, f"no step {step} within {timeout} s"
-        time.sleep(0.02)
 
 
 @pytest.mark.slow

@@ -11,15 +11,13 @@ import json
 import os
 import random
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import SeaweedS3, quick_args, run_cli
-from test_faults_fit import assert_same_training, latest_step
+from conftest import SeaweedS3, quick_args, run_cli, start_fit, wait_for_step
+from test_faults_fit import assert_same_training
 
 from lit_imgcls import checkpoints, storage
 from lit_imgcls.errors import UsageError
@@ -204,20 +202,6 @@ def test_objects_of_our_names_that_lit_imgcls_did_not_write_are_refused_and_kept
     assert sorted(fs.ls("packs/theirs")) == ["packs/theirs/mnist-0001.ckpt"]
 
 
-def _start_fit(args: list[str], cwd: Path, env: dict) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "lit_imgcls", "fit", *args], cwd=cwd,
-                            env={**os.environ, "PYTHONWARNINGS": "ignore", **env}, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
-
-
-def _wait_for_step(proc: subprocess.Popen, runs: Path, step: int, timeout: float = 180) -> None:
-    deadline = time.time() + timeout
-    while latest_step(runs) < step:
-        assert proc.poll() is None, f"fit ended before step {step}: {proc.communicate()[1][-2000:]}"
-        assert time.time() < deadline, f"no step {step} within {timeout} s"
-        time.sleep(0.02)
-
-
 @pytest.mark.slow
 def test_kill9_mid_run_on_s3_then_resume_auto_score_and_predict_from_s3(s3, tmp_path, mnist_arrays):
     """Issue 15's done-when: fit to an S3 prefix, kill -9 mid-run, --resume auto from S3, then score and predict
@@ -231,9 +215,9 @@ def test_kill9_mid_run_on_s3_then_resume_auto_score_and_predict_from_s3(s3, tmp_
     args = quick_args(tmp_path / "s3", **COMMON, save_every_steps=5, resume="auto", model_prefix=url)
     seed = int.from_bytes(os.urandom(4), "little")
     kill_at = random.Random(seed).randrange(7, 38)
-    proc = _start_fit(args, tmp_path, env)
+    proc = start_fit(args, tmp_path, env)
     try:
-        _wait_for_step(proc, tmp_path / "s3/runs", kill_at)
+        wait_for_step(proc, tmp_path / "s3/runs", kill_at, timeout=180)
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait()
@@ -308,9 +292,9 @@ def test_s3_server_restarting_mid_epoch_then_resume_auto_ends_as_uninterrupted(r
     url = f"s3://packs/restart-{retries}/m"
     env = {**server.env, **({"AWS_MAX_ATTEMPTS": "1"} if retries == "none" else {})}
     args = _photo_args(tmp_path, url)
-    proc = _start_fit(args, tmp_path, env)
+    proc = start_fit(args, tmp_path, env)
     try:
-        _wait_for_step(proc, tmp_path / "runs", 13)  # in the second epoch
+        wait_for_step(proc, tmp_path / "runs", 13, timeout=180)  # in the second epoch
         server.stop()
         time.sleep(3)
         server.start()

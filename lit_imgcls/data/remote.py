@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import IO
 
 from lit_imgcls.errors import UsageError
+from lit_imgcls.stream_wrapper import StreamWrapper
 
 
 def is_remote(location: str) -> bool:
@@ -24,11 +25,12 @@ def local_path(location: str) -> Path:
     return Path(location[len("file://"):] if location.startswith("file://") else location).expanduser()
 
 
-class RemoteFile:
+class RemoteFile(StreamWrapper):
     """An fsspec file whose read errors that outlast the client's retries name the URL in one line."""
 
     def __init__(self, raw: IO[bytes], url: str) -> None:
-        self.raw, self.url = raw, url
+        super().__init__(raw)
+        self.url = url
 
     def read(self, n: int = -1) -> bytes:
         from lit_imgcls.storage import failure
@@ -38,22 +40,11 @@ class RemoteFile:
         except Exception as exc:  # noqa: BLE001 - a connection that died mid-object, 5xx, throttling
             raise failure("read", self.url, exc) from None
 
-    def readinto(self, buffer) -> int:
-        data = self.read(len(buffer))
-        buffer[: len(data)] = data
-        return len(data)
-
-    def readable(self) -> bool:
-        return True
-
     def close(self) -> None:
         try:
             self.raw.close()
         except Exception:  # noqa: BLE001, S110 - closing a read-only object: nothing is lost
             pass
-
-    def __getattr__(self, name: str):
-        return getattr(self.raw, name)
 
 
 def open_url(url: str, timeout: float = 60.0, kind: str = "download", limit: int | None = None) -> IO[bytes]:
