@@ -121,7 +121,7 @@ async def test_builder_shows_bad_input_at_the_field_and_refuses_to_launch(tmp_pa
 
         await pilot.press("ctrl+l")  # save and launch: refused
         await pilot.pause()
-        assert app.launched == [] and not (tmp_path / "runs" / ".tui" / "recipe.yaml").exists()
+        assert app.launched == [] and not (tmp_path / "recipes" / "recipe.yaml").exists()
         assert "not saved" in static_text(app, "#builder-status")
 
         await set_field(pilot, "lr", "0.05")
@@ -201,7 +201,7 @@ async def test_launch_a_real_run_and_watch_its_accuracy(tmp_path, monkeypatch):
         app.screen.query_one("#launch-extra", Input).value = "--threads 1 --disp-batches 5"
         await pilot.pause()
         command = static_text(app, "#launch-command")
-        assert command.startswith("lit-imgcls fit --recipe runs/.tui/recipe.yaml --run-dir runs")
+        assert command.startswith("lit-imgcls fit --recipe recipes/recipe.yaml --run-dir runs")
         assert command.endswith("--threads 1 --disp-batches 5")
         await pilot.press("ctrl+r")
         await pilot.pause()
@@ -300,7 +300,7 @@ def test_snapshot_launch(snap_compare, tmp_path, monkeypatch):
 
     async def run_before(pilot):
         await settle(pilot)
-        pilot.app.recipe_path = "runs/.tui/recipe.yaml"
+        pilot.app.recipe_path = "recipes/recipe.yaml"
         pilot.app.extra_args = "--threads 1"
         await pilot.press("f2")
         await pilot.pause()

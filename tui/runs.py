@@ -189,7 +189,9 @@ class RunState:
         return max(stop - float(self.start["t"]), 0.0)
 
     def eta(self) -> float | None:
-        """Seconds left at the pace of the steps so far (0 once ended; None when unknown)."""
+        """Seconds left: the optimizer steps still to take at this process's pace so far (0 once ended; None when
+        unknown). ``total_steps`` and every ``step`` count the whole run, so a resumed run's steps before its start
+        are neither work left nor part of its pace."""
         if self.end is not None:
             return 0.0
         total = self.total_steps
@@ -201,16 +203,26 @@ class RunState:
         spent = float(last.get("t", 0.0)) - float(self.start.get("t", 0.0))
         if done <= 0 or spent <= 0:
             return None
-        return max(total - done, 0) * spent / done
+        return max(total - self.step, 0) * spent / done
 
     def progress(self) -> float | None:
+        """The run's fraction done, 0..1: its optimizer step over ``total_steps`` (a resumed run starts part-way)."""
         total = self.total_steps
         if self.end is not None and self.end.get("status") == "finished":
             return 1.0
         if not total:
             return None
-        first_step = int((self.start or {}).get("start_step") or 0)
-        return min(max((self.step - first_step) / total, 0.0), 1.0)
+        return min(max(self.step / total, 0.0), 1.0)
+
+    @property
+    def epoch(self) -> int:
+        """The epoch shown beside the step (1-based): the one being trained, or the one a stop or a failure ended
+        in; once finished, the last. The same number while it runs and after it stopped there."""
+        done = self.epochs_done
+        if self.end is not None and self.end.get("status") == "finished":
+            return done
+        n = self.num_epochs
+        return min(done + 1, n) if n else done + 1
 
     def last_step(self) -> dict[str, Any]:
         return self.steps[-1] if self.steps else {}

@@ -21,6 +21,7 @@ from tui.runs import RunState, RunWatch, fmt, fmt_seconds, relative
 from tui.widgets.plot import MetricPlot
 
 REFRESH_S = 0.2
+EPOCH_COLUMNS = ("epoch", "step", "val acc", "val loss", "train acc", "time s", "samples/s", "checkpoint")
 
 
 def summarize(state: RunState, launched: Launched | None, runs_dir: Path, alive: bool | None) -> dict[str, Any]:
@@ -31,13 +32,12 @@ def summarize(state: RunState, launched: Launched | None, runs_dir: Path, alive:
         status = "starting" if code is None else f"exited {code} before training"
     last = state.last_step()
     epochs_total = state.num_epochs
-    epoch_now = min(state.epochs_done + (0 if state.end else 1), epochs_total or 10**9)
     return {
         "title": relative(state.folder, runs_dir) if state.start or state.folder.exists() else "(waiting for the run folder)",
         "status": status,
         "pid": state.pid or (launched.pid if launched else None),
         "recipe": state.recipe,
-        "epoch": f"{epoch_now}/{epochs_total}" if epochs_total else "-",
+        "epoch": f"{state.epoch}/{epochs_total}" if epochs_total else "-",
         "step": f"{state.step}/{state.total_steps}" if state.total_steps else str(state.step),
         "progress": state.progress(),
         "total": state.total_steps,
@@ -47,21 +47,34 @@ def summarize(state: RunState, launched: Launched | None, runs_dir: Path, alive:
         "lr": fmt(last.get("lr"), ".4g"),
         "val": fmt(state.last_val_acc),
         "best": fmt(state.best_val_acc),
-        "train_acc": state.series("train_acc")[1],
-        "train_loss": state.series("train_loss")[1],
-        "speeds": state.series("samples_per_sec")[1],
-        "lrs": state.series("lr")[1],
-        "val_accs": state.epoch_series("val_acc")[1],
-        "val_losses": state.epoch_series("val_loss")[1],
+        # (steps, values): every chart's x is the optimizer step, so the epoch charts line up with the step ones
+        "train_acc": state.series("train_acc"),
+        "train_loss": state.series("train_loss"),
+        "speeds": state.series("samples_per_sec"),
+        "lrs": state.series("lr"),
+        "val_accs": state.epoch_series("val_acc"),
+        "val_losses": state.epoch_series("val_loss"),
         "epochs": [
             (str(e.get("epoch")), str(e.get("step", "-")), fmt(e.get("val_acc")), fmt(e.get("val_loss")),
              fmt(e.get("train_acc")), fmt(e.get("epoch_time"), ".1f"), fmt(e.get("samples_per_sec"), ".0f"),
-             relative(e["checkpoint"], Path.cwd()) if e.get("checkpoint") else "-")
+             checkpoint_name(e.get("checkpoint")))
             for e in state.epochs
         ],
         "end": state.end,
-        "logs": launched.log_tail(200) if launched is not None else state.log_lines(200),
+        "logs": [log_line(t) for t in (launched.log_tail(200) if launched is not None else state.log_lines(200))],
     }
+
+
+def checkpoint_name(path: Any) -> str:
+    """A checkpoint as the epoch table shows it: relative to the working folder when below it, a URL as it is."""
+    if not isinstance(path, str) or not path:
+        return "-"
+    return path if "://" in path else relative(path, Path.cwd())
+
+
+def log_line(text: str) -> str:
+    """An output line as the log pane shows it: the Speedometer's tab-separated fields at 8-column stops."""
+    return text.expandtabs(8)
 
 
 class MonitorScreen(Screen):
@@ -99,14 +112,23 @@ class MonitorScreen(Screen):
                 yield MetricPlot("samples/s", ".1f", id="plot-speed")
                 yield MetricPlot("val loss/epoch", id="plot-val-loss")
                 yield MetricPlot("lr", ".4g", id="plot-lr")
-            with Horizontal(id="monitor-bottom"):
+            with Vertical(id="monitor-bottom"):
                 yield DataTable(id="monitor-epochs", cursor_type="row", zebra_stripes=True)
-                yield RichLog(id="monitor-log", max_lines=500, wrap=False, markup=False)
+                yield RichLog(id="monitor-log", max_lines=500, wrap=True, markup=False)  # whole lines, wrapped
         yield Footer()
 
     def on_mount(self) -> None:
-        self.query_one("#monitor-epochs", DataTable).add_columns(
-            "epoch", "step", "val acc", "val loss", "train acc", "time s", "samples/s", "checkpoint")
+        self._epoch_columns([])
+
+    def _epoch_columns(self, rows: list[tuple[str, ...]]) -> None:
+        """Empties the epoch table and sizes its columns to ``rows``, the checkpoint's at its longest path.
+
+        Textual sizes a column to its cells only after a first paint at the header's width, and keeps cells painted
+        at that width (the checkpoint column showed 10 characters of each path): widths given up front hold."""
+        table = self.query_one("#monitor-epochs", DataTable)
+        table.clear(columns=True)
+        for i, name in enumerate(EPOCH_COLUMNS):
+            table.add_column(name, width=max([len(name)] + [len(row[i]) for row in rows]))
 
     def on_screen_resume(self) -> None:
         self.attach_target()
@@ -121,9 +143,15 @@ class MonitorScreen(Screen):
 
     def attach(self, folder: Path | None, launched: Launched | None = None) -> None:
         self.folder, self.launched, self.view = folder, launched, {}
+        # nothing of the previous run stays on screen until the new one's first update
         self.query_one("#monitor-log", RichLog).clear()
-        self._log_count = 0
-        self.query_one("#monitor-epochs", DataTable).clear()
+        self._lines = None
+        self._epoch_columns([])
+        self.query_one("#monitor-bar", ProgressBar).update(total=100, progress=0)
+        self.query_one("#monitor-stats", Static).update("")
+        self.query_one("#monitor-head", Static).update("[dim]waiting for the run's first events[/dim]")
+        for plot in self.query(MetricPlot):
+            plot.update([])
         if folder is not None:
             self.query_one("#attach-path", Input).value = str(folder)
         self.tail(folder, launched)
@@ -149,7 +177,9 @@ class MonitorScreen(Screen):
             if launched is not None:
                 alive = launched.poll() is None
             view = summarize(state, launched, runs_dir, alive)
-            key = (len(state.steps), len(state.epochs), view["status"], len(view["logs"]), view["logs"][-1:] if view["logs"] else None)
+            # the elapsed time is in the key: a running run's clock ticks every second even between its events
+            key = (len(state.steps), len(state.epochs), view["status"], view["duration"], len(view["logs"]),
+                   view["logs"][-1:] if view["logs"] else None)
             if key != last_key:
                 last_key = key
                 try:
@@ -178,15 +208,15 @@ class MonitorScreen(Screen):
         self.query_one("#monitor-stats", Static).update(
             f"epoch {view['epoch']}  step {view['step']}  ETA {view['eta']}  elapsed {view['duration']}  "
             f"samples/s {view['speed']}  lr {view['lr']}  [b]val acc {view['val']}[/b] (best {view['best']})")
-        self.query_one("#plot-train-acc", MetricPlot).update(view["train_acc"])
-        self.query_one("#plot-train-loss", MetricPlot).update(view["train_loss"])
-        self.query_one("#plot-val-acc", MetricPlot).update(view["val_accs"])
-        self.query_one("#plot-val-loss", MetricPlot).update(view["val_losses"])
-        self.query_one("#plot-speed", MetricPlot).update(view["speeds"])
-        self.query_one("#plot-lr", MetricPlot).update(view["lrs"])
+        self.query_one("#plot-train-acc", MetricPlot).update(view["train_acc"][1], view["train_acc"][0])
+        self.query_one("#plot-train-loss", MetricPlot).update(view["train_loss"][1], view["train_loss"][0])
+        self.query_one("#plot-val-acc", MetricPlot).update(view["val_accs"][1], view["val_accs"][0])
+        self.query_one("#plot-val-loss", MetricPlot).update(view["val_losses"][1], view["val_losses"][0])
+        self.query_one("#plot-speed", MetricPlot).update(view["speeds"][1], view["speeds"][0])
+        self.query_one("#plot-lr", MetricPlot).update(view["lrs"][1], view["lrs"][0])
         table = self.query_one("#monitor-epochs", DataTable)
         if table.row_count != len(view["epochs"]):
-            table.clear()
+            self._epoch_columns(view["epochs"])
             for row in view["epochs"]:
                 table.add_row(*row)
         log = self.query_one("#monitor-log", RichLog)

@@ -45,6 +45,7 @@ FIELDS: list[tuple[str, str, str]] = [
 ]
 SELECTS = {"dataset", "optimizer", "lr_schedule", "kv_store"}
 AUTO = "(auto)"
+SAVE_AS = "recipes/recipe.yaml"  # the builder's default file: beside the shipped recipes, found by --recipe
 HINTS = typing.get_type_hints(Recipe)
 DEFAULTS = {f.name: f.default for f in dataclasses.fields(Recipe)}
 # The registries load plugins lazily and are not thread-safe: the workers that check recipes take turns.
@@ -150,21 +151,26 @@ def _check(base: dict[str, Any], texts: dict[str, str]) -> tuple[dict[str, str],
             values[key] = coerce(key, text)
         except ValueError as exc:
             errors[key] = str(exc)
-    if errors:
-        return errors, None, None
-    try:
-        recipe = Recipe(**values)
-    except TypeError as exc:
-        return {}, str(exc), None
-    try:
-        validate(recipe)
-    except Exception as exc:  # UsageError and the registries' UnknownNameError
-        text = " ".join(str(exc).split())
-        key = error_field(text, list(texts))
-        if key:
-            return {key: text}, None, None
-        return {}, text, None
-    return {}, None, recipe
+            values[key] = DEFAULTS[key]  # while the other fields are checked
+    # validate() stops at the first problem: each field it names gets the error and the recipe's default (valid on
+    # its own), then the rest is checked again, so every wrong field is marked and counted, not just the first.
+    for _ in range(len(texts) + 1):
+        try:
+            recipe = Recipe(**values)
+        except TypeError as exc:
+            return errors, str(exc), None
+        try:
+            validate(recipe)
+        except Exception as exc:  # UsageError and the registries' UnknownNameError
+            text = " ".join(str(exc).split())
+            key = error_field(text, [k for k in texts if k not in errors])
+            if key is None:
+                return errors, text, None
+            errors[key] = text
+            values[key] = DEFAULTS[key]
+            continue
+        return errors, None, None if errors else recipe
+    return errors, None, None
 
 
 def recipe_files(folder: Path) -> list[Path]:
@@ -178,6 +184,22 @@ def load_base(path: Path | None) -> dict[str, Any]:
             data = yaml.safe_load(f) or {}
         values.update({k: v for k, v in data.items() if k in DEFAULTS})
     return values
+
+
+class NetworkInput(Input):
+    """The network field: Up and Down move through the search list below it, Enter takes the highlighted name.
+
+    An Input has no use for Up and Down, and the form around it would scroll with them instead."""
+
+    BINDINGS = [
+        Binding("down", "pick(1)", "Next network", show=False),
+        Binding("up", "pick(-1)", "Previous network", show=False),
+    ]
+
+    def action_pick(self, delta: int) -> None:
+        box = self.screen.query_one("#network-list", OptionList)
+        if box.option_count:
+            box.action_cursor_down() if delta > 0 else box.action_cursor_up()
 
 
 class BuilderScreen(Screen):
@@ -226,7 +248,8 @@ class BuilderScreen(Screen):
                             yield Select([(c, c) for c in choices[key]], id=f"f-{key}", allow_blank=False,
                                          classes="field-input")
                         else:
-                            yield Input(placeholder=hint, id=f"f-{key}", classes="field-input")
+                            kind = NetworkInput if key == "network" else Input
+                            yield kind(placeholder=hint, id=f"f-{key}", classes="field-input")
                         yield Static("", id=f"err-{key}", classes="field-error")
                     if key == "network":
                         yield OptionList(id="network-list")
@@ -234,7 +257,10 @@ class BuilderScreen(Screen):
                 yield Label("[b]recipe (YAML)[/b]", classes="section-title")
                 with VerticalScroll(id="yaml-box"):
                     yield Static("", id="yaml")
-                yield Input(str(app.runs_dir / ".tui" / "recipe.yaml"), id="save-path", classes="wide-input")
+                with Horizontal(id="save-as"):
+                    yield Label("save as", classes="save-label")
+                    # a visible folder of the user's recipes (the CLI's --recipe reads it), never one under runs/
+                    yield Input(SAVE_AS, id="save-path", classes="wide-input")
                 with Horizontal(id="save-row"):
                     yield Button("Save", id="save", variant="primary")
                     yield Button("Launch", id="launch", variant="success")
@@ -350,6 +376,12 @@ class BuilderScreen(Screen):
         box.add_options([Option(f"{format_count(count) if name in _PARAMS else '':>6}  {name}", id=name)
                          for name, count in shown])
         self.networks_shown = True
+
+    @on(Input.Submitted, "#f-network")
+    def _network_entered(self, event: Input.Submitted) -> None:
+        box = self.query_one("#network-list", OptionList)
+        if box.highlighted is not None and box.option_count:
+            event.input.value = str(box.get_option_at_index(box.highlighted).id)
 
     @on(OptionList.OptionSelected, "#network-list")
     def _network_picked(self, event: OptionList.OptionSelected) -> None:

@@ -8,13 +8,13 @@ from pathlib import Path
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Grid, Vertical
+from textual.containers import Vertical
 from textual.screen import ModalScreen, Screen
 from textual.widgets import DataTable, Footer, Header, Label, Static
 from textual.worker import get_current_worker
 
 from tui.runs import LIVE, RunState, RunWatch, discover_runs, fmt, fmt_seconds, relative
-from tui.widgets.plot import MetricPlot
+from tui.widgets.plot import COLOURS, ComparePlot
 
 REFRESH_S = 2.0
 
@@ -137,8 +137,13 @@ class RunsScreen(Screen):
         self.app.push_screen(CompareScreen(a, b, Path(self.app.runs_dir)))
 
 
+# (caption, events key, per epoch): each a chart with both runs' curves on the same axes, x the optimizer step
+COMPARED = (("val acc/epoch", "val_acc", True), ("train acc", "train_acc", False),
+            ("samples/s", "samples_per_sec", False))
+
+
 class CompareScreen(ModalScreen):
-    """Two runs side by side: their curves and their per-epoch validation accuracy."""
+    """Two runs on the same charts (A blue, B orange) and their per-epoch validation accuracy side by side."""
 
     BINDINGS = [Binding("escape,q,c", "app.pop_screen", "Close")]
 
@@ -150,23 +155,18 @@ class CompareScreen(ModalScreen):
     def compose(self) -> ComposeResult:
         with Vertical(id="compare-box"):
             yield Label("[b]compare runs[/b]  (Esc closes)", classes="section-title")
-            with Grid(id="compare-grid"):
-                for i, state in enumerate(self.pair):
-                    yield Static(f"[b]{'AB'[i]}: {relative(state.folder, self.runs_dir)}[/b]  {state.status()}  "
-                                 f"best {fmt(state.best_val_acc)}  {fmt_seconds(state.duration())}",
-                                 classes="compare-head")
-                for name, key, per_epoch in (("val acc", "val_acc", True), ("train acc", "train_acc", False),
-                                             ("samples/s", "samples_per_sec", False)):
-                    for i, state in enumerate(self.pair):
-                        yield MetricPlot(f"{'AB'[i]} {name}", ".1f" if key == "samples_per_sec" else ".4f",
-                                         id=f"cmp-{key}-{i}")
+            for i, state in enumerate(self.pair):
+                yield Static(f"[b][{COLOURS[i]}]{'AB'[i]}[/]: {relative(state.folder, self.runs_dir)}[/b]  {state.status()}  "
+                             f"best {fmt(state.best_val_acc)}  {fmt_seconds(state.duration())}",
+                             classes="compare-head")
+            for name, key, _ in COMPARED:
+                yield ComparePlot(name, ".1f" if key == "samples_per_sec" else ".4f", id=f"cmp-{key}")
             yield DataTable(id="compare-table", cursor_type="row")
 
     def on_mount(self) -> None:
-        for key, per_epoch in (("val_acc", True), ("train_acc", False), ("samples_per_sec", False)):
-            for i, state in enumerate(self.pair):
-                values = state.epoch_series(key)[1] if per_epoch else state.series(key)[1]
-                self.query_one(f"#cmp-{key}-{i}", MetricPlot).update(values)
+        for _, key, per_epoch in COMPARED:
+            series = [state.epoch_series(key) if per_epoch else state.series(key) for state in self.pair]
+            self.query_one(f"#cmp-{key}", ComparePlot).update(series)
         table = self.query_one("#compare-table", DataTable)
         table.add_columns("epoch", "A val acc", "B val acc", "difference B-A")
         a, b = self.pair

@@ -1,5 +1,5 @@
 """The TUI's own widgets."""
 
-from tui.widgets.plot import MetricPlot
+from tui.widgets.plot import ComparePlot, LineChart, MetricPlot
 
-__all__ = ["MetricPlot"]
+__all__ = ["ComparePlot", "LineChart", "MetricPlot"]
