@@ -55,7 +55,7 @@ async def settle(pilot) -> None:
 
 
 def static_text(app, selector: str) -> str:
-    return str(app.screen.query_one(selector, Static).render())
+    return str(app.screen.query_one(selector, Static).render()).replace("\u00a0", " ")  # no-break spaces as spaces
 
 
 async def set_field(pilot, key: str, value: str) -> None:
@@ -105,6 +105,91 @@ def fixed_runs(tmp_path, monkeypatch):
     return tmp_path / "runs"
 
 
+# -- the Monitor's figures: steps are the run's optimizer steps (events.jsonl) ----------------------------------
+def test_progress_eta_and_epoch_follow_the_runs_optimizer_steps(tmp_path):
+    from tui.runs import RunState
+
+    # resumed at epoch 1, step 40 of 120 (3 epochs of 40 optimizer steps), then 40 steps in 20 s
+    state = RunState(tmp_path)
+    state.feed([{"t": 100.0, "type": "start", "pid": -1, "total_steps": 120, "num_epochs": 3, "start_epoch": 1,
+                 "start_step": 40},
+                {"t": 110.0, "type": "step", "step": 60, "epoch": 1},
+                {"t": 120.0, "type": "step", "step": 80, "epoch": 1}])
+    assert state.progress() == pytest.approx(80 / 120)  # the run's step over the run's steps, not this process's
+    assert state.eta() == pytest.approx(40 * 20 / 40)  # 40 steps left at 0.5 s a step
+    assert state.epoch == 2  # the second of three is being trained
+    state.feed([{"t": 121.0, "type": "end", "status": "stopped", "checkpoint": "m-stop.ckpt"}])
+    assert state.epoch == 2 and state.progress() == pytest.approx(80 / 120)  # the same after the stop
+
+    finished = RunState(tmp_path)
+    finished.feed([{"t": 0.0, "type": "start", "total_steps": 80, "num_epochs": 2, "start_epoch": 0, "start_step": 0},
+                   {"t": 1.0, "type": "epoch", "epoch": 0, "step": 40}, {"t": 2.0, "type": "epoch", "epoch": 1, "step": 80},
+                   {"t": 2.5, "type": "end", "status": "finished"}])
+    assert (finished.epoch, finished.progress(), finished.eta()) == (2, 1.0, 0.0)
+
+
+def test_charts_draw_one_value_as_a_dot_and_two_runs_on_shared_axes():
+    from tui.widgets.plot import raster
+
+    cells = raster([([0], [0.5])], width=20, height=3)
+    drawn = [(row, col) for row, line in enumerate(cells) for col, (bits, _) in enumerate(line) if bits]
+    assert len(drawn) == 1 and bin(cells[drawn[0][0]][drawn[0][1]][0]).count("1") == 1  # one braille dot
+
+    rising, falling = ([0, 10], [0.0, 1.0]), ([0, 10], [1.0, 0.0])
+    cells = raster([rising, falling], width=10, height=3)
+    assert cells[0][0][1] == 2 and cells[2][0][1] in (1, 2)  # B starts at the top left, A at the bottom left
+    assert cells[0][-1][1] in (1, 2) and cells[2][-1][1] == 2  # and they end the other way round
+    assert cells[0][-1][0] and not cells[1][-1][0] == 0b11111111
+
+
+def write_events(folder: Path, events: list[dict]) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / "events.jsonl", "a") as f:
+        f.write("".join(json.dumps(e) + "\n" for e in events))
+
+
+def stopped_in_epoch_two(folder: Path, pid: int, t0: float, stopped: bool) -> None:
+    """Three epochs of 40 optimizer steps: the first done (its checkpoint saved), 20 steps of the second."""
+    events = [{"t": t0, "type": "start", "pid": pid, "recipe": {"network": "mlp", "dataset": "mnist", "num_epochs": 3},
+               "total_steps": 120, "num_epochs": 3, "start_epoch": 0, "start_step": 0}]
+    events += [{"t": t0 + k, "type": "step", "step": 10 * k, "epoch": 0, "samples_per_sec": 3000.0 + 50 * k,
+                "train_acc": 0.6 + 0.05 * k, "train_loss": 0.9 - 0.1 * k, "lr": 0.05} for k in range(1, 5)]
+    events.append({"t": t0 + 5, "type": "epoch", "epoch": 0, "step": 40, "val_acc": 0.88, "val_loss": 0.35,
+                    "train_acc": 0.78, "epoch_time": 4.0, "samples_per_sec": 3100.0,
+                    "checkpoint": str(folder.parent.parent.parent / "model" / "mnist-mlp-0001.ckpt")})
+    events += [{"t": t0 + 5 + k, "type": "step", "step": 40 + 10 * k, "epoch": 1, "samples_per_sec": 3200.0,
+                "train_acc": 0.85, "train_loss": 0.4, "lr": 0.05} for k in (1, 2)]
+    if stopped:
+        events.append({"t": t0 + 8, "type": "end", "status": "stopped", "checkpoint": "model/mnist-mlp-stop.ckpt"})
+    write_events(folder, events)
+
+
+@synced
+async def test_monitor_ticks_and_keeps_its_figures_from_one_run_to_the_next(fixed_runs):
+    app = LitImgclsApp(runs_dir="runs", attach="runs/mnist-lenet/version_1", recipes_dir=RECIPES)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_until(pilot, lambda: app.screen.view.get("status") == "finished", 30, "the finished run")
+        monitor, bar = app.screen, app.screen.query_one("#monitor-bar", ProgressBar)
+        assert bar.progress == 100
+
+        live = fixed_runs / "mnist-mlp" / "version_1"  # a run of this process, started 65 s ago
+        stopped_in_epoch_two(live, os.getpid(), time.time() - 65, stopped=False)
+        app.monitor(folder=live)
+        assert bar.progress == 0 and static_text(app, "#monitor-stats") == ""  # nothing of the previous run
+        await wait_until(pilot, lambda: monitor.view.get("status") == "running", 30, "the running run")
+        await pilot.pause(0.1)
+        stats = static_text(app, "#monitor-stats")
+        assert "epoch 2/3  step 60/120  ETA 0:07" in stats and bar.progress == 50  # 60 steps in 7 s, 60 left
+        elapsed = stats.split("elapsed ")[1].split()[0]
+        await wait_until(pilot, lambda: static_text(app, "#monitor-stats").split("elapsed ")[1].split()[0] != elapsed,
+                         2.5, "the elapsed time to tick")
+
+        write_events(live, [{"t": time.time(), "type": "end", "status": "stopped", "checkpoint": "m-stop.ckpt"}])
+        await wait_until(pilot, lambda: monitor.view.get("status") == "stopped", 30, "the stop")
+        await pilot.pause(0.1)
+        assert "epoch 2/3  step 60/120" in static_text(app, "#monitor-stats")  # the same epoch as while it ran
+
+
 # -- recipe builder --------------------------------------------------------------------------------------------
 @synced
 async def test_builder_shows_bad_input_at_the_field_and_refuses_to_launch(tmp_path, monkeypatch):
@@ -139,6 +224,9 @@ async def test_builder_shows_bad_input_at_the_field_and_refuses_to_launch(tmp_pa
 
         await set_field(pilot, "batch_size", "many")
         assert "must be an integer" in static_text(app, "#err-batch_size")
+        # every wrong field is marked and counted, not only the first one a check stops at
+        assert "data_dir does not exist" in static_text(app, "#err-data_dir")
+        assert "2 problems" in static_text(app, "#builder-status")
         await pilot.press("ctrl+l")
         await pilot.pause()
         assert app.launched == []
@@ -161,6 +249,19 @@ async def test_builder_searches_networks_with_parameter_counts(tmp_path, monkeyp
         await pilot.pause()
         assert app.screen.query_one("#f-network", Input).value == "resnet50"
 
+        # typing in the field, Up and Down move through the list below it and Enter takes the name
+        await wait_until(pilot, lambda: box.option_count and box.get_option_at_index(0).id == "resnet50", 60,
+                         "the list for resnet50")
+        field = app.screen.query_one("#f-network", Input)
+        field.focus()
+        await pilot.pause()
+        second = box.get_option_at_index(1).id
+        await pilot.press("down", "down", "down", "up")
+        assert box.highlighted == 1 and app.focused is field
+        await pilot.press("enter")
+        await pilot.pause()
+        assert field.value == second
+
 
 @synced
 async def test_builder_saves_a_recipe_the_cli_reads(tmp_path, monkeypatch):
@@ -171,7 +272,12 @@ async def test_builder_saves_a_recipe_the_cli_reads(tmp_path, monkeypatch):
         await set_field(pilot, "num_examples", "2000")
         await set_field(pilot, "num_epochs", "1")
         await set_field(pilot, "optimizer", "adamw")
-        app.screen.query_one("#save-path", Input).value = "mine.yaml"
+        save_as = app.screen.query_one("#save-path", Input)
+        assert save_as.value == "recipes/recipe.yaml"  # a visible folder by default, not one under runs/
+        await pilot.press("ctrl+s")
+        await pilot.pause()
+        assert app.recipe_path == "recipes/recipe.yaml" and (tmp_path / "recipes" / "recipe.yaml").is_file()
+        save_as.value = "mine.yaml"  # and where the user chooses
         await pilot.press("ctrl+s")
         await pilot.pause()
         assert app.recipe_path == "mine.yaml"
@@ -311,6 +417,35 @@ def test_snapshot_launch(snap_compare, tmp_path, monkeypatch):
 def test_snapshot_monitor(snap_compare, fixed_runs):
     async def run_before(pilot):
         await wait_until(pilot, lambda: pilot.app.screen.view.get("status") == "finished", 30, "the fixed run")
+        await pilot.pause(0.3)
+
+    app = LitImgclsApp(runs_dir="runs", attach="runs/mnist-lenet/version_1", recipes_dir=RECIPES)
+    assert snap_compare(app, terminal_size=SIZE, run_before=run_before)
+
+
+def test_snapshot_monitor_of_a_stopped_run_and_its_output(snap_compare, fixed_runs, tmp_path):
+    """A run stopped in its second epoch, started here: epoch 2/3 as while it ran, one validation value as a
+    dot, the checkpoint column, and the Speedometer's tab-separated lines whole."""
+    import subprocess
+    import sys
+
+    from tui.launcher import Launched
+
+    folder = fixed_runs / "mnist-mlp" / "version_1"
+    stopped_in_epoch_two(folder, -1, 1_700_000_000.0, stopped=True)
+    log = tmp_path / "fit.log"
+    log.write_text(
+        "Epoch[0] Batch [0-10]\tSpeed: 3050.00 samples/sec\taccuracy=0.650000\tloss=0.800000\tlr=0.05\n"
+        "Epoch[0] Batch [10-20]\tSpeed: 3100.00 samples/sec\taccuracy=0.700000\tloss=0.700000\tlr=0.05\n"
+        "Epoch[0] Train-accuracy=0.780000\tTime cost=4.00 s\tSpeed: 3100.00 samples/sec\tValidation-accuracy=0.880000\n"
+        "Epoch[1] Batch [0-10]\tSpeed: 3200.00 samples/sec\taccuracy=0.850000\tloss=0.400000\tlr=0.05\n")
+    proc = subprocess.Popen([sys.executable, "-c", ""])  # a process that has exited, as a stopped run's has
+    proc.wait()
+    launched = Launched(proc, ["fit"], log, Path("runs"), folder=Path("runs/mnist-mlp/version_1"))
+
+    async def run_before(pilot):
+        pilot.app.monitor(folder=Path("runs/mnist-mlp/version_1"), launched=launched)  # as typed: relative
+        await wait_until(pilot, lambda: pilot.app.screen.view.get("status") == "stopped", 30, "the stopped run")
         await pilot.pause(0.3)
 
     app = LitImgclsApp(runs_dir="runs", attach="runs/mnist-lenet/version_1", recipes_dir=RECIPES)

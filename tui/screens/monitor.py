@@ -41,7 +41,7 @@ def summarize(state: RunState, launched: Launched | None, runs_dir: Path, alive:
         "step": f"{state.step}/{state.total_steps}" if state.total_steps else str(state.step),
         "progress": state.progress(),
         "total": state.total_steps,
-        "eta": fmt_seconds(state.eta()) if state.end is None else "done",
+        "eta": fmt_seconds(state.eta()) if state.end is None else ("done" if status == "finished" else "-"),
         "duration": fmt_seconds(state.duration(None if status == "running" else (state.last_t or None))),
         "speed": fmt(last.get("samples_per_sec"), ".1f"),
         "lr": fmt(last.get("lr"), ".4g"),
@@ -73,8 +73,9 @@ def checkpoint_name(path: Any) -> str:
 
 
 def log_line(text: str) -> str:
-    """An output line as the log pane shows it: the Speedometer's tab-separated fields at 8-column stops."""
-    return text.expandtabs(8)
+    """An output line as the log pane shows it: the Speedometer's tab-separated fields at 4-column stops, so its
+    longest line (the epoch's, with validation accuracy) fits a 120-column terminal's pane on one row."""
+    return text.expandtabs(4)
 
 
 class MonitorScreen(Screen):
@@ -205,9 +206,12 @@ class MonitorScreen(Screen):
         bar = self.query_one("#monitor-bar", ProgressBar)
         if view["progress"] is not None:
             bar.update(total=100, progress=round(view["progress"] * 100, 1))
-        self.query_one("#monitor-stats", Static).update(
-            f"epoch {view['epoch']}  step {view['step']}  ETA {view['eta']}  elapsed {view['duration']}  "
-            f"samples/s {view['speed']}  lr {view['lr']}  [b]val acc {view['val']}[/b] (best {view['best']})")
+        # the accuracy first; each figure's name and value held together by no-break spaces, so a narrow terminal
+        # wraps between figures, never inside one
+        figures = [f"[b]val acc {view['val']}[/b] (best {view['best']})", f"epoch {view['epoch']}",
+                   f"step {view['step']}", f"ETA {view['eta']}", f"elapsed {view['duration']}",
+                   f"samples/s {view['speed']}", f"lr {view['lr']}"]
+        self.query_one("#monitor-stats", Static).update("  ".join(f.replace(" ", "\u00a0") for f in figures))
         self.query_one("#plot-train-acc", MetricPlot).update(view["train_acc"][1], view["train_acc"][0])
         self.query_one("#plot-train-loss", MetricPlot).update(view["train_loss"][1], view["train_loss"][0])
         self.query_one("#plot-val-acc", MetricPlot).update(view["val_accs"][1], view["val_accs"][0])
@@ -224,7 +228,8 @@ class MonitorScreen(Screen):
         if lines != getattr(self, "_lines", None):
             self._lines = lines
             log.clear()
-            log.write("\n".join(lines[-200:]))
+            # expand: RichLog otherwise wraps at its minimum width (78), not at the pane's
+            log.write("\n".join(lines[-200:]), expand=True)
 
     # -- control ---------------------------------------------------------------------------------------------------
     def _pid(self) -> int | None:
