@@ -18,7 +18,9 @@ HELP = """\
 
 [b]Recipe builder[/b]
   every field is checked as you type, with the CLI's own checks; errors show beside the field
-  Ctrl+S  save the recipe      Ctrl+L  save and launch it (refused while any field is wrong)
+  network field:  Up / Down  move through the matches    Enter  take the highlighted one
+  Ctrl+S  save the recipe (to "save as": recipes/recipe.yaml unless you change it)
+  Ctrl+L  save and launch it (refused while any field is wrong)
 
 [b]Launch[/b]
   Ctrl+R  start the saved recipe (extra flags are appended, e.g. --threads 1)

@@ -223,6 +223,7 @@ class MonitorScreen(Screen):
             self._epoch_columns(view["epochs"])
             for row in view["epochs"]:
                 table.add_row(*row)
+            table.scroll_end(animate=False)  # the newest epoch in sight when a long run's table scrolls
         log = self.query_one("#monitor-log", RichLog)
         lines = view["logs"]
         if lines != getattr(self, "_lines", None):
