@@ -232,6 +232,17 @@ async def test_builder_shows_bad_input_at_the_field_and_refuses_to_launch(tmp_pa
         assert app.launched == []
 
 
+def test_builder_offers_the_shipped_recipes_beside_the_users_own(tmp_path):
+    from tui.screens.recipe_builder import recipe_files
+
+    (tmp_path / "recipes").mkdir()
+    (tmp_path / "recipes" / "recipe.yaml").write_text("num_epochs: 1\n")  # what the builder saves by default
+    (tmp_path / "recipes" / "mnist.yaml").write_text("num_epochs: 2\n")  # the user's own of a shipped name
+    files = {p.name: p for p in recipe_files(tmp_path / "recipes")}
+    assert files["recipe.yaml"].parent == files["mnist.yaml"].parent == tmp_path / "recipes"
+    assert "cifar10.yaml" in files and files["cifar10.yaml"].parent != tmp_path / "recipes"
+
+
 @synced
 async def test_builder_searches_networks_with_parameter_counts(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)

@@ -174,7 +174,15 @@ def _check(base: dict[str, Any], texts: dict[str, str]) -> tuple[dict[str, str],
 
 
 def recipe_files(folder: Path) -> list[Path]:
-    return sorted(folder.glob("*.yaml")) if folder.is_dir() else []
+    """The recipes to start from, by file name: ``folder``'s (the user's, where the builder saves by default) and the
+    shipped ones, so a folder holding only a recipe saved here still offers mnist.yaml and the rest."""
+    from lit_imgcls.shipped import folder as shipped
+
+    found: dict[str, Path] = {}
+    for place in (shipped("recipes"), folder):  # the user's own last: a file of theirs of a shipped name wins
+        if place.is_dir():
+            found.update({p.name: p for p in place.glob("*.yaml")})
+    return [found[name] for name in sorted(found)]
 
 
 def load_base(path: Path | None) -> dict[str, Any]:
