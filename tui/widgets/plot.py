@@ -7,7 +7,8 @@ line chart of braille dots (2x4 per cell) shows a single value as one dot and tw
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
+from itertools import pairwise
 
 from rich.segment import Segment
 from rich.style import Style
@@ -58,7 +59,7 @@ def raster(series: Sequence[Series], width: int, height: int) -> list[list[tuple
     for index, (xs, ys) in enumerate(points, start=1):
         dots = [to_dot(x, y) for x, y in zip(xs, ys)]
         path = dots[:1]
-        for (ca, ra), (cb, rb) in zip(dots, dots[1:]):  # every dot between two points, so the line has no gaps
+        for (ca, ra), (cb, rb) in pairwise(dots):  # every dot between two points, so the line has no gaps
             n = max(abs(cb - ca), abs(rb - ra), 1)
             path += [(round(ca + (cb - ca) * k / n), round(ra + (rb - ra) * k / n)) for k in range(1, n + 1)]
         for col, row in path:
