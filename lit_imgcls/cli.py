@@ -123,8 +123,10 @@ def build_parser(command: str, func: Callable[..., Any]):
 
     description, params = _doc_params(func)
     # No abbreviations: ``--rec FILE`` would read a recipe past _check_recipe_files, which looks for the full flag.
+    # print_config=None: --print-recipe is the one way to print a recipe (jsonargparse's --print_config would
+    # print another document, unresolved, beside it in --help).
     parser = ArgumentParser(prog=f"{PROG} {command}", description=description, exit_on_error=False,
-                            formatter_class=Formatter, allow_abbrev=False)
+                            formatter_class=Formatter, allow_abbrev=False, print_config=None)
     hints = typing.get_type_hints(func)
     shorts = _short_flags(func)
     trailing = _trailing_param(func)
@@ -381,11 +383,17 @@ def run(argv: list[str]) -> None:
         if given & {"lr_schedule", *_SCHEDULE_FLAGS} and hasattr(recipe, "schedule"):
             _drop_other_schedules_keys(recipe, given)
         if values.get("print_recipe"):
-            from lit_imgcls.recipe import check_scalars, expand_paths, resolve_spellings
+            from lit_imgcls.recipe import Recipe, check_scalars, expand_paths, resolve_spellings, validate
 
-            check_scalars(recipe)  # what YAML cannot print (an integer of over 4300 digits) gets its one line
-            expand_paths(recipe)  # the paths the run would use
-            resolve_spellings(recipe)  # and the values (--dtype float16: precision 16-mixed)
+            if isinstance(recipe, Recipe):
+                # The run's own checks and resolution (paths expanded, --dtype float16 as precision 16-mixed), but
+                # not what this machine holds (files, plugins): a recipe may be printed for another machine.
+                validate(recipe, allow_any_class=bool(values.get("allow_any_class")), here=False)
+                recipe.lr_schedule = recipe.schedule()  # the schedule the run uses, not null
+            else:  # score's overrides: a key left unset comes from the checkpoint, so there is less to check
+                check_scalars(recipe)  # what YAML cannot print (an integer of over 4300 digits) gets its one line
+                expand_paths(recipe)  # the paths the run would use
+                resolve_spellings(recipe)
             print(recipe.to_yaml(), end="")
             return
         # The command's own flags (fit's allow_any_class) go beside the recipe. The recipe file's flag shares the

@@ -27,7 +27,7 @@ class Recipe:
             tensors whose shapes differ (the classifier, for another class count) start fresh.
         freeze_backbone: fine-tuning: train only the classifier layer, keep every other weight as loaded.
         backbone_lr_mult: fine-tuning: the LR of every layer but the classifier is lr times this.
-        dataset: dataset name from the registry (mnist, cifar10, folder, or a plugin's).
+        dataset: dataset name from the registry (mnist, cifar10, folder, npz, wds, ffcv, or a plugin's).
         data_dir: folder holding the dataset's files (downloaded there when the dataset can download).
         data_url: base URL to download the dataset from, instead of the mirrors in its card.
         data_train: training data (a folder for the folder dataset).
@@ -261,12 +261,15 @@ def resolve_spellings(recipe: Any) -> Any:
     return recipe
 
 
-def validate(recipe: Recipe, *, allow_any_class: bool = False) -> Recipe:
+def validate(recipe: Recipe, *, allow_any_class: bool = False, here: bool = True) -> Recipe:
     """Checks values that types alone do not; raises :class:`UsageError` naming the key and what is valid.
 
     Args:
         recipe: the recipe to check.
         allow_any_class: ``--allow-any-class`` was given: ``callbacks`` may name any dotted path (not imported here).
+        here: also check what this machine must hold: the paths it reads, a usable URL ``model_prefix``, the
+            dataset, kv-store and network installed; ``--print-recipe`` checks values only, so that it prints a
+            recipe meant for another machine.
     """
     from lit_imgcls.classpath import check_class_paths
 
@@ -314,7 +317,7 @@ def validate(recipe: Recipe, *, allow_any_class: bool = False) -> Recipe:
     need(recipe.resume in (None, "auto"), f"resume must be 'auto' (or unset), got {recipe.resume!r}")
     need(recipe.resume is None or bool(recipe.model_prefix), "resume needs model_prefix (where the checkpoints are)")
     need(recipe.resume is None or recipe.load_epoch is None, "give either resume auto or load_epoch N, not both")
-    if recipe.model_prefix and "://" in recipe.model_prefix:
+    if here and recipe.model_prefix and "://" in recipe.model_prefix:
         from lit_imgcls.storage import check_location
 
         check_location(recipe.model_prefix, "model_prefix")
@@ -341,12 +344,9 @@ def validate(recipe: Recipe, *, allow_any_class: bool = False) -> Recipe:
     if recipe.image_shape:
         parse_image_shape(recipe.image_shape)
     recipe.gpu_ids()
-    if recipe.data_dir and "://" not in recipe.data_dir:
-        need(os.path.isdir(recipe.data_dir), f"data_dir does not exist: {recipe.data_dir}")
-    for key in ("data_train", "data_val", "pretrained"):
-        value = getattr(recipe, key)
-        if value and "://" not in value:
-            need(os.path.exists(value), f"{key} does not exist: {value}")
+    if not here:
+        return recipe
+    check_paths_exist(recipe)
     from lit_imgcls.registry import datasets, networks, strategies
     from lit_imgcls.networks.factory import resolve_name
 
@@ -354,6 +354,29 @@ def validate(recipe: Recipe, *, allow_any_class: bool = False) -> Recipe:
     strategies.get(recipe.kv_store)
     networks.get(resolve_name(recipe.network, recipe.num_layers))
     return recipe
+
+
+def check_paths_exist(recipe: Recipe) -> None:
+    """Refuses a local ``data_dir``, ``data_train``, ``data_val`` or ``pretrained`` that does not exist, naming the
+    command that makes it when a shipped recipe says so (:func:`lit_imgcls.shipped.prepare_hint`); a ``data_dir``
+    that the dataset downloads into (``creates_data_dir``: CIFAR-10, MNIST with ``data_url``) may be missing.
+
+    Raises:
+        UsageError: ``KEY does not exist: PATH``, with the preparing command when one is known.
+    """
+    from lit_imgcls.shipped import prepare_hint
+
+    for key in ("data_dir", "data_train", "data_val", "pretrained"):
+        value = getattr(recipe, key)
+        if not value or "://" in value or (os.path.isdir(value) if key == "data_dir" else os.path.exists(value)):
+            continue
+        if key == "data_dir":
+            from lit_imgcls.registry import datasets
+
+            creates = getattr(datasets.get(recipe.dataset), "creates_data_dir", None)
+            if creates is not None and creates(recipe.data_url):
+                continue
+        raise UsageError(f"{key} does not exist: {value}{prepare_hint(value)}")
 
 
 def parse_rgb(text: str | None, key: str) -> tuple[float, ...] | None:

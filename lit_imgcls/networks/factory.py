@@ -34,10 +34,17 @@ def _timm_register(key: str, fn) -> None:
 
 
 def resolve_name(network: str, num_layers: int | None = None) -> str:
-    """MXNet's ``--network resnet --num-layers 50`` means timm's ``resnet50``; a full name is kept as is."""
+    """MXNet's ``--network resnet --num-layers 50`` means timm's ``resnet50``; a full name is kept as is: one with
+    digits, or one that names a network already (``inception-bn``, ``convnext_tiny``), which ignores the depth as
+    MXNet's did (``train_imagenet.py --network inception-bn`` with its default ``--num-layers 50``)."""
+    from lit_imgcls.registry import UnknownNameError
+
     name = network.strip()
     if num_layers is not None and not re.search(r"\d", name):
-        name = f"{name}{num_layers}"
+        try:
+            networks.get(name)
+        except UnknownNameError:
+            name = f"{name}{num_layers}"
     return name
 
 
