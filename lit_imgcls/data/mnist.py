@@ -148,8 +148,7 @@ def load_mnist(data_dir: str | Path | None = None, data_url: str | None = None) 
         if arrays is not None:
             wheel = f"the {src['package']['pip'].split('==')[0]} wheel"
             _check(arrays, card["content_sha256"], wheel)
-            # The folder given holds no IDX files: the run says which MNIST it reads instead.
-            return arrays, wheel + (f" (no IDX files in data_dir {folder})" if data_dir else "")
+            return arrays, wheel  # a data_dir without IDX files: the DataModule's note says so
     if files is None:
         errors = []
         for base in [data_url] if data_url else src["urls"]:
