@@ -433,3 +433,22 @@ def test_ssh_two_hosts_train_one_ddp_job(two_hosts, tmp_path):
     out = res.stdout + res.stderr
     assert res.returncode == 0, out[-6000:]
     assert any(line.startswith("[rank 0] final:") for line in res.stdout.splitlines()), out[-6000:]
+
+
+def test_every_worker_line_is_prefixed_and_blank_ones_dropped():
+    """Lightning ends its distributed banner with an empty line and a bar redraws with carriage returns: launch
+    shows neither a bare ``[rank K]`` nor a line whose redraws would overwrite its prefix."""
+    import io
+
+    code = ("import sys; print('one'); print(); print('   '); sys.stdout.write('bar 10%\\rbar 50%\\rbar 100%\\n'); "
+            "print('\\n\\nlast', file=sys.stderr); sys.stdout.write('no newline at the end')")
+    workers = engine.plan(2, [engine.Host("localhost")], "127.0.0.1", engine.free_port(), {})
+    out, err = io.StringIO(), io.StringIO()
+    engine.supervise(list(engine.local_specs(workers, [sys.executable, "-c", code])), out=out, err=err)
+    for rank in (0, 1):
+        mine = [line for line in out.getvalue().splitlines() if line.startswith(f"[rank {rank}] ")]
+        assert mine == [f"[rank {rank}] one", f"[rank {rank}] bar 100%", f"[rank {rank}] no newline at the end"]
+    assert sorted(out.getvalue().splitlines()) == sorted(f"[rank {r}] {t}" for r in (0, 1)
+                                                         for t in ("one", "bar 100%", "no newline at the end"))
+    assert sorted(err.getvalue().splitlines()) == ["[rank 0] last", "[rank 1] last"]
+    assert engine.worker_line(b"  \r\n") is None and engine.worker_line(b"a  \r\n") == "a"

@@ -20,7 +20,8 @@ def launch(
 
     Example: lit-imgcls launch -n 2 -H hosts --sync-dir . -- lit-imgcls fit --recipe recipes/mnist.yaml --kv-store dist_sync
     Each worker is one Lightning node with one device: it gets MASTER_ADDR, MASTER_PORT, NODE_RANK (its rank),
-    WORLD_SIZE (N) and LOCAL_RANK=0, also when several share a host. Output lines come back as "[rank K] ...".
+    WORLD_SIZE (N) and LOCAL_RANK=0, also when several share a host. Output lines come back as "[rank K] ..." (blank
+    ones dropped; of a line a progress bar redrew with carriage returns, what a terminal would show).
     When a worker fails, the others are stopped (SIGTERM, then SIGKILL after --grace seconds) and launch exits
     non-zero naming it and showing its last lines; Ctrl-C or SIGTERM to launch stops them all too.
 

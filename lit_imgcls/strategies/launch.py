@@ -331,9 +331,25 @@ class Spec:
     remote: bool
 
 
+def worker_line(raw: bytes) -> str | None:
+    """What of one line a worker wrote launch shows after the rank prefix, or None for nothing.
+
+    A progress bar redraws its line after carriage returns: only the text a terminal would end up showing (the
+    last part) is kept, since the parts before it would draw over the prefix. A line that is blank (Lightning
+    ends some notices with an empty line; Rich pads its tables with spaces) is dropped: ``[rank 0]`` alone tells
+    nothing.
+    """
+    text = raw.decode("utf-8", errors="replace").rstrip("\r\n")
+    parts = [p.rstrip() for p in text.split("\r")]
+    shown = next((p for p in reversed(parts) if p.strip()), "")
+    return shown or None
+
+
 def _pump(pipe: IO[bytes], prefix: str, sink: IO[str], tail: deque, lock: threading.Lock) -> None:
     for raw in iter(pipe.readline, b""):
-        line = raw.decode("utf-8", errors="replace").rstrip("\r\n")
+        line = worker_line(raw)
+        if line is None:
+            continue
         with lock:
             tail.append(f"{prefix}{line}")
             sink.write(f"{prefix}{line}\n")
