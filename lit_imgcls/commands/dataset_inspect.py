@@ -20,7 +20,8 @@ def inspect_pack(out: str) -> None:
     from pathlib import Path
 
     from lit_imgcls.data.manifest import read_manifest
-    from lit_imgcls.data.pack_report import duplicate_warnings, missing_class_warnings, unshuffled_warning
+    from lit_imgcls.data.pack_report import (class_range, duplicate_warnings, missing_class_warnings,
+                                              unshuffled_warning)
     from lit_imgcls.data.pack_check import duplicates_in_shards, first_sample, shard_files, storage_labels
     from lit_imgcls.printable import printable, warn
 
@@ -42,11 +43,9 @@ def inspect_pack(out: str) -> None:
         dup, labels_by_split = duplicates_in_shards(root, m)
     warnings: list[str] = []
     for split, entry in m["splits"].items():
-        per = entry["per_class"]
-        lo, hi = min(range(len(per)), key=per.__getitem__), max(range(len(per)), key=per.__getitem__)
         size = entry.get("image_size")
         dims = f", images {size['min'][0]}x{size['min'][1]} to {size['max'][0]}x{size['max'][1]} px" if size else ""
-        say(f"  {split}: {entry['count']} samples; per class {per[lo]} ({names[lo]}) to {per[hi]} ({names[hi]}){dims}")
+        say(f"  {split}: {entry['count']} samples; {class_range(entry['per_class'], names)}{dims}")
         labels = labels_by_split[split] if split in labels_by_split else storage_labels(root, m, split)
         warning = unshuffled_warning(labels, names)
         if warning:

@@ -131,6 +131,25 @@ def _some(names: list[str], limit: int = 10) -> str:
     return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
 
 
+def _named(names: list[str], limit: int = 3) -> str:
+    shown = ", ".join(names[:limit])
+    return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
+
+
+def class_range(per_class: Sequence[int], class_names: list[str]) -> str:
+    """The spread of samples over the classes of one split, for ``dataset inspect``: ``per class 18 (cat) to 20
+    (astronaut, dog)``, every class at the fewest and at the most named (up to 3 each, then a count), or ``per
+    class 20 (each of the 3 classes)`` when they are alike (naming one class there would say it differs)."""
+    if not per_class:
+        return "no classes"
+    lo, hi = min(per_class), max(per_class)
+    if lo == hi:
+        return f"per class {lo} (each of the {len(per_class)} classes)"
+    fewest = [n for n, c in zip(class_names, per_class) if c == lo]
+    most = [n for n, c in zip(class_names, per_class) if c == hi]
+    return f"per class {lo} ({_named(fewest)}) to {hi} ({_named(most)})"
+
+
 def missing_class_warnings(splits: dict[str, Any], class_names: list[str]) -> list[str]:
     """Warnings for a train split without some of the pack's classes (an empty class folder, or a split that
     left a class out), and for val and test splits that have no sample of a class that train has.
