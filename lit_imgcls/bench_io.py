@@ -27,10 +27,12 @@ class IOResult:
 
 
 def drain(batches, limit: int, warmup: int) -> tuple[int, float]:
-    """Images and seconds over ``limit`` batches after ``warmup`` batches (worker start, JIT, caches)."""
+    """Images and seconds over ``limit`` batches after ``warmup`` batches (worker start, JIT, caches); fewer when
+    the loader's epoch ends first (:func:`timed_batches` warns of that beforehand)."""
     it = iter(batches)
     for _ in range(warmup):
-        next(it)
+        if next(it, None) is None:
+            return 0, 0.0
     n, start = 0, time.perf_counter()
     for i, (x, _) in enumerate(it):
         n += x.shape[0]
@@ -96,10 +98,39 @@ def _pack_jpegs(pack: str, limit: int = 500) -> list[bytes]:
     return blobs
 
 
+def timed_batches(folder: str, images: int, batch: int, batches: int, warmup: int) -> int:
+    """How many batches each loader can be timed on: ``batches``, or what one epoch of ``images`` (whole batches
+    of ``batch``) leaves after the warm-up, with one warning line saying so.
+
+    Raises:
+        UsageError: no batch would be left to time after the warm-up.
+    """
+    from lit_imgcls.errors import UsageError
+    from lit_imgcls.printable import warn
+
+    per_epoch = images // batch
+    if per_epoch <= warmup:
+        most = images // (warmup + 1)
+        raise UsageError(f"{folder} holds {images} images, {per_epoch} batches of {batch}: none left to time after "
+                         f"the {warmup} warm-up batches; give more images, or a --batch-size of at most {most}"
+                         if most else f"{folder} holds {images} images, too few for {warmup} warm-up batches and a "
+                         "timed one; give more images")
+    if per_epoch < warmup + batches:
+        left = per_epoch - warmup
+        warn(f"{folder} holds {images} images, {per_epoch} batches of {batch}: after the {warmup} warm-up batches "
+             f"each loader is timed on {left}, not {batches}, a less steady figure; give more images or a smaller "
+             f"--batch-size (--batches {left} times the same without this warning)")
+        return left
+    return batches
+
+
 def run_io_benchmark(folder: str, packs: list[tuple[str, str]], size: int = 224, batch: int = 64, workers: int = 2,
                      batches: int = 30, warmup: int = 5) -> list[IOResult]:
     """Each loader ((format, pack) pairs), then the decode-only bounds: of the folder's files and of each pack's
     stored JPEGs."""
+    from lit_imgcls.data.classes import list_tree
+
+    batches = timed_batches(folder, len(list_tree(folder).items), batch, batches, warmup)
     results = []
     loaders = {"plain (ImageFolder + DataLoader, PIL)": lambda: plain_loader(folder, size, batch, workers),
                f"lit-imgcls folder ({folder})": lambda: folder_loader(folder, size, batch, workers)}
@@ -107,7 +138,7 @@ def run_io_benchmark(folder: str, packs: list[tuple[str, str]], size: int = 224,
         loaders[f"lit-imgcls {fmt} ({pack})"] = lambda fmt=fmt, pack=pack: packed_loader(fmt, pack, size, batch, workers)
     for name, make in loaders.items():
         n, sec = drain(make(), batches, warmup)
-        results.append(IOResult(name, n / sec, workers, n, sec))
+        results.append(IOResult(name, n / sec if sec > 0 else 0.0, workers, n, sec))
     files = sorted(Path(folder).rglob("*.jpg"))[:500]
     n, sec = decode_bound([f.read_bytes() for f in files])
     results.append(IOResult(f"decode only: {folder} (1 core)", n / sec, 1, n, sec))

@@ -17,7 +17,8 @@ def benchmark_io(folder: str, wds: Optional[list[str]] = None, ffcv: Optional[li
         size: crop size.
         batch_size: images per batch.
         workers: loader processes (threads for FFCV), the same for every loader.
-        batches: batches timed per loader, after 5 warm-up batches.
+        batches: batches timed per loader, after 5 warm-up batches; a FOLDER too small for them times what one
+            epoch holds, with a warning line (none left after the warm-up: an error).
     """
     from lit_imgcls.bench_io import run_io_benchmark, table
 
