@@ -21,20 +21,28 @@ class Result:
 
 
 def format_table(results: list[Result]) -> str:
-    """One aligned row per input: the input, then "class probability" for each of the top k. Inputs, class names
-    and errors are printed through :func:`~lit_imgcls.printable.printable` (no terminal escapes, no fake lines)."""
+    """A header line (``input``, ``label`` when any input is a pack sample with a true class, ``top-1`` ...
+    ``top-k``), then one aligned row per input: the input, its true class (``-`` where unknown), then "class
+    probability" for each of the top k, or the error. Inputs, class names and errors are printed through
+    :func:`~lit_imgcls.printable.printable` (no terminal escapes, no fake lines)."""
     if not results:
         return ""
     inputs = [printable(r.input) for r in results]
-    width = max(len(i) for i in inputs)
+    width = max(len(i) for i in [*inputs, "input"])
     cw = max([len(printable(c)) for r in results for c, _ in r.predictions] or [1])
-    lines = []
-    for r, shown in zip(results, inputs):
+    k = max(len(r.predictions) for r in results)
+    labelled = any(r.label is not None for r in results)
+    marks = [printable(r.label) if r.label is not None else "-" for r in results]
+    lw = max(len(m) for m in [*marks, "label"])
+    # Each cell is "class probability", the class right-aligned: a heading starts where the widest class does.
+    heads = "  ".join(f"{'top-' + str(i):<{cw + 7}}" for i in range(1, k + 1))
+    lines = [(f"{'input':<{width}}  " + (f"{'label':<{lw}}  " if labelled else "") + heads).rstrip()]
+    for r, shown, mark in zip(results, inputs, marks):
+        row = f"{shown:<{width}}  " + (f"{mark:<{lw}}  " if labelled else "")
         if r.error is not None:
-            lines.append(f"{shown:<{width}}  error: {printable(r.error)}")
+            lines.append(f"{row}error: {printable(r.error)}")
         else:
-            cells = "  ".join(f"{printable(c):>{cw}} {p:6.4f}" for c, p in r.predictions)
-            lines.append(f"{shown:<{width}}  {cells}")
+            lines.append(row + "  ".join(f"{printable(c):>{cw}} {p:6.4f}" for c, p in r.predictions))
     return "\n".join(lines) + "\n"
 
 

@@ -130,7 +130,7 @@ def test_predict_and_score_print_class_names_escaped(home_run):
     code, out, err = _main(["predict", "--checkpoint", str(ckpt), "--top-k", "3", str(image)])
     assert code == 0, err
     _assert_safe(out + err)
-    assert all(s in out for s in SHOWN) and len(out.splitlines()) == 1
+    assert all(s in out for s in SHOWN) and len(out.splitlines()) == 2  # the header, the image's row
     code, out, err = _main(["predict", "--checkpoint", str(ckpt), "--format", "json", str(image)])
     assert code == 0 and {p["class"] for p in json.loads(out)[0]["predictions"]} == set(NAMES)
     code, out, err = _main(["score", "--checkpoint", str(ckpt), "--data-train", str(home / "d.npz"),

@@ -69,8 +69,11 @@ def cli_json(trained, digits, http_root) -> list[dict]:
 
 
 def _parse_table(text: str) -> dict[str, list[tuple[str, float]] | str]:
+    """The rows of predict's table (inputs without a true label), after its header."""
     rows: dict[str, list[tuple[str, float]] | str] = {}
-    for line in text.splitlines():
+    lines = text.splitlines()
+    assert lines[0].split()[:2] == ["input", "top-1"], lines[0]
+    for line in lines[1:]:
         parts = line.split()
         if len(parts) > 1 and parts[1] == "error:":
             rows[parts[0]] = line.split("error:", 1)[1].strip()
@@ -145,7 +148,7 @@ def test_python_api_gives_what_the_cli_gives(trained, digits, cli_json):
         assert out[0][0] == outs[0][0][0] and abs(out[0][1] - outs[0][0][1]) < 1e-5
 
 
-def test_predict_every_sample_of_a_pack(trained, digits, tmp_path):
+def test_predict_every_sample_of_a_pack(trained, digits, tmp_path, capsys):
     folder, labels = digits
     classes = tmp_path / "by-class"
     for name, label in labels.items():
@@ -163,6 +166,14 @@ def test_predict_every_sample_of_a_pack(trained, digits, tmp_path):
     assert sorted(d["label"] for d in docs) == sorted(labels.values())
     right = sum(d["predictions"][0]["class"] == d["label"] for d in docs)
     assert right >= 0.85 * HELD_BACK
+    # the table shows each sample's true class too, under a header
+    from lit_imgcls.cli import main
+
+    assert main(["predict", "--checkpoint", str(trained[0]), "--top-k", "2", "--threads", "2", str(pack)]) in (0, None)
+    table = capsys.readouterr().out.splitlines()
+    assert table[0].split() == ["input", "label", "top-1", "top-2"]
+    shown = {line.split()[0]: line.split()[1] for line in table[1:]}
+    assert shown == {d["input"]: d["label"] for d in docs}
     # a split the pack does not have is bad usage
     res = run_cli("predict", "--checkpoint", str(trained[0]), "--split", "train", str(pack))
     assert res.returncode == 2 and "no 'train' samples" in res.stderr and len(res.stderr.strip().splitlines()) == 1
