@@ -7,6 +7,7 @@ import dataclasses
 import gc
 import logging
 import os
+import re
 import signal
 import sys
 import time
@@ -164,6 +165,10 @@ def build_module(recipe: Recipe, spec: DataSpec):
         mean=list(config.mean),
         std=list(config.std),
     )
+    # One image of the input the network is built for: with it Lightning's model summary at the start of fit
+    # counts the network's real FLOPs and shows its input and output sizes (without it, a column of zeros and
+    # "Total FLOPs: 0"). The summary runs it once, in eval mode, without gradients.
+    module.example_input_array = torch.zeros(1, c, h, w)
     module.meta = {
         "version": __version__,
         "recipe": dataclasses.asdict(recipe),
@@ -247,6 +252,12 @@ def build_trainer(recipe: Recipe, callbacks: list, logger: Any = None, **overrid
     bar = progress_bar_for(recipe)  # a bar on a terminal, plain lines in a log, none with progress_bar: false
     if bar is not None:
         callbacks = [*callbacks, bar]
+    if recipe.progress_bar:
+        from lightning.pytorch.callbacks import ModelSummary
+
+        # The plain-text summary, not the Rich table Lightning picks when rich is installed: Rich draws at 80
+        # columns anywhere but a terminal, wrapping the input and output sizes over several lines of a log.
+        callbacks = [*callbacks, ModelSummary(max_depth=1)]
     kwargs = dict(
         accelerator=accelerator,
         devices=device_arg,
@@ -268,11 +279,21 @@ def build_trainer(recipe: Recipe, callbacks: list, logger: Any = None, **overrid
     return L.Trainer(**kwargs)
 
 
-class _DropTips(logging.Filter):
-    """Lightning advertises cloud services at every start; that line tells a user nothing about the run."""
+class _DropNotices(logging.Filter):
+    """Lightning's info lines that concern Lightning itself, not the user's run."""
+
+    NOTICES = (
+        "Tip:",  # an advertisement of cloud services at every start
+        # said at every fit: the LR schedule asks for the epoch's length, which needs the loader built early
+        "to estimate number of stepping batches",
+        # this machine has no TPU; that Lightning could use one is no news about the run
+        "TPU available: False",
+        # build_trainer hands Lightning the plain-text ModelSummary itself; Lightning says it therefore adds none
+        "Skipping setting a default `ModelSummary`",
+    )
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return "Tip:" not in str(record.msg)
+        return not any(notice in str(record.msg) for notice in self.NOTICES)
 
 
 def prepare_process(recipe: Recipe) -> None:
@@ -286,8 +307,8 @@ def prepare_process(recipe: Recipe) -> None:
     # row at the epoch's end, so Lightning's advice to lower the interval is wrong for this trainer.
     warnings.filterwarnings("ignore", message=".*smaller than the logging interval.*")
     rank_zero_log = logging.getLogger("lightning.pytorch.utilities.rank_zero")
-    if not any(isinstance(f, _DropTips) for f in rank_zero_log.filters):
-        rank_zero_log.addFilter(_DropTips())
+    if not any(isinstance(f, _DropNotices) for f in rank_zero_log.filters):
+        rank_zero_log.addFilter(_DropNotices())
     if recipe.threads:
         # Lightning's process launcher resets torch's thread count from OMP_NUM_THREADS when it is set, and to
         # cores // processes when it is not; the recipe's choice must win.
@@ -329,12 +350,23 @@ def _first_line(exc: BaseException) -> str:
     return (str(exc).strip().splitlines() or [""])[0][:300]
 
 
-def _logger(recipe: Recipe):
-    """CSV metrics always (``lit-imgcls plot`` and the TUI read them); with ``tensorboard`` TensorBoard too, first
-    logger CSV, so ``trainer.log_dir`` stays the CSV run folder."""
+def run_name(recipe: Recipe, datamodule=None) -> str:
+    """The run folder's name under ``run_dir``: ``DATASET-NETWORK``, the data set as the DataModule names it (a
+    pack's ``dataset_name``: the data set it was packed from, not ``wds``), else ``recipe.dataset``, and the
+    network as it is built (``--network resnet --num-layers 18`` is ``resnet18``). Made safe for a folder name."""
+    from lit_imgcls.networks.factory import network_key
+
+    dataset = getattr(datamodule, "dataset_name", None) or recipe.dataset
+    name = f"{dataset}-{network_key(recipe.network, recipe.num_layers)}"
+    return re.sub(r"[^A-Za-z0-9._+-]", "_", name)[:120]
+
+
+def _logger(recipe: Recipe, datamodule=None):
+    """CSV metrics always (``lit-imgcls plot`` and the TUI read them) in ``run_dir/``:func:`run_name```; with
+    ``tensorboard`` TensorBoard too, first logger CSV, so ``trainer.log_dir`` stays the CSV run folder."""
     from lightning.pytorch.loggers import CSVLogger
 
-    name = f"{recipe.dataset}-{recipe.network}".replace("/", "_")
+    name = run_name(recipe, datamodule)
     csv = CSVLogger(save_dir=recipe.run_dir, name=name)
     if not recipe.tensorboard:
         return csv
@@ -482,7 +514,7 @@ def _fit_holding_prefix(recipe: Recipe, datamodule, module, where: str, allow_an
 
         rank_zero_info(f"resuming from {ckpt}")
     run = _RunCallbacks(recipe, allow_any_class)
-    logger = _logger(recipe)
+    logger = _logger(recipe, datamodule)
     trainer = build_trainer(recipe, run.callbacks, logger=logger)
     # Everything built so far lives for the whole run: freezing it keeps Python's cyclic GC from rescanning it
     # while Lightning's per-step allocations trigger collections (measured: ~1% of a LeNet step on 2 cores).
@@ -514,8 +546,21 @@ def _fit_holding_prefix(recipe: Recipe, datamodule, module, where: str, allow_an
     )
 
 
-def evaluate(recipe: Recipe, stage: str, checkpoint: str | None = None, allow_any_class: bool = False) -> dict[str, float]:
-    """Runs validation or test with the weights of ``checkpoint`` (default: ``--load-epoch``, else the newest)."""
+@dataclass
+class Evaluation:
+    """What ``validate`` or ``test`` measured, and on which weights."""
+
+    metrics: dict[str, float]  # val/acc, val/loss, ... (test/... for test)
+    checkpoint: str  # the checkpoint scored (a path or URL)
+    epoch: int | None  # the epoch it ends, when its name tells (PREFIX-NNNN.ckpt)
+
+
+def evaluate(recipe: Recipe, stage: str, checkpoint: str | None = None, allow_any_class: bool = False) -> Evaluation:
+    """Runs validation or test with the weights of ``checkpoint`` (default: ``--load-epoch``, else the newest).
+
+    Raises:
+        UsageError: no checkpoint to score, or one that does not fit the recipe or its data.
+    """
     validate(recipe, allow_any_class=allow_any_class)
     if checkpoint is None:
         checkpoint = resume_path(recipe)
@@ -542,7 +587,5 @@ def evaluate(recipe: Recipe, stage: str, checkpoint: str | None = None, allow_an
     trainer = build_trainer(recipe, [])
     run = trainer.validate if stage == "validate" else trainer.test
     out = run(module, datamodule=datamodule, verbose=False)
-    result = {k: float(v) for k, v in (out[0] if out else {}).items()}
-    epoch = epoch_of(checkpoint, recipe.model_prefix)
-    result["checkpoint_epoch"] = float(epoch) if epoch is not None else float("nan")
-    return result
+    metrics = {k: float(v) for k, v in (out[0] if out else {}).items()}
+    return Evaluation(metrics, checkpoint, epoch_of(checkpoint, recipe.model_prefix))

@@ -19,7 +19,11 @@ def validate(recipe: Recipe, allow_any_class: bool = False) -> None:
     print_metrics(evaluate(recipe, "validate", allow_any_class=allow_any_class))
 
 
-def print_metrics(metrics: dict[str, float]) -> None:
-    epoch = metrics.pop("checkpoint_epoch", float("nan"))
-    text = " | ".join(f"{k} {v:.4f}" for k, v in sorted(metrics.items()))
-    print(f"epoch {int(epoch) if epoch == epoch else '?'}: {text}", flush=True)
+def print_metrics(result) -> None:
+    """One line: the checkpoint's epoch, the metrics, and the checkpoint scored (``result``: an
+    :class:`~lit_imgcls.engine.Evaluation`)."""
+    from lit_imgcls.printable import printable
+
+    text = " | ".join(f"{k} {v:.4f}" for k, v in sorted(result.metrics.items()))
+    epoch = result.epoch if result.epoch is not None else "?"
+    print(printable(f"epoch {epoch}: {text} | checkpoint {result.checkpoint}"), flush=True)

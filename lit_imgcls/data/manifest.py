@@ -126,6 +126,23 @@ MAX_SIDE = 2**16  # pixels, an image side (FFCV stores sides as uint16)
 TAR_SAMPLE_BYTES = 2048  # the least a sample takes in a tar shard: two members of a 512-byte header and block
 
 
+def dataset_name(manifest: dict[str, Any], location: str) -> str:
+    """The data set a pack was made from, as its manifest records it: the built-in data set (``mnist``,
+    ``cifar10``), else the name of the source folder or list file (``data/photos`` -> ``photos``, ``train.lst`` ->
+    ``train``), else the pack's own folder name. For naming runs; ``source`` is descriptive, so anything odd in it
+    falls back to the folder's name."""
+    source = manifest.get("source") if isinstance(manifest.get("source"), dict) else {}
+    kind, src = source.get("kind"), source.get("src")
+    if kind in ("mnist", "cifar10"):
+        return kind
+    name = ""
+    if isinstance(src, str) and not re.match(r"^[a-z][a-z0-9+.-]*://", src):
+        name = Path(src.rstrip("/")).name
+        if kind in ("lst", "csv"):
+            name = Path(name).stem
+    return name or Path(location.rstrip("/")).name or "pack"
+
+
 def check_manifest(data: Any, where: str) -> dict[str, Any]:
     """``data`` if it is a manifest every reader can use, else a :class:`UsageError` naming the first bad field.
 

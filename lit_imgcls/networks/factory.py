@@ -48,6 +48,12 @@ def resolve_name(network: str, num_layers: int | None = None) -> str:
     return name
 
 
+def network_key(network: str, num_layers: int | None = None) -> str:
+    """The name a network is built under: MXNet's depth applied (:func:`resolve_name`) and the registry's spelling
+    (``inception-bn`` is ``inception_bn``), e.g. for naming a run's folder."""
+    return networks._normalize(resolve_name(network, num_layers))
+
+
 def create_network(
     network: str,
     num_classes: int,
@@ -76,7 +82,7 @@ def create_network(
 
     name = resolve_name(network, num_layers)
     found = networks.get(name)  # raises with the choices for an unknown name
-    key = networks._normalize(name)
+    key = network_key(network, num_layers)
     if callable(found):
         _timm_register(key, found)
         if getattr(timm.models.model_entrypoint(key), "_lit_imgcls_img_size", False) and img_size:

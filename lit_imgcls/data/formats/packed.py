@@ -6,7 +6,7 @@ import json
 from typing import Any
 
 from lit_imgcls.data.base import ImageDataModule
-from lit_imgcls.data.manifest import MANIFEST, check_manifest, read_manifest
+from lit_imgcls.data.manifest import MANIFEST, check_manifest, dataset_name, read_manifest
 from lit_imgcls.data.preprocess import DataConfig, per_channel
 from lit_imgcls.data.remote import is_remote, local_path, read_bytes
 from lit_imgcls.errors import UsageError
@@ -123,6 +123,8 @@ class PackedDataModule(ImageDataModule):
         # the validation pack when it is the only one.
         ref, ref_split = (self.manifest, self.train_split) if self.manifest is not None else (self.val_manifest, self.val_split)
         self.class_names = list(ref["class_names"])
+        # runs are named after the data set, not the format (engine.run_name)
+        self.dataset_name = dataset_name(ref, self.train_location or self.val_location)
         self.num_classes = len(self.class_names)
         self.batch_size, self.workers, self.seed, self.channels_last = batch_size, data_nthreads, seed, channels_last
         size = ref["splits"][ref_split].get("image_size") or {"min": [0, 0], "max": [0, 0]}
