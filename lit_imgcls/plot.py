@@ -146,15 +146,37 @@ def _log_scale(values: list[float]) -> bool:
     return len(positive) == len(values) and bool(positive) and max(positive) / min(positive) >= 100
 
 
-def write_png(runs: list[Run], path: Path, x: str = "step") -> None:
-    """A 2 x 2 grid (accuracy, loss, learning rate, samples/s) against ``x``; train solid, validation dashed."""
+def run_colors(n: int) -> list[str]:
+    """``n`` colours (``#rrggbb``), one per run, all different: matplotlib's ``tab10`` up to 10 runs, ``tab20`` up to
+    20, beyond that points of the ``turbo`` colour map spread by the golden ratio, so runs listed next to each
+    other (a sweep's neighbours) get far-apart hues. The PNG and the HTML page use the same ones."""
+    from matplotlib import colormaps
+    from matplotlib.colors import to_hex
+
+    if n <= 20:
+        cmap = colormaps["tab10" if n <= 10 else "tab20"]
+        return [to_hex(cmap(i)) for i in range(n)]
+    turbo = colormaps["turbo"]
+    return [to_hex(turbo(0.05 + 0.9 * ((i * 0.6180339887) % 1.0))) for i in range(n)]
+
+
+LEGEND_ROWS = 40  # legend entries per column beside the 8-inch-high grid, at font size 7
+
+
+def figure(runs: list[Run], x: str = "step"):
+    """The PNG's matplotlib figure: a 2 x 2 grid (accuracy, loss, learning rate, samples/s) against ``x``, train
+    solid, validation dashed with dots, one colour per run (:func:`run_colors`), and one legend for all four
+    panels outside them, on the right (more columns past :data:`LEGEND_ROWS` runs), so curves are never hidden
+    under it. 12 x 8 inches; the panels take what the legend leaves."""
     import matplotlib
 
     matplotlib.use("Agg")  # no display, and no GUI toolkit import
     import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
 
-    fig, axes = plt.subplots(2, 2, figsize=(12, 8), dpi=100)
-    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    fig, axes = plt.subplots(2, 2, figsize=(12, 8), dpi=100, layout="constrained")
+    colors = run_colors(len(runs))
+    drawn: set[int] = set()
     for ax, (title, metrics) in zip(axes.flat, PANELS):
         values: list[float] = []
         for i, run in enumerate(runs):
@@ -163,18 +185,27 @@ def write_png(runs: list[Run], path: Path, x: str = "step") -> None:
                 if not s.y:
                     continue
                 val = m.startswith("val/")
-                ax.plot(getattr(s, x), s.y, color=colors[i % len(colors)], linestyle="--" if val else "-",
-                        marker="o" if val else None, markersize=4, linewidth=1.5,
-                        label=f"{run.label} {m}" if len(metrics) > 1 else run.label)
+                ax.plot(getattr(s, x), s.y, color=colors[i], linestyle="--" if val else "-",
+                        marker="o" if val else None, markersize=4, linewidth=1.5)
                 values += s.y
+                drawn.add(i)
         if values and _log_scale(values):
             ax.set_yscale("log")
         ax.set_title(title)
         ax.set_xlabel(x)
         ax.grid(True, alpha=0.3)
-        if values:
-            ax.legend(fontsize=7)
-    fig.tight_layout()
+    handles = [Line2D([], [], color=colors[i], linewidth=2, label=runs[i].label) for i in sorted(drawn)]
+    handles += [Line2D([], [], color="#555", linestyle="-", label="train"),
+                Line2D([], [], color="#555", linestyle="--", marker="o", markersize=4, label="validation")]
+    fig.legend(handles=handles, loc="outside right upper", fontsize=7, ncols=-(-len(handles) // LEGEND_ROWS))
+    return fig
+
+
+def write_png(runs: list[Run], path: Path, x: str = "step") -> None:
+    """:func:`figure` as a PNG at ``path`` (1200 x 800 pixels), written atomically."""
+    import matplotlib.pyplot as plt
+
+    fig = figure(runs, x)
 
     def save(f) -> None:
         fig.savefig(f, format="png")
@@ -190,8 +221,9 @@ def chart_data(runs: list[Run], x: str) -> dict:
         "x": x,
         "panels": [{"title": t, "metrics": list(ms), "log": _log_scale([v for r in runs for m in ms for v in r.series[m].y])}
                    for t, ms in PANELS],
-        "runs": [{"label": r.label, "series": {m: {"step": s.step, "epoch": s.epoch, "y": s.y}
-                                                 for m, s in r.series.items() if s.y}} for r in runs],
+        "runs": [{"label": r.label, "color": color, "series": {m: {"step": s.step, "epoch": s.epoch, "y": s.y}
+                                                                 for m, s in r.series.items() if s.y}}
+                 for r, color in zip(runs, run_colors(len(runs)))],
     }
 
 
@@ -269,7 +301,6 @@ _JS = r"""
 "use strict";
 const D = JSON.parse(document.getElementById("data").textContent);
 const NS = "http://www.w3.org/2000/svg";
-const COLORS = ["#1f77b4","#ff7f0e","#2ca02c","#d62728","#9467bd","#8c564b","#e377c2","#7f7f7f","#bcbd22","#17becf"];
 const M = {l: 58, r: 12, t: 8, b: 30};
 const S = {x: D.x, hidden: new Set(), zoom: null};
 const panels = [];
@@ -353,7 +384,7 @@ function draw(p) {
   const plot = el("g", {"clip-path": `url(#${clipId})`}, svg);
   let paths = 0;
   for (const {run, metric, s} of series) {
-    const color = COLORS[run % COLORS.length], val = metric.startsWith("val/");
+    const color = D.runs[run].color, val = metric.startsWith("val/");
     const d = s[S.x].map((x, j) => `${j ? "L" : "M"}${tx(x).toFixed(1)} ${ty(s.y[j]).toFixed(1)}`).join("");
     el("path", {d, fill: "none", stroke: color, "stroke-width": 1.6, "stroke-dasharray": val ? "5 3" : "none",
                 class: "series", "data-run": run, "data-metric": metric}, plot);
@@ -440,7 +471,7 @@ function build() {
     const e = document.createElement("span");
     e.className = "entry"; e.dataset.run = i;
     e.innerHTML = '<span class="swatch"></span><span class="name"></span>';
-    e.firstChild.style.background = COLORS[i % COLORS.length];
+    e.firstChild.style.background = run.color;
     e.lastChild.textContent = run.label;
     e.addEventListener("click", () => {
       S.hidden.has(i) ? S.hidden.delete(i) : S.hidden.add(i);

@@ -172,3 +172,44 @@ def test_script_json_cannot_close_its_block():
 
     text = script_json({"label": "</script><!-- & -->"})
     assert "</" not in text and "<!--" not in text and json.loads(text) == {"label": "</script><!-- & -->"}
+
+
+def test_many_runs_get_distinct_colours_and_a_legend_outside_the_panels(tmp_path):
+    """A sweep of 12 runs (metrics.csv as fit writes them, made here): every run its own colour in the PNG and in
+    the HTML page, and the PNG's one legend beside the panels, overlapping none of them."""
+    import matplotlib.pyplot as plt
+    from matplotlib.colors import to_hex
+
+    from lit_imgcls.plot import chart_data, figure, load_runs, plot, run_colors
+
+    for v in range(12):
+        folder = tmp_path / "runs" / "mnist-lenet" / f"version_{v}"
+        folder.mkdir(parents=True)
+        rows = ["epoch,step,lr,train/acc,train/loss,train/samples_per_sec,train/epoch_time,val/acc,val/loss"]
+        rows += [f"{e},{10 * e + 5},0.1,{0.5 + v / 100},{1 - v / 100},1000,," for e in range(2)]
+        rows += [f"{e},{10 * e + 10},,,,,1.0,{0.6 + v / 100},{0.9 - v / 100}" for e in range(2)]
+        (folder / "metrics.csv").write_text("\n".join(rows) + "\n")
+    png, page = plot([str(tmp_path / "runs")], out=str(tmp_path / "sweep"))
+    import matplotlib.image
+
+    assert matplotlib.image.imread(png).shape[:2] == (800, 1200)
+    chart = json.loads(re.search(r'id="data">(.*?)</script>', page.read_text(), re.S).group(1))
+    assert len({r["color"] for r in chart["runs"]}) == 12 and "COLORS[" not in page.read_text()
+
+    runs = load_runs([str(tmp_path / "runs")])
+    assert [r["color"] for r in chart_data(runs, "step")["runs"]] == run_colors(12)
+    fig = figure(runs)
+    try:
+        fig.canvas.draw()
+        (legend,) = fig.legends
+        box = legend.get_window_extent()
+        for ax in fig.axes:
+            assert not box.overlaps(ax.get_window_extent()), "the legend covers a panel"
+            assert len({to_hex(line.get_color()) for line in ax.get_lines()}) == 12  # train and val of a run alike
+        labels = [t.get_text() for t in legend.get_texts()]
+        assert labels == [f"mnist-lenet/version_{v}" for v in range(12)] + ["train", "validation"]
+    finally:
+        plt.close(fig)
+    for n in (3, 10, 20, 45):
+        assert len(set(run_colors(n))) == n
+    assert run_colors(10)[:3] == ["#1f77b4", "#ff7f0e", "#2ca02c"]  # up to ten runs: matplotlib's usual colours
