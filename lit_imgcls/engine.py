@@ -252,12 +252,6 @@ def build_trainer(recipe: Recipe, callbacks: list, logger: Any = None, **overrid
     bar = progress_bar_for(recipe)  # a bar on a terminal, plain lines in a log, none with progress_bar: false
     if bar is not None:
         callbacks = [*callbacks, bar]
-    if recipe.progress_bar:
-        from lightning.pytorch.callbacks import ModelSummary
-
-        # The plain-text summary, not the Rich table Lightning picks when rich is installed: Rich draws at 80
-        # columns anywhere but a terminal, wrapping the input and output sizes over several lines of a log.
-        callbacks = [*callbacks, ModelSummary(max_depth=1)]
     kwargs = dict(
         accelerator=accelerator,
         devices=device_arg,
@@ -276,6 +270,12 @@ def build_trainer(recipe: Recipe, callbacks: list, logger: Any = None, **overrid
         plugins=[AtomicCheckpointIO()],
     )
     kwargs.update(overrides)
+    if kwargs["enable_model_summary"]:
+        from lightning.pytorch.callbacks import ModelSummary
+
+        # The plain-text summary, not the Rich table Lightning picks when rich is installed: Rich draws at 80
+        # columns anywhere but a terminal, wrapping the input and output sizes over several lines of a log.
+        kwargs["callbacks"] = [*kwargs["callbacks"], ModelSummary(max_depth=1)]
     return L.Trainer(**kwargs)
 
 
