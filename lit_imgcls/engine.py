@@ -306,6 +306,11 @@ def prepare_process(recipe: Recipe) -> None:
     # log_every_n_steps is disp_batches; an epoch shorter than that still gets its Speedometer line and metrics.csv
     # row at the epoch's end, so Lightning's advice to lower the interval is wrong for this trainer.
     warnings.filterwarnings("ignore", message=".*smaller than the logging interval.*")
+    # Lightning fears that a sized IterableDataset's length is wrong with several workers; the pack loaders deal
+    # shards to each (rank, worker) slot with an exact quota (data/formats/wds.py), so their length is exact.
+    warnings.filterwarnings("ignore", message=".*`IterableDataset` has `__len__` defined.*")
+    # A pack without a val or test split has no validation loader: an empty list, on purpose (PackedDataModule).
+    warnings.filterwarnings("ignore", message="Total length of `list` across ranks is zero.*")
     rank_zero_log = logging.getLogger("lightning.pytorch.utilities.rank_zero")
     if not any(isinstance(f, _DropNotices) for f in rank_zero_log.filters):
         rank_zero_log.addFilter(_DropNotices())

@@ -10,7 +10,8 @@ from conftest import quick_args, run_cli
 
 # Lightning's lines that concern Lightning, not the run (filtered in engine.prepare_process).
 INTERNAL = ("Loading `train_dataloader` to estimate", "Total FLOPs: 0", "Total Flops: 0", "TPU available: False",
-            "Skipping setting a default", "smaller than the logging interval")
+            "Skipping setting a default", "smaller than the logging interval", "has `__len__` defined",
+            "Total length of `list` across ranks is zero")
 
 
 def test_fit_prints_no_internal_notices_and_validate_names_its_checkpoint(tmp_path, capsys):
@@ -30,7 +31,7 @@ def test_fit_prints_no_internal_notices_and_validate_names_its_checkpoint(tmp_pa
                         line), line
 
 
-def test_run_folder_is_named_after_the_data_and_the_network_built(tiny_pack):
+def test_run_folder_is_named_after_the_data_and_the_network_built(tiny_pack, tmp_path, capsys):
     from lit_imgcls.data.formats.wds import WDSDataModule
     from lit_imgcls.data.manifest import dataset_name
     from lit_imgcls.engine import run_name
@@ -42,6 +43,20 @@ def test_run_folder_is_named_after_the_data_and_the_network_built(tiny_pack):
     # a pack is named by what it was packed from (conftest's tiny_pack: the folder "tree"), not by its format
     dm = WDSDataModule(data_train=str(tiny_pack), batch_size=2, data_nthreads=0)
     assert run_name(Recipe(dataset="wds", network="lenet"), dm) == "tree-lenet"
+    # a real fit from the pack, in this process: its run folder, and none of Lightning's notices or warnings
+    import warnings
+
+    from lit_imgcls.cli import main
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("default")
+        assert main(["fit", "--dataset", "wds", "--data-train", str(tiny_pack), "--network", "mlp", "--image-shape",
+                     "3,8,8", "--batch-size", "2", "--num-epochs", "1", "--data-nthreads", "0", "--run-dir",
+                     str(tmp_path / "runs"), "--progress-bar", "false"]) == 0
+    out, err = capsys.readouterr()
+    assert f"logs {tmp_path}/runs/tree-mlp/version_0" in out, out + err
+    said = err + "\n".join(str(w.message) for w in caught)
+    assert not [n for n in INTERNAL if n in said], said
     for source, name in [({"kind": "mnist", "src": "mnist"}, "mnist"), ({"kind": "folder", "src": "data/photos/"}, "photos"),
                          ({"kind": "lst", "src": "lists/train.lst"}, "train"), ({"kind": "folder", "src": "s3://b/x"}, "p"),
                          ({"kind": "folder", "src": 7}, "p"), (None, "p")]:
