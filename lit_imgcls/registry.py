@@ -67,6 +67,15 @@ class Registry(Generic[T]):
             self._targets.pop(key, None)
         return obj
 
+    def unregister(self, name: str) -> None:
+        """Removes a name added at run time (a test's or a session's own plugin); unknown names raise KeyError."""
+        key = self._normalize(name)
+        self._discover()
+        if key not in self._entries and key not in self._pending:
+            raise KeyError(f"{self.kind} {name!r} is not registered")
+        for table in (self._entries, self._pending, self._origins, self._targets):
+            table.pop(key, None)
+
     def get(self, name: str) -> T:
         """Returns the entry for ``name``; an unknown name raises with the list of choices."""
         key = self._normalize(name)

@@ -99,8 +99,11 @@ def test_a_plugin_that_ignores_image_shape_is_refused(data):
             super().__init__(np.zeros((8, 28, 28), np.uint8), np.arange(8) % 2, batch_size=batch_size)
 
     datasets.register("stubborn", Stubborn, override=True)
-    with pytest.raises(UsageError, match="delivers images of shape 1,28,28, not image_shape 3,32,32"):
-        build_datamodule(_recipe(dataset="stubborn", image_shape="3,32,32"))
+    try:  # registries are process-wide: a name left behind would show in every later `list datasets`
+        with pytest.raises(UsageError, match="delivers images of shape 1,28,28, not image_shape 3,32,32"):
+            build_datamodule(_recipe(dataset="stubborn", image_shape="3,32,32"))
+    finally:
+        datasets.unregister("stubborn")
 
 
 def test_the_checkpoint_records_the_shape_and_predict_uses_it(tmp_path, mnist_arrays):

@@ -21,6 +21,10 @@ def test_duplicate_name_raises_unless_override():
         reg.register("a", 2)
     reg.register("a", 3, override=True)
     assert reg.get("a") == 3
+    reg.unregister("a")
+    assert "a" not in reg and reg.names() == []
+    with pytest.raises(KeyError, match="not registered"):
+        reg.unregister("a")
 
 
 def test_unknown_name_lists_choices_and_suggests():

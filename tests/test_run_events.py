@@ -48,7 +48,8 @@ def test_run_state_status_eta_and_best():
     assert state.status(alive=True) == "running" and state.status(alive=False) == "died"
     state.feed([{"type": "step", "t": 110.0, "step": 25, "train_acc": 0.5},
                 {"type": "epoch", "t": 120.0, "epoch": 0, "step": 50, "val_acc": 0.9}])
-    assert state.eta() == pytest.approx(30.0)  # 75 steps left at 25 steps per 10 s
+    # The run stands at step 50 (the epoch event's): 50 steps left at the pace so far, 25 steps per 10 s.
+    assert state.eta() == pytest.approx(20.0)
     assert state.progress() == pytest.approx(0.5)
     state.feed([{"type": "epoch", "t": 140.0, "epoch": 1, "step": 100, "val_acc": 0.95},
                 {"type": "end", "t": 141.0, "status": "finished"}])

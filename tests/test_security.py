@@ -7,6 +7,7 @@ whose import leaves a file behind, so "not imported" is seen from outside, not i
 from __future__ import annotations
 
 import ast
+import gc
 import json
 import textwrap
 from pathlib import Path
@@ -193,9 +194,25 @@ def _is_true(node: ast.AST | None) -> bool:
     return isinstance(node, ast.Constant) and node.value is True
 
 
+def _parse(source: str, filename: str) -> ast.AST:
+    """``ast.parse``, the garbage collector held off and one retry: in CPython 3.11 an interruption while the tree
+    is converted (a finalizer's exception; numba's run after the FFCV tests) leaves the converter's depth count
+    unbalanced, and the parse fails with "AST constructor recursion depth mismatch" instead (CPython gh-106905)."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        try:
+            return ast.parse(source, filename)
+        except SystemError:
+            return ast.parse(source, filename)
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
 def unsafe_uses(source: str, filename: str = "<source>", pickle_ok: bool = False) -> list[str]:
     """Every unsafe call or reference in ``source``, as "file:line: what (why)"; comments and strings never count."""
-    tree = ast.parse(source, filename)
+    tree = _parse(source, filename)
     aliases = _aliases(tree)
     found = []
     for node in ast.walk(tree):

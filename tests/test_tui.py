@@ -386,7 +386,9 @@ async def test_stop_a_run_gracefully_from_the_monitor(tmp_path, monkeypatch):
         try:
             await pilot.pause()
             monitor = app.screen
-            await wait_until(pilot, lambda: len(monitor.view.get("train_acc") or []) >= 1, 180, "the first step event")
+            # a series is (steps, values): wait for a value, a step event of the run itself
+            await wait_until(pilot, lambda: len((monitor.view.get("train_acc") or ([], []))[1]) >= 1, 180,
+                             "the first step event")
             await pilot.press("s")  # graceful stop
             await wait_until(pilot, lambda: monitor.view.get("status") == "stopped", 120, "the stopped end event")
             assert run.proc.wait(60) is not None
