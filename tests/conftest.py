@@ -17,6 +17,13 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _test_cache(tmp_path_factory) -> None:
+    """The download cache and the remote-prefix locks of every run the suite starts live in the session's own
+    folder: tests never write the user's ~/.cache, and parallel workers (pytest-xdist) never share a lock."""
+    os.environ["LIT_IMGCLS_CACHE"] = str(tmp_path_factory.getbasetemp() / "lit-imgcls-cache")
+
+
 @dataclass
 class Result:
     returncode: int
