@@ -192,8 +192,12 @@ def _shipped_recipes(argv: list[str]) -> list[str]:
     return out
 
 
-def _check_recipe_files(argv: list[str], recipe_cls: type, command_only: collections.abc.Set[str] = frozenset()) -> None:
+def _check_recipe_files(argv: list[str], recipe_cls: type,
+                        command_only: collections.abc.Set[str] = frozenset()) -> list[tuple[str, dict]]:
     """Unknown keys and unreadable files in a recipe get a clearer message than the parser's.
+
+    Returns:
+        each recipe file given, in order, with the keys it holds: (path, mapping).
 
     Args:
         argv: the command's arguments.
@@ -204,6 +208,7 @@ def _check_recipe_files(argv: list[str], recipe_cls: type, command_only: collect
     import yaml
 
     known = {f.name for f in dataclasses.fields(recipe_cls)}
+    files: list[tuple[str, dict]] = []
     for i, arg in enumerate(argv):
         path = None
         if arg in ("--recipe", "--config") and i + 1 < len(argv):
@@ -248,6 +253,8 @@ def _check_recipe_files(argv: list[str], recipe_cls: type, command_only: collect
                 close = difflib.get_close_matches(str(key), sorted(known), n=3)
                 hint = f"; did you mean {', '.join(close)}?" if close else ""
                 raise UsageError(f"unknown recipe key {quoted(key)} in {path}{hint} valid keys: {', '.join(sorted(known))}")
+        files.append((path, data))
+    return files
 
 
 _MAX_DEPTH = 50
@@ -298,6 +305,81 @@ def _shape_problem(data: Any) -> str | None:
     return None
 
 
+def _describe(hint: Any) -> str:
+    """What a value of type ``hint`` looks like, in words for an error message: ``one of sgd, adamw``, ``a whole
+    number or null``."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is typing.Literal:
+        return "one of " + ", ".join(str(a) for a in args)
+    if origin is typing.Union or type(hint).__name__ == "UnionType":
+        text = " or ".join(_describe(a) for a in args if a is not type(None))
+        return text + (" or null" if type(None) in args else "")
+    if origin is typing.Annotated:
+        return _describe(args[0])
+    if origin in (list, collections.abc.Sequence):
+        if args and typing.get_origin(args[0]) is dict:
+            return "a list of mappings"
+        return f"a list of {_describe(args[0]).removeprefix('a ').removeprefix('an ')}s" if args else "a list"
+    if origin is dict or hint is dict:
+        return "a mapping of keys to values"
+    return {bool: "true or false", int: "a whole number", float: "a number", str: "text"}.get(
+        hint, getattr(hint, "__name__", str(hint)))
+
+
+def _parser_error(exc: BaseException, command: str, parser: Any, rest: list[str], hints: dict[str, Any],
+                  files: list[tuple[str, dict]]) -> UsageError:
+    """jsonargparse's refusal as what the value should be, in lit-imgcls's words.
+
+    Its own wording names Python types (``Does not validate against any of the Union subtypes``, ``Expected a
+    typing.Literal[...]``); the user needs the key, where its value came from (the flag, or the recipe file), the
+    value, and what is valid. An unknown flag gets the closest flags, as an unknown recipe key gets the closest keys.
+    """
+    import re
+
+    text = _one_line(exc)
+    flags = sorted(o for o in parser._option_string_actions if o.startswith("--"))
+    dests = {opt: action.dest for opt, action in parser._option_string_actions.items()}
+    unknown = re.match(r"unrecognized arguments: (.*)$", text)
+    if unknown:
+        words = unknown.group(1).split()
+        flag = next((w.split("=", 1)[0] for w in words if w.startswith("-")), None)
+        if flag is None:
+            return UsageError(f"{command}: unexpected argument {quoted(words[0]) if words else ''}: "
+                              f"`{PROG} {command} --help` lists what it takes")
+        close = []  # one spelling per flag: --lr-schedule, not also --lr_schedule
+        for match in difflib.get_close_matches(flag, flags, n=6):
+            if dests[match] not in {dests[c] for c in close}:
+                close.append(match)
+        close = close[:3]
+        hint = f"; did you mean {', '.join(close)}?" if close else ""
+        return UsageError(f"{command}: unknown flag {quoted(flag)}{hint} (`{PROG} {command} --help` lists them)")
+    keyed = re.match(r'Parser key "([^"]+)":', text)
+    if not keyed or keyed.group(1) not in hints:
+        return UsageError(f"{command}: {text}")
+    key = keyed.group(1)
+    found = re.search(r"(?:Got|Given) value: (.*?)$", text)
+    value: Any = found.group(1) if found else None
+    typed = [a.split("=", 1)[0] for a in rest if dests.get(a.split("=", 1)[0]) == key]
+    if typed:
+        where = typed[-1]
+    else:
+        where = key
+        for path, data in reversed(files):  # the last file that sets the key is the one the parser read it from
+            if key in data:
+                where, value = f"{key} in recipe {path}", data[key]
+                break
+    want = _describe(hints[key])
+    hint = ""
+    if typing.get_origin(hints[key]) is typing.Literal or any(typing.get_origin(a) is typing.Literal
+                                                               for a in typing.get_args(hints[key])):
+        choices = [str(c) for a in (hints[key], *typing.get_args(hints[key])) for c in typing.get_args(a)
+                   if typing.get_origin(a) is typing.Literal]
+        close = difflib.get_close_matches(str(value), choices, n=1)
+        hint = f"; did you mean {close[0]}?" if close else ""
+    got = f", got {quoted(value)}" if value is not None else ""
+    return UsageError(f"{where} must be {want}{got}{hint}")
+
+
 def _one_line(exc: BaseException) -> str:
     text = " ".join(str(exc).split())
     for long, short in (("<class 'float'>", "float"), ("<class 'int'>", "int"), ("<class 'str'>", "str"), ("<class 'bool'>", "bool")):
@@ -345,9 +427,10 @@ def run(argv: list[str]) -> None:
     func = _resolve(COMMANDS[command])
     params = inspect.signature(func).parameters
     recipe_param = _recipe_type(func)
+    files: list[tuple[str, dict]] = []
     if recipe_param:
         rest = _shipped_recipes(rest)
-        _check_recipe_files(rest, recipe_param[1], {p for p in params if p != recipe_param[0]})
+        files = _check_recipe_files(rest, recipe_param[1], {p for p in params if p != recipe_param[0]})
     trailing = _trailing_param(func)
     tail: list[str] = []
     if trailing and "--" in rest:
@@ -358,8 +441,13 @@ def run(argv: list[str]) -> None:
     try:
         ns = parser.parse_args(rest)
     except ArgumentError as exc:
-        hint = f" ({trailing.upper()} goes after --)" if trailing and not tail else ""
-        raise UsageError(f"{command}: {_one_line(exc)}{hint}") from None
+        hints = typing.get_type_hints(func, include_extras=True)
+        if recipe_param:
+            hints.update(typing.get_type_hints(recipe_param[1]))
+        error = _parser_error(exc, command, parser, rest, hints, files)
+        if trailing and not tail:
+            error = UsageError(f"{error} ({trailing.upper()} goes after --)")
+        raise error from None
     values = ns.as_dict()
     if recipe_param:
         pname, cls = recipe_param
@@ -400,11 +488,28 @@ def run(argv: list[str]) -> None:
         # recipe parameter's name, so that value (the file paths) is replaced by the recipe.
         kwargs = {k: v for k, v in values.items() if k in params and k != pname}
         kwargs[pname] = recipe
-    else:
-        kwargs = {k: v for k, v in values.items() if k in params}
-        if trailing:
-            kwargs[trailing] = tail
+        try:
+            func(**kwargs)
+        except UsageError as exc:
+            raise _from_recipe_file(exc, given, files) from None
+        return
+    kwargs = {k: v for k, v in values.items() if k in params}
+    if trailing:
+        kwargs[trailing] = tail
     func(**kwargs)
+
+
+def _from_recipe_file(exc: UsageError, given: set[str], files: list[tuple[str, dict]]) -> UsageError:
+    """``exc`` naming the recipe file its key's value came from (``batch_size must be positive, got -3 (key
+    batch_size of recipe my.yaml)``): a key not given on the command line and set by a recipe file."""
+    key = getattr(exc, "key", None)
+    if not key or key in given:
+        return exc
+    for path, data in reversed(files):
+        if key in data:
+            named = UsageError(f"{exc} (key {key} of recipe {path})", key=key)
+            return named
+    return exc
 
 
 def main(argv: list[str] | None = None) -> int:

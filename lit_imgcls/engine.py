@@ -276,7 +276,15 @@ def build_trainer(recipe: Recipe, callbacks: list, logger: Any = None, **overrid
         # The plain-text summary, not the Rich table Lightning picks when rich is installed: Rich draws at 80
         # columns anywhere but a terminal, wrapping the input and output sizes over several lines of a log.
         kwargs["callbacks"] = [*kwargs["callbacks"], ModelSummary(max_depth=1)]
-    return L.Trainer(**kwargs)
+    from lightning.fabric.utilities.exceptions import MisconfigurationException
+
+    try:
+        return L.Trainer(**kwargs)
+    except (MisconfigurationException, ValueError, ImportError) as exc:
+        # The Trainer checks its settings together (a strategy, a precision or devices this machine cannot run);
+        # its refusal is about the recipe's keys, so it is their one line, without Lightning's traceback.
+        raise UsageError(f"these settings cannot run here (kv_store {recipe.kv_store}, precision {recipe.precision}, "
+                         f"gpus {recipe.gpus or 'none: CPU'}): {_first_line(exc)}") from None
 
 
 class _DropNotices(logging.Filter):

@@ -13,7 +13,15 @@ class UsageError(Exception):
     """Bad input from the user: a recipe key, a flag, a name, a file.
 
     The CLI prints ``lit-imgcls: error: <message>`` and exits with code 2, without a traceback.
+
+    Args:
+        key: the recipe key the message is about, when it is about one (``recipe.validate`` sets it): the CLI then
+            names the recipe file the value came from.
     """
+
+    def __init__(self, *args: object, key: str | None = None) -> None:
+        super().__init__(*args)
+        self.key = key
 
 
 class UnknownNameError(UsageError, KeyError):

@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from lit_imgcls.errors import UsageError
+from lit_imgcls.errors import UsageError, quoted
 
 
 def atomic_write(path: str | Path, write: Callable[[Any], None], mode: str = "wb") -> None:
@@ -140,14 +141,63 @@ def load_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict:
             raise UsageError(f"checkpoint not found: {path}")
         verify_checksum(path)
         source = path
-    try:
-        ckpt = torch.load(source, map_location=map_location, weights_only=True)
-    except Exception as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UsageError(f"checkpoint {path} is corrupt or not a lit-imgcls checkpoint: {first}") from exc
+    ckpt = load_tensors(source, str(path), map_location)
     if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
         raise UsageError(f"checkpoint {path} holds no state_dict: not a lit-imgcls checkpoint")
     return ckpt
+
+
+def load_tensors(source: Any, what: str, map_location: Any = "cpu") -> Any:
+    """``torch.load(source, weights_only=True)``: tensors and plain data, no code from the file runs.
+
+    Args:
+        source: a local path or a binary file object (read from its current position).
+        what: the file in words for messages (``checkpoint runs/a-0001.ckpt``).
+        map_location: as torch.load's.
+
+    Raises:
+        UsageError: one line saying what the file is instead: not a PyTorch file at all (a recipe given as a
+            checkpoint), a damaged one, or one holding Python objects besides tensors. PyTorch's own message
+            advises ``weights_only=False`` (running the file's code); lit-imgcls never loads a file that way, so
+            that advice is never passed on.
+    """
+    import pickle
+
+    import torch
+
+    head = _file_head(source)
+    try:
+        return torch.load(source, map_location=map_location, weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - whatever torch raises, the file is what is wrong
+        text = str(exc)
+        if not (head.startswith(b"PK\x03\x04") or head[:1] == b"\x80"):  # torch writes a zip; older torch a pickle
+            kind = "text" if head and all(32 <= b < 127 or b in (9, 10, 13) for b in head) else "binary data"
+            start = f", it starts with {quoted(head[:24].decode('latin-1'))}" if head else ", it is empty"
+            raise UsageError(f"{what} is not a checkpoint: not a PyTorch file at all ({kind}{start})") from None
+        if isinstance(exc, pickle.UnpicklingError) and "Weights only load failed" in text:
+            found = re.search(r"GLOBAL ([\w.]+)", text)
+            obj = f" ({found.group(1)})" if found else ""
+            raise UsageError(f"{what} holds Python objects{obj} besides tensors and plain data: lit-imgcls reads "
+                             "only tensors and plain data and runs no code from a file, so it cannot use it; save "
+                             "the weights alone (torch.save(model.state_dict(), path))") from None
+        # torch's first sentence says what failed ("PytorchStreamReader failed reading zip archive: ..."); the
+        # rest is advice for its own developers.
+        first = " ".join((text.strip().splitlines() or [type(exc).__name__])[0].split()).split(". ")[0]
+        raise UsageError(f"{what} is damaged or not a lit-imgcls checkpoint: {first}") from None
+
+
+def _file_head(source: Any, size: int = 64) -> bytes:
+    """The first ``size`` bytes of a path or a seekable file object, its position kept; b"" when unreadable."""
+    try:
+        if hasattr(source, "read"):
+            at = source.tell()
+            head = source.read(size)
+            source.seek(at)
+            return head
+        with open(source, "rb") as f:
+            return f.read(size)
+    except OSError:
+        return b""
 
 
 def _read_url_checkpoint(url: str) -> bytes:

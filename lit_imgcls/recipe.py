@@ -44,7 +44,8 @@ class Recipe:
         num_examples: training examples to use. In-memory datasets (mnist, cifar10, npz) train on the first N
             (quick trials); the others train on all their samples, and N must then be their count (MXNet's
             --num-examples describes the data). More than the data holds is an error. Default: all.
-        data_nthreads: data-loading worker processes (in-memory datasets need none).
+        data_nthreads: data-loading worker processes (in-memory datasets need none); FFCV: decoding threads, at
+            most the cores. Default: 4, or this machine's cores shared among its training processes when fewer.
         batch_size: samples per batch on each device (MXNet: per worker).
         fused_steps: in-memory datasets: hand K batches to Lightning at once and take K optimizer steps on them,
             which spreads the framework's per-batch cost over K steps (same training, faster for small networks);
@@ -116,7 +117,7 @@ class Recipe:
     rgb_std: Optional[str] = None
     num_classes: Optional[int] = None
     num_examples: Optional[int] = None
-    data_nthreads: int = 4
+    data_nthreads: Optional[int] = None
     batch_size: int = 128
     fused_steps: int = 1
     num_epochs: int = 100
@@ -261,8 +262,21 @@ def resolve_spellings(recipe: Any) -> Any:
     return recipe
 
 
+def resolve_defaults(recipe: Any) -> Any:
+    """Fills in, in place, the keys whose default depends on the machine (validate and ``--print-recipe`` call
+    it, so the printed and saved recipe show the value used): ``data_nthreads`` unset is
+    :func:`~lit_imgcls.cores.default_data_nthreads` for the run's processes on this machine."""
+    if getattr(recipe, "data_nthreads", 0) is None:
+        from lit_imgcls.cores import default_data_nthreads
+
+        gpus = [g for g in str(getattr(recipe, "gpus", "") or "").split(",") if g.strip()]
+        local = int(os.environ.get("LOCAL_WORLD_SIZE", "0") or 0)  # torchrun's processes per machine
+        recipe.data_nthreads = default_data_nthreads(len(gpus) or local or getattr(recipe, "num_processes", 1) or 1)
+    return recipe
+
+
 def validate(recipe: Recipe, *, allow_any_class: bool = False, here: bool = True) -> Recipe:
-    """Checks values that types alone do not; raises :class:`UsageError` naming the key and what is valid.
+    """Checks values that types alone do not; fills in the machine's defaults (:func:`resolve_defaults`).
 
     Args:
         recipe: the recipe to check.
@@ -270,7 +284,21 @@ def validate(recipe: Recipe, *, allow_any_class: bool = False, here: bool = True
         here: also check what this machine must hold: the paths it reads, a usable URL ``model_prefix``, the
             dataset, kv-store and network installed; ``--print-recipe`` checks values only, so that it prints a
             recipe meant for another machine.
+
+    Raises:
+        UsageError: naming the key and what is valid; its ``key`` is that key, so the CLI can name the recipe file
+            the value came from.
     """
+    try:
+        return _validate(recipe, allow_any_class, here)
+    except UsageError as exc:
+        if exc.key is None:  # the messages of the checks start with the key they are about
+            first = str(exc).split(" ", 1)[0]
+            exc.key = first if first in FIELDS else None
+        raise
+
+
+def _validate(recipe: Recipe, allow_any_class: bool, here: bool) -> Recipe:
     from lit_imgcls.classpath import check_class_paths
 
     def need(cond: bool, msg: str) -> None:
@@ -280,6 +308,7 @@ def validate(recipe: Recipe, *, allow_any_class: bool = False, here: bool = True
     check_scalars(recipe)
     expand_paths(recipe)
     resolve_spellings(recipe)
+    resolve_defaults(recipe)
     # First of the named checks: a refused class_path is the one message that matters in such a recipe.
     check_class_paths(recipe, allow_any_class)
     need(0 <= recipe.seed < 2**32, f"seed must lie in [0, 2**32), got {recipe.seed}")  # Lightning would use 0 instead
@@ -350,9 +379,14 @@ def validate(recipe: Recipe, *, allow_any_class: bool = False, here: bool = True
     from lit_imgcls.registry import datasets, networks, strategies
     from lit_imgcls.networks.factory import resolve_name
 
-    check_dataset_keys(recipe, datasets.get(recipe.dataset))
-    strategies.get(recipe.kv_store)
-    networks.get(resolve_name(recipe.network, recipe.num_layers))
+    for key, lookup in (("dataset", lambda: check_dataset_keys(recipe, datasets.get(recipe.dataset))),
+                        ("kv_store", lambda: strategies.get(recipe.kv_store)),
+                        ("network", lambda: networks.get(resolve_name(recipe.network, recipe.num_layers)))):
+        try:
+            lookup()
+        except UsageError as exc:  # "unknown network 'x'": the registry's words; the key is this one
+            exc.key = exc.key or key
+            raise
     return recipe
 
 

@@ -27,6 +27,8 @@ class Registry(Generic[T]):
         fallback: names (and a lookup) served by another library when not registered here; the lookup returns
             ``None`` for names it does not know either.
         fallback_hint: how to list the fallback's names, for the unknown-name message.
+        fallback_names: the fallback's names, searched with the registered ones for the unknown-name message's
+            "did you mean" (a typo of a timm model gets the timm model).
     """
 
     def __init__(
@@ -36,12 +38,14 @@ class Registry(Generic[T]):
         normalize: Callable[[str], str] = lambda name: name,
         fallback: Callable[[str], T | None] | None = None,
         fallback_hint: str = "",
+        fallback_names: Callable[[], list[str]] | None = None,
     ) -> None:
         self.kind = kind
         self.group = group
         self._normalize = normalize
         self._fallback = fallback
         self._fallback_hint = fallback_hint
+        self._fallback_names = fallback_names
         self._entries: dict[str, T] = {}
         self._origins: dict[str, str] = {}
         self._targets: dict[str, str] = {}  # name -> "module:attr" it points to, known without importing it
@@ -88,7 +92,10 @@ class Registry(Generic[T]):
             found = self._fallback(key)
             if found is not None:
                 return found
-        close = difflib.get_close_matches(key, self.names(), n=3)
+        candidates = self.names()
+        if self._fallback_names is not None:
+            candidates += self._fallback_names()
+        close = difflib.get_close_matches(key, candidates, n=3)
         hint = f"; did you mean {', '.join(close)}?" if close else ""
         extra = f" {self._fallback_hint}" if self._fallback_hint else ""
         raise UnknownNameError(f"unknown {self.kind} {name!r}{hint} choices: {', '.join(self.names())}{extra}")
@@ -147,6 +154,12 @@ def _timm_network(name: str):
     return name if timm.is_model(name) else None
 
 
+def _timm_names() -> list[str]:
+    import timm
+
+    return timm.list_models()  # ~1,300 architectures: difflib searches them in well under a second
+
+
 def _normalize_network(name: str) -> str:
     # timm names use underscores; MXNet's use dashes ("inception-bn").
     return name.strip().replace("-", "_")
@@ -158,6 +171,7 @@ networks: Registry = Registry(
     normalize=_normalize_network,
     fallback=_timm_network,
     fallback_hint="(or any timm model: `lit-imgcls list networks --timm`)",
+    fallback_names=_timm_names,
 )
 """Network factories (timm-style: ``fn(pretrained=False, num_classes=..., in_chans=..., **kw) -> nn.Module``)."""
 

@@ -22,7 +22,7 @@ from lit_imgcls.printable import printable
 # Keys that describe this machine or how the run saved and resumed, not the trained model: a checkpoint from a GPU
 # cluster scores on a laptop, and one of a run with --save-every-steps or --resume auto scores without its prefix.
 MACHINE_KEYS = ("gpus", "num_processes", "kv_store", "load_epoch", "pretrained", "precision", "save_every_steps",
-                "resume")
+                "resume", "data_nthreads")
 
 
 @dataclass

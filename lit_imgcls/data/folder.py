@@ -13,6 +13,7 @@ from typing import Iterator
 
 import torch
 
+from lit_imgcls.cores import default_data_nthreads
 from lit_imgcls.data.arrays import epoch_generator
 from lit_imgcls.data.base import ImageDataModule
 from lit_imgcls.data.classes import ImageTree, list_tree
@@ -172,7 +173,8 @@ class FolderDataModule(ImageDataModule):
             evaluate (validate, test, score).
         data_dir: parent holding ``train/`` and ``val/`` when data_train/data_val are not given.
         batch_size: samples per batch on each device.
-        data_nthreads: DataLoader worker processes (MXNet's decode threads); also the threads checking the images.
+        data_nthreads: DataLoader worker processes (MXNet's decode threads); also the threads checking the images;
+            default: 4, or the cores when fewer.
         image_shape: "C,H,W" of the network input (C 1: grey, 3: RGB).
         seed: seed of the data order and augmentation.
         channels_last: hand batches over in channels-last memory format.
@@ -187,7 +189,7 @@ class FolderDataModule(ImageDataModule):
         data_val: str | None = None,
         data_dir: str | None = None,
         batch_size: int = 64,
-        data_nthreads: int = 4,
+        data_nthreads: int | None = None,
         image_shape: str | None = "3,224,224",
         seed: int = 0,
         channels_last: bool = False,
@@ -207,7 +209,8 @@ class FolderDataModule(ImageDataModule):
             if value and not Path(value).is_dir():
                 raise UsageError(f"{key} folder does not exist: {value}")
         self.data_train, self.data_val = data_train, data_val
-        self.batch_size, self.workers, self.seed = batch_size, data_nthreads, seed
+        self.batch_size, self.seed = batch_size, seed
+        self.workers = default_data_nthreads() if data_nthreads is None else data_nthreads
         self.channels_last = channels_last
         c, h, w = (int(v) for v in (image_shape or "3,224,224").split(","))
         if c not in (1, 3):

@@ -166,7 +166,11 @@ def read_weights(path: str | Path):
 
             state = load_file(str(p))
         else:
-            state = torch.load(p, map_location="cpu", weights_only=True)
+            from lit_imgcls.io import load_tensors
+
+            state = load_tensors(p, f"pretrained weights file {p}")
+    except UsageError:
+        raise
     except Exception as exc:
         raise UsageError(f"cannot read weights from {p}: {str(exc).splitlines()[0]}") from exc
     meta = None

@@ -13,6 +13,8 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
+from lit_imgcls.errors import UsageError
+
 
 def _ddp(timeout: float | None) -> Any:
     from lightning.pytorch.strategies import DDPStrategy
@@ -30,12 +32,33 @@ def data_parallel(num_devices: int, accelerator: str, num_nodes: int = 1, timeou
     return _ddp(timeout) if num_devices > 1 or num_nodes > 1 else "auto"
 
 
+def _needs_gpus(name: str, accelerator: str) -> None:
+    if accelerator != "gpu":
+        raise UsageError(f"kv_store {name} shards the network over CUDA GPUs: give --gpus (like --gpus 0,1); on the "
+                         "CPU use kv_store device (data parallel over gloo with --num-processes N)", key="kv_store")
+
+
 def fsdp(num_devices: int, accelerator: str, **_: Any) -> str:
-    """fsdp: Lightning's fully sharded data parallel, for networks too big for one GPU's memory."""
+    """fsdp: Lightning's fully sharded data parallel, for networks too big for one GPU's memory.
+
+    Raises:
+        UsageError: on the CPU (``gpus`` empty): Lightning's FSDP runs on CUDA GPUs only.
+    """
+    _needs_gpus("fsdp", accelerator)
     return "fsdp"
 
 
 def deepspeed(num_devices: int, accelerator: str, **_: Any) -> str:
-    """deepspeed: Lightning's DeepSpeed ZeRO stage 2 (needs CUDA and the deepspeed package)."""
+    """deepspeed: Lightning's DeepSpeed ZeRO stage 2 (needs CUDA and the deepspeed package).
+
+    Raises:
+        UsageError: on the CPU, or without the deepspeed package.
+    """
+    import importlib.util
+
+    _needs_gpus("deepspeed", accelerator)
+    if importlib.util.find_spec("deepspeed") is None:
+        raise UsageError("kv_store deepspeed needs the deepspeed package: pip install deepspeed (or use kv_store "
+                         "fsdp, which Lightning ships)", key="kv_store")
     return "deepspeed"
 

@@ -163,13 +163,21 @@ def _check(base: dict[str, Any], texts: dict[str, str]) -> tuple[dict[str, str],
             validate(recipe)
         except Exception as exc:  # UsageError and the registries' UnknownNameError
             text = " ".join(str(exc).split())
-            key = error_field(text, [k for k in texts if k not in errors])
+            open_keys = [k for k in texts if k not in errors]
+            # validate() says which key it refused (UsageError.key); the message's words are the fallback, for a
+            # refusal that names no key (a class path's) or a key that is not a field here.
+            key = getattr(exc, "key", None)
+            key = key if key in open_keys else error_field(text, open_keys)
             if key is None:
                 return errors, text, None
             errors[key] = text
             values[key] = DEFAULTS[key]
             continue
-        return errors, None, None if errors else recipe
+        if errors:
+            return errors, None, None
+        # validate() filled in this machine's data_nthreads; the saved recipe leaves it to the machine that runs it.
+        recipe.data_nthreads = values.get("data_nthreads")
+        return errors, None, recipe
     return errors, None, None
 
 

@@ -167,6 +167,23 @@ class FFCVDataModule(PackedDataModule):
         if not self.small and h != w:
             raise UsageError(f"image_shape {shape}: FFCV's centre crop is square; use H = W, or --dataset wds")
 
+    def check_workers(self) -> None:
+        """FFCV runs ``data_nthreads`` numba threads, and numba refuses more than its pool holds (the cores this
+        process may use, or NUMBA_NUM_THREADS) with a bare ValueError deep in the first batch: refused here, in
+        one line naming the limit.
+
+        Raises:
+            UsageError: ``data_nthreads`` above numba's thread limit.
+        """
+        import numba
+
+        limit = int(numba.config.NUMBA_NUM_THREADS)
+        if self.workers > limit:
+            raise UsageError(f"data_nthreads {self.workers} is more than FFCV can run here: its decoder (numba) runs "
+                             f"at most {limit} threads (the cores this process may use, or NUMBA_NUM_THREADS); give "
+                             f"--data-nthreads 1 to {limit}, or leave data_nthreads unset (it then fits the cores)",
+                             key="data_nthreads")
+
     def _path(self, location: str, manifest: dict, split: str) -> str:
         """The local path of the split's ``.beton``, its header, pointers and labels checked
         (:func:`~lit_imgcls.data.formats.beton.read_beton`) before FFCV reads a byte of it."""

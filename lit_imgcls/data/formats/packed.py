@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from lit_imgcls.cores import default_data_nthreads
 from lit_imgcls.data.base import ImageDataModule
 from lit_imgcls.data.manifest import MANIFEST, check_manifest, dataset_name, read_manifest
 from lit_imgcls.data.preprocess import DataConfig, per_channel
@@ -71,7 +72,7 @@ class PackedDataModule(ImageDataModule):
         data_dir: when data_train is not given: the pack, or a folder (or URL) holding two packs ``train/`` and
             ``val/`` (MXNet's --data-dir held train.rec and val.rec).
         batch_size: samples per batch on each device.
-        data_nthreads: loader worker processes decoding images.
+        data_nthreads: loader worker processes decoding images; default: 4, or the cores when fewer.
         image_shape: "C,H,W" every loader delivers; default: the pack's size for small images, else 3,224,224.
             Small same-size images (MNIST, CIFAR) are used whole (resized if the shape asks for another size);
             photos get random-resized crops for training and a centre crop for evaluation.
@@ -88,7 +89,7 @@ class PackedDataModule(ImageDataModule):
         data_val: str | None = None,
         data_dir: str | None = None,
         batch_size: int = 64,
-        data_nthreads: int = 4,
+        data_nthreads: int | None = None,
         image_shape: str | None = None,
         seed: int = 0,
         channels_last: bool = False,
@@ -126,7 +127,8 @@ class PackedDataModule(ImageDataModule):
         # runs are named after the data set, not the format (engine.run_name)
         self.dataset_name = dataset_name(ref, self.train_location or self.val_location)
         self.num_classes = len(self.class_names)
-        self.batch_size, self.workers, self.seed, self.channels_last = batch_size, data_nthreads, seed, channels_last
+        self.batch_size, self.seed, self.channels_last = batch_size, seed, channels_last
+        self.workers = default_data_nthreads() if data_nthreads is None else data_nthreads
         size = ref["splits"][ref_split].get("image_size") or {"min": [0, 0], "max": [0, 0]}
         self.small = size["min"] == size["max"] and max(size["max"]) <= SMALL
         self.stored_size = tuple(size["max"][::-1]) if self.small else None  # (H, W) of every image
@@ -144,11 +146,15 @@ class PackedDataModule(ImageDataModule):
         self.std = per_channel(ref.get("std", (0.5,)), c)
         self._eval_config: DataConfig | None = None
         self.check_shape()
+        self.check_workers()
 
     interpolation = "auto"  # of the centre crop; FFCV's decoders use "area"
 
     def check_shape(self) -> None:
         """Raises :class:`UsageError` when this format cannot deliver :attr:`image_shape` from this pack."""
+
+    def check_workers(self) -> None:
+        """Raises :class:`UsageError` when this format cannot run ``data_nthreads`` (:attr:`workers`)."""
 
     @property
     def data_config(self) -> DataConfig:
