@@ -90,12 +90,13 @@ def test_unknown_recipe_key(tmp_path):
 
 
 def test_wrong_type():
-    _one_clear_line(run_cli("fit", "--lr", "fast"), "lr", "float", "fast")
+    _one_clear_line(run_cli("fit", "--lr", "fast"), "--lr must be a number", "fast")
 
 
 def test_wrong_type_in_recipe(tmp_path):
     (tmp_path / "r.yaml").write_text("batch_size: many\n")
-    _one_clear_line(run_cli("fit", "--recipe", str(tmp_path / "r.yaml")), "batch_size", "int")
+    _one_clear_line(run_cli("fit", "--recipe", str(tmp_path / "r.yaml")),
+                    f"batch_size in recipe {tmp_path / 'r.yaml'} must be a whole number", "'many'")
 
 
 def test_unknown_network(tmp_path):
@@ -117,7 +118,8 @@ def test_bad_values(tmp_path):
     _one_clear_line(run_cli("fit", *quick_args(tmp_path, lr=-0.1)), "lr must be positive")
     _one_clear_line(run_cli("fit", *quick_args(tmp_path, gpus="0,x")), "gpus must be")
     _one_clear_line(run_cli("fit", *quick_args(tmp_path, lr_schedule="step")), "lr_factor_epoch")
-    _one_clear_line(run_cli("fit", *quick_args(tmp_path, lr_schedule="sawtooth")), "lr_schedule")
+    _one_clear_line(run_cli("fit", *quick_args(tmp_path, lr_schedule="sawtooth")), "--lr-schedule must be one of",
+                    "cosine", "sawtooth")
     _one_clear_line(run_cli("nofit"), "unknown command", "fit")
 
 
