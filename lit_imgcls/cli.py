@@ -363,7 +363,8 @@ def _parser_error(exc: BaseException, command: str, parser: Any, rest: list[str]
     if typed:
         where = typed[-1]
     else:
-        where = key
+        # a positional argument (``list KIND``) has no flag: its name as --help writes it
+        where = key if key in dests.values() else f"{command} {key.upper()}"
         for path, data in reversed(files):  # the last file that sets the key is the one the parser read it from
             if key in data:
                 where, value = f"{key} in recipe {path}", data[key]

@@ -72,7 +72,7 @@ def _cases(t: Path) -> list[tuple[list[str], list[str]]]:
         (["fit", "--pretrained", RECIPE, *QUICK], ["is not a checkpoint"]),
         # dataset
         (["dataset", "pack", str(t / "photos"), str(t / "out")], ["one level too high", "photos/train"]),
-        (["dataset", "pack", str(t / "photos/train"), str(t / "taken")], ["taken"]),
+        (["dataset", "pack", str(t / "photos/train"), str(t / "taken")], ["taken: it is an existing file"]),
         (["dataset", "pack", str(t / "photos/train"), str(t / "out2"), "--formt", "wds"], ["did you mean --format"]),
         (["dataset", "pack", str(t / "photos/train"), str(t / "out3"), "--format", "tar"],
          ["--format must be one of wds, ffcv, both", "'tar'"]),
@@ -87,7 +87,7 @@ def _cases(t: Path) -> list[tuple[list[str], list[str]]]:
         (["plot", str(t / "no-runs")], ["run folder not found"]),
         (["plot", str(t), "--x", "time"], ["--x must be one of step, epoch"]),
         (["launch", "-n", "x", "--", "fit"], ["-n must be a whole number"]),
-        (["list", "netwroks"], ["must be one of networks", "'netwroks'", "did you mean networks"]),
+        (["list", "netwroks"], ["list KIND must be one of networks", "'netwroks'", "did you mean networks"]),
         (["fitt"], ["unknown command 'fitt'", "did you mean fit"]),
     ]
 

@@ -286,6 +286,9 @@ def pack_dataset(src: str, out: str, opts: PackOptions, enc: EncodeOptions, root
     made = _first_missing(out_dir)  # the topmost folder this pack creates, removed again if it fails
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise UsageError(f"cannot make the output folder {out_dir}: it is an existing file (or a file is in its "
+                         "path); OUT is a folder, new or one holding a previous pack: give another path") from None
     except OSError as exc:
         raise UsageError(f"cannot make the output folder {out_dir}: {exc.strerror or exc}") from None
     if not opts.shuffle and not list_only:
