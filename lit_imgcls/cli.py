@@ -477,7 +477,10 @@ def run(argv: list[str]) -> None:
             if isinstance(recipe, Recipe):
                 # The run's own checks and resolution (paths expanded, --dtype float16 as precision 16-mixed), but
                 # not what this machine holds (files, plugins): a recipe may be printed for another machine.
-                validate(recipe, allow_any_class=bool(values.get("allow_any_class")), here=False)
+                try:
+                    validate(recipe, allow_any_class=bool(values.get("allow_any_class")), here=False)
+                except UsageError as exc:  # as a run's refusal: naming the recipe file that set the key
+                    raise _from_recipe_file(exc, given, files) from None
                 recipe.lr_schedule = recipe.schedule()  # the schedule the run uses, not null
             else:  # score's overrides: a key left unset comes from the checkpoint, so there is less to check
                 check_scalars(recipe)  # what YAML cannot print (an integer of over 4300 digits) gets its one line

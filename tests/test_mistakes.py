@@ -59,6 +59,8 @@ def _cases(t: Path) -> list[tuple[list[str], list[str]]]:
         (["fit", "--recipe", r("callbacks")], ["callbacks in recipe", "a list of mappings or null", "got 3"]),
         (["fit", "--recipe", r("batch")], ["batch_size must be a positive integer, got -3",
                                           f"key batch_size of recipe {r('batch')}"]),
+        (["fit", "--recipe", r("batch"), "--print-recipe"], ["batch_size must be a positive integer",
+                                                            f"key batch_size of recipe {r('batch')}"]),
         (["fit", "--network", "resnet5O"], ["unknown network 'resnet5O'", "did you mean resnet50"]),
         (["fit", "--network", "vit_bas_patch16_224"], ["did you mean vit_base_patch16_224"]),
         (["fit", "--threads", "x"], ["--threads must be a whole number or null, got 'x'"]),
