@@ -31,6 +31,11 @@ class Result:
     stderr: str
 
 
+def pythonpath_with(folder: Path) -> dict[str, str]:
+    """An env update putting ``folder`` first on PYTHONPATH, keeping what is there (a worktree's checkout under test)."""
+    return {"PYTHONPATH": os.pathsep.join(p for p in (str(folder), os.environ.get("PYTHONPATH", "")) if p)}
+
+
 def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None, timeout: float = 600) -> Result:
     """Runs ``python -m lit_imgcls ARGS`` as a separate process, as a user's shell would."""
     full_env = {**os.environ, "PYTHONWARNINGS": "ignore", **(env or {})}

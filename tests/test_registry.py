@@ -11,7 +11,7 @@ import pytest
 from lit_imgcls.errors import DuplicateNameError, UnknownNameError
 from lit_imgcls.registry import Registry, datasets, networks, strategies
 
-from conftest import quick_args, run_cli
+from conftest import pythonpath_with, quick_args, run_cli
 
 
 def test_duplicate_name_raises_unless_override():
@@ -78,7 +78,7 @@ def test_third_party_network_plugin_trains_without_editing_lit_imgcls(tmp_path):
     site = tmp_path / "site"
     site.mkdir()
     _write_plugin(site, "acme_nets", "acme_nets", {"lit_imgcls.networks": {"tinynet": "acme_nets:tinynet"}}, PLUGIN)
-    env = {"PYTHONPATH": str(site)}
+    env = pythonpath_with(site)
     listed = run_cli("list", "networks", env=env)
     assert listed.returncode == 0, listed.stderr
     assert "tinynet\tacme_nets (acme_nets:tinynet)" in listed.stdout
@@ -97,7 +97,7 @@ def test_two_plugins_claiming_one_name_are_refused(tmp_path):
     site = tmp_path / "site"
     site.mkdir()
     _write_plugin(site, "one", "one_mod", {"lit_imgcls.networks": {"lenet": "one_mod:tinynet"}}, PLUGIN)
-    res = run_cli("list", "networks", env={"PYTHONPATH": str(site)})
+    res = run_cli("list", "networks", env=pythonpath_with(site))
     assert res.returncode != 0
     assert "declared twice" in res.stderr and "lenet" in res.stderr
 
@@ -106,6 +106,6 @@ def test_broken_plugin_names_itself(tmp_path):
     site = tmp_path / "site"
     site.mkdir()
     _write_plugin(site, "broken", "broken_mod", {"lit_imgcls.networks": {"brokennet": "broken_mod:nothing_here"}}, "x = 1\n")
-    res = run_cli("fit", *quick_args(tmp_path, network="brokennet"), env={"PYTHONPATH": str(site)}, cwd=tmp_path)
+    res = run_cli("fit", *quick_args(tmp_path, network="brokennet"), env=pythonpath_with(site), cwd=tmp_path)
     assert res.returncode == 2
     assert "brokennet" in res.stderr and "broken" in res.stderr and "Traceback" not in res.stderr

@@ -19,7 +19,7 @@ import yaml
 
 from lit_imgcls import cli
 
-from conftest import REPO, quick_args, run_cli
+from conftest import REPO, pythonpath_with, quick_args, run_cli
 from test_fuzz_recipe import run_main
 
 # A callback module whose import is visible: it writes IMPORTED; its callback writes RAN when training ends.
@@ -47,7 +47,7 @@ def side_effect_site(tmp_path) -> tuple[dict, Path, Path]:
     site.mkdir()
     imported, ran = tmp_path / "IMPORTED", tmp_path / "RAN"
     (site / "sidefx_cb.py").write_text(textwrap.dedent(SIDE_EFFECT_MODULE.format(imported=str(imported))))
-    return {"PYTHONPATH": str(site)}, imported, ran
+    return pythonpath_with(site), imported, ran
 
 
 def _recipe(tmp_path: Path, **keys) -> str:
