@@ -40,6 +40,12 @@ class CheckpointMeta:
             raise UsageError("this checkpoint has no data_config")
         return self.data_config.input_size
 
+    @property
+    def ema(self) -> bool:
+        """Its weights are the EMA of the trained weights (``ema_decay`` on; see
+        :mod:`lit_imgcls.training_options`)."""
+        return self.raw.get("weights") == "ema"
+
 
 def read_meta(ckpt: Any, where: str | Path, need_config: bool = True) -> CheckpointMeta:
     """The checked meta of a loaded checkpoint ``ckpt`` (a dict); ``where`` names it in messages.
@@ -77,6 +83,8 @@ def read_meta(ckpt: Any, where: str | Path, need_config: bool = True) -> Checkpo
                          f"{_kind(names)}")
     if not isinstance(meta.get("version", ""), str):
         raise UsageError(f"checkpoint {where}: version must be a string like '0.2.0', got {_kind(meta['version'])}")
+    if meta.get("weights", "trained") not in ("trained", "ema"):  # which weights "state_dict" holds
+        raise UsageError(f"checkpoint {where}: weights must be 'trained' or 'ema', got {_kind(meta['weights'])}")
     if not isinstance(meta.get("pretrained", {}), dict):  # the run's starting weights, kept for the record only
         raise UsageError(f"checkpoint {where}: pretrained must be a mapping (the starting weights' record), got "
                          f"{_kind(meta['pretrained'])}")

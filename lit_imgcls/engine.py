@@ -119,6 +119,7 @@ def build_module(recipe: Recipe, spec: DataSpec):
 
     from lit_imgcls.module import ImageClassifier
     from lit_imgcls.networks.factory import create_network
+    from lit_imgcls.training_options import OptimConfig
 
     config = spec.data_config
     c, h, w = config.input_size
@@ -164,6 +165,7 @@ def build_module(recipe: Recipe, spec: DataSpec):
         class_names=list(spec.class_names),
         mean=list(config.mean),
         std=list(config.std),
+        optim=OptimConfig.from_recipe(recipe),
     )
     # One image of the input the network is built for: with it Lightning's model summary at the start of fit
     # counts the network's real FLOPs and shows its input and output sizes (without it, a column of zeros and
@@ -566,6 +568,7 @@ class Evaluation:
     metrics: dict[str, float]  # val/acc, val/loss, ... (test/... for test)
     checkpoint: str  # the checkpoint scored (a path or URL)
     epoch: int | None  # the epoch it ends, when its name tells (PREFIX-NNNN.ckpt)
+    ema: bool = False  # its weights are the EMA of the trained ones
 
 
 def evaluate(recipe: Recipe, stage: str, checkpoint: str | None = None, allow_any_class: bool = False) -> Evaluation:
@@ -601,4 +604,4 @@ def evaluate(recipe: Recipe, stage: str, checkpoint: str | None = None, allow_an
     run = trainer.validate if stage == "validate" else trainer.test
     out = run(module, datamodule=datamodule, verbose=False)
     metrics = {k: float(v) for k, v in (out[0] if out else {}).items()}
-    return Evaluation(metrics, checkpoint, epoch_of(checkpoint, recipe.model_prefix))
+    return Evaluation(metrics, checkpoint, epoch_of(checkpoint, recipe.model_prefix), ema=meta.ema)

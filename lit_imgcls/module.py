@@ -13,6 +13,7 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from lit_imgcls.checkpoint_meta import POSITION_KEY  # checkpoint entry: epoch, steps into it, steps per epoch
 from lit_imgcls.schedules import LRSchedule
+from lit_imgcls.training_options import EMA_KEY, RAW_WEIGHTS_KEY, OptimConfig, WeightEMA
 
 
 class ImageClassifier(L.LightningModule):
@@ -38,6 +39,11 @@ class ImageClassifier(L.LightningModule):
         class_names: names of the classes, saved in checkpoints for prediction.
         mean: per-channel mean (of [0, 1] pixels) for batches that arrive as uint8 images.
         std: per-channel standard deviation for the same.
+        optim: gradient clipping and EMA of the weights (:class:`~lit_imgcls.training_options.OptimConfig`);
+            default: neither.
+
+    Raises:
+        ValueError: ``optim`` holds a value out of range.
     """
 
     def __init__(
@@ -61,6 +67,7 @@ class ImageClassifier(L.LightningModule):
         class_names: Sequence[str] | None = None,
         mean: Sequence[float] | None = None,
         std: Sequence[float] | None = None,
+        optim: OptimConfig | None = None,
     ) -> None:
         super().__init__()
         # Manual optimization: the same zero_grad/backward/step/schedule sequence as automatic optimization,
@@ -69,7 +76,13 @@ class ImageClassifier(L.LightningModule):
         self._plain_backward = False
         self._micro_batch = 0  # > 0 when training items hold several batches of this size
         self.net = net
-        self.save_hyperparameters(ignore=["net"])
+        # optim is a config object: checkpoints hold plain values only (they are loaded with weights_only), and the
+        # recipe in self.meta already records it.
+        self.save_hyperparameters(ignore=["net", "optim"])
+        self.optim = (optim or OptimConfig()).check()
+        self._ema: WeightEMA | None = None  # made when training starts, on the network's device
+        self._ema_restored: tuple[dict, int] | None = None  # a resumed run's EMA state until then
+        self._ema_swapped = False  # the network holds the EMA weights (during validation)
         self.hparams["lr_step_epochs"] = list(lr_step_epochs)
         self.val_acc = MulticlassAccuracy(num_classes, average="micro")
         self.test_acc = MulticlassAccuracy(num_classes, average="micro")
@@ -116,7 +129,9 @@ class ImageClassifier(L.LightningModule):
         else:
             self.manual_backward(loss)  # loss scaling (16-mixed), DDP/FSDP/DeepSpeed hooks
         self.last_lr = opt.optimizer.param_groups[0]["lr"]  # the LR this step used (reports show it)
-        opt.step()  # through Lightning's optimizer wrapper, which counts global steps
+        opt.step()  # through Lightning's optimizer wrapper, which counts global steps (clips: on_before_optimizer_step)
+        if self._ema is not None:
+            self._ema.update(self.net)
         scheduler.step()
         self.steps_taken += 1
         with torch.no_grad():
@@ -162,7 +177,34 @@ class ImageClassifier(L.LightningModule):
         strategy = self.trainer.strategy
         self._synchronous_workers = self.trainer.world_size > 1 and not getattr(strategy, "independent_workers", False)
         self.epoch_at_start = self.trainer.current_epoch
+        self._start_ema()
         self._continue_schedule()
+
+    def on_before_optimizer_step(self, optimizer) -> None:
+        # Here, not before opt.step(): the precision plugin calls this hook after unscaling 16-mixed gradients
+        # (clipping the scaled ones would bound nothing), and routes the clip through the strategy (FSDP's shards).
+        if self.optim.clip_gradient > 0:
+            self.clip_gradients(optimizer, gradient_clip_val=self.optim.clip_gradient,
+                                gradient_clip_algorithm=self.optim.clip_gradient_algorithm)
+
+    def _start_ema(self) -> None:
+        """The EMA of the weights when ``optim.ema_decay`` is on, continued from a resumed checkpoint's."""
+        restored, self._ema_restored = self._ema_restored, None
+        if not self.optim.ema_decay:
+            return
+        self._ema = WeightEMA(self.net, self.optim.ema_decay)
+        if restored is not None:
+            self._ema.load_net_state(restored[0], "net.", restored[1])
+
+    def on_validation_epoch_start(self) -> None:
+        if self._ema is not None and not self._ema_swapped:  # validation during fit scores the EMA weights
+            self._ema.swap(self.net)
+            self._ema_swapped = True
+
+    def on_validation_epoch_end(self) -> None:
+        if self._ema is not None and self._ema_swapped:
+            self._ema.swap(self.net)
+            self._ema_swapped = False
 
     def on_train_epoch_start(self) -> None:
         self._epoch_start_step = self.trainer.global_step
@@ -303,6 +345,17 @@ class ImageClassifier(L.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["lit_imgcls"] = dict(self.meta)
+        if self._ema is not None:
+            # "state_dict" gets the EMA weights, which every reader of a checkpoint then uses (validate, predict,
+            # score, --pretrained); the trained weights and the EMA's count go beside them for an exact resume.
+            state = checkpoint["state_dict"]
+            in_net = {k: v for k, v in state.items() if k.startswith("net.")}
+            other = self._ema.net_state("net.")
+            raw, ema = (other, in_net) if self._ema_swapped else (in_net, other)
+            checkpoint[RAW_WEIGHTS_KEY] = {**state, **raw}
+            checkpoint["state_dict"] = {**state, **ema}
+            checkpoint[EMA_KEY] = {"decay": self._ema.decay, "n_averaged": self._ema.steps}
+            checkpoint["lit_imgcls"]["weights"] = "ema"
         if self._trainer is not None and self.trainer.state.fn == "fit":
             schedule = getattr(self, "_schedule", None)
             # Where in its epoch the run stands: resuming maps it onto the new recipe's schedule.
@@ -318,6 +371,12 @@ class ImageClassifier(L.LightningModule):
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         if not self.meta:  # a resumed run keeps the meta of its own recipe (build_module set it), not the old run's
             self.meta = dict(checkpoint.get("lit_imgcls", {}))
+        if isinstance(checkpoint.get(RAW_WEIGHTS_KEY), dict):
+            # Resuming a run with EMA: Lightning loads "state_dict" into the module after this hook, and that must
+            # be the trained weights; the EMA weights wait for _start_ema (dropped when this run has EMA off).
+            ema = checkpoint.get(EMA_KEY) or {}
+            self._ema_restored = (checkpoint["state_dict"], int(ema.get("n_averaged", 1)))
+            checkpoint["state_dict"] = checkpoint[RAW_WEIGHTS_KEY]
         position = checkpoint.get(POSITION_KEY)
         self._restored_position = position if isinstance(position, dict) else None
         if isinstance(checkpoint.get("rng_torch"), torch.Tensor):

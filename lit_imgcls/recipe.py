@@ -60,6 +60,13 @@ class Recipe:
         nesterov: Nesterov momentum for SGD.
         wd: weight decay (not applied to biases and norm layers).
         label_smoothing: cross-entropy label smoothing in [0, 1).
+        clip_gradient: bound on the gradients before each optimizer step, as MXNet's --clip-gradient; 0 = off.
+            clip_gradient_algorithm norm scales all gradients together to a total 2-norm of at most this; value
+            clamps each gradient element to [-clip_gradient, clip_gradient].
+        clip_gradient_algorithm: norm or value (how clip_gradient bounds the gradients).
+        ema_decay: keep an exponential moving average of the weights, updated after every optimizer step
+            (ema = decay * ema + (1 - decay) * weights), e.g. 0.999; 0 = off. Validation, the saved checkpoints
+            and so predict, validate and score then use the EMA weights (their output says so).
         lr_schedule: constant, step, multistep, cosine or onecycle; default: step if lr_factor_epoch is set,
             multistep if lr_step_epochs is set, else constant.
         lr_factor: LR multiplier at each decay of step and multistep.
@@ -127,6 +134,9 @@ class Recipe:
     nesterov: bool = False
     wd: float = 0.0001
     label_smoothing: float = 0.0
+    clip_gradient: float = 0.0
+    clip_gradient_algorithm: Literal["norm", "value"] = "norm"
+    ema_decay: float = 0.0
     lr_schedule: Optional[Literal["constant", "step", "multistep", "cosine", "onecycle"]] = None
     lr_factor: float = 0.1
     lr_factor_epoch: Optional[float] = None
@@ -320,6 +330,10 @@ def _validate(recipe: Recipe, allow_any_class: bool, here: bool) -> Recipe:
     need(0 <= recipe.mom < 1, f"mom must lie in [0, 1), got {recipe.mom}")
     need(recipe.wd >= 0, f"wd must be >= 0, got {recipe.wd}")
     need(0 <= recipe.label_smoothing < 1, f"label_smoothing must lie in [0, 1), got {recipe.label_smoothing}")
+    from lit_imgcls.training_options import OptimConfig
+
+    for key, ok, valid in OptimConfig(recipe.clip_gradient, recipe.clip_gradient_algorithm, recipe.ema_decay).problems():
+        need(ok, f"{key} must be {valid}, got {getattr(recipe, key)!r}")
     need(0 < recipe.lr_factor <= 1, f"lr_factor must lie in (0, 1], got {recipe.lr_factor}")
     need(recipe.lr_factor_epoch is None or recipe.lr_factor_epoch > 0, f"lr_factor_epoch must be positive, got {recipe.lr_factor_epoch}")
     need(recipe.warmup_epochs >= 0, f"warmup_epochs must be >= 0, got {recipe.warmup_epochs}")

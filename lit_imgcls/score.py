@@ -38,6 +38,7 @@ class ScoreResult:
     topk: float | None
     seconds: float
     images_per_sec: float
+    ema: bool = False  # the checkpoint's weights are the EMA of the trained ones
 
     @property
     def count(self) -> int:
@@ -141,7 +142,7 @@ def score(checkpoint: str, overrides: dict[str, Any] | None = None, top_k: int =
     return ScoreResult(
         checkpoint=str(checkpoint), dataset=recipe.dataset, class_names=names, confusion=matrix,
         top1=float(np.trace(matrix)) / count, top_k=k, topk=topk_hits / count if k else None,
-        seconds=seconds, images_per_sec=count / seconds if seconds > 0 else float("inf"),
+        seconds=seconds, images_per_sec=count / seconds if seconds > 0 else float("inf"), ema=meta.ema,
     )
 
 
@@ -160,7 +161,8 @@ def report(result: ScoreResult, max_matrix_classes: int = 20) -> str:
     its largest off-diagonal cells, which a full matrix would bury)."""
     names = [printable(n) for n in result.class_names]  # a checkpoint's or a data set's strings: no terminal escapes
     lines = [(f"score: {result.count} images of {result.dataset} (validation split), "
-              f"{result.images_per_sec:.0f} images/s ({result.seconds:.1f} s)"),
+              f"{result.images_per_sec:.0f} images/s ({result.seconds:.1f} s)"
+              + (", EMA weights" if result.ema else "")),
              f"top-1 accuracy {result.top1:.6f}"]
     if result.topk is not None:
         lines.append(f"top-{result.top_k} accuracy {result.topk:.6f}")

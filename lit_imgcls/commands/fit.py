@@ -41,7 +41,8 @@ def _fit(recipe: Recipe, allow_any_class: bool, overwrite: bool) -> None:
     first, last = result.first_epoch + 1, result.epochs_done
     span = f"epoch {last}" if first == last else f"epochs {first}-{last}"
     val = result.metrics.get("val/acc")
-    parts = [f"val top-1 accuracy {val:.4f}" if val is not None else "no validation set",
+    ema = " (EMA weights)" if recipe.ema_decay else ""  # validation scored the moving average, not the last step
+    parts = [f"val top-1 accuracy {val:.4f}{ema}" if val is not None else "no validation set",
              f"trained {span} of {result.num_epochs} ({result.steps} steps)"
              + ("" if last >= result.num_epochs else ", stopped early by a callback")]
     if recipe.top_k > 1 and f"val/top{recipe.top_k}" in result.metrics:

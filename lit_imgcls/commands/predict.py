@@ -63,6 +63,9 @@ def predict(
     from lit_imgcls.printable import printable
 
     clf = Classifier.load(checkpoint, device=f"cuda:{ids[0]}" if ids else "cpu", max_pixels=max_pixels)
+    if clf.meta.ema:  # on stderr: json and csv on stdout stay machine-readable
+        print("lit-imgcls: note: predicting with the checkpoint's EMA weights (it was trained with ema_decay "
+              f"{clf.meta.recipe.get('ema_decay')})", file=sys.stderr, flush=True)
     bar = None
     if format == "table":
         from lit_imgcls.terminal import progress

@@ -26,4 +26,5 @@ def print_metrics(result) -> None:
 
     text = " | ".join(f"{k} {v:.4f}" for k, v in sorted(result.metrics.items()))
     epoch = result.epoch if result.epoch is not None else "?"
-    print(printable(f"epoch {epoch}: {text} | checkpoint {result.checkpoint}"), flush=True)
+    ema = " (EMA weights)" if result.ema else ""
+    print(printable(f"epoch {epoch}: {text} | checkpoint {result.checkpoint}{ema}"), flush=True)

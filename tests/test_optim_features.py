@@ -1,0 +1,175 @@
+"""Optimisation features of issue 17 item 3: gradient clipping and EMA of the weights (in-process, tiny data)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from lit_imgcls.recipe import Recipe
+
+N_TRAIN = 64
+
+
+def _data(batch_size: int = 16, n_train: int = N_TRAIN):
+    from lit_imgcls.data.arrays import ArrayDataModule
+
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (n_train + 32, 8, 8), dtype=np.uint8)
+    y = np.arange(n_train + 32) % 3
+    return ArrayDataModule(x[:n_train], y[:n_train], x[n_train:], y[n_train:], batch_size=batch_size)
+
+
+def _recipe(tmp: Path, **changes) -> Recipe:
+    base = dict(network="mlp", dataset="mnist", lr=0.1, mom=0.0, wd=0.0, batch_size=16, num_epochs=1,
+                lr_schedule="constant", threads=1, progress_bar=False, disp_batches=1, run_dir=str(tmp / "runs"),
+                data_nthreads=0, seed=3)
+    base.update(changes)
+    return Recipe(**base)
+
+
+class _Record:
+    """Copies of the network's weights after every training item (after the optimizer step and the EMA's)."""
+
+    def __new__(cls):
+        import lightning as L
+
+        class Record(L.Callback):
+            def __init__(self):
+                self.weights: list[dict[str, torch.Tensor]] = []
+
+            def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+                self.weights.append({k: v.detach().clone() for k, v in pl_module.net.state_dict().items()})
+
+        return Record()
+
+
+def _train(recipe: Recipe, steps: int, callbacks=()):
+    """Builds the module as `fit` does and takes ``steps`` optimizer steps; returns the module."""
+    import lightning as L
+
+    from lit_imgcls.engine import DataSpec, build_module
+    from lit_imgcls.recipe import validate
+
+    validate(recipe)
+    L.seed_everything(recipe.seed, verbose=False)
+    dm = _data(recipe.batch_size)
+    module = build_module(recipe, DataSpec.of(dm))
+    trainer = L.Trainer(accelerator="cpu", max_epochs=1, limit_train_batches=steps, limit_val_batches=0, logger=False,
+                        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                        callbacks=list(callbacks))
+    trainer.fit(module, datamodule=dm)
+    return module
+
+
+def _grads(module) -> list[torch.Tensor]:
+    return [p.grad.detach().clone() for p in module.net.parameters()]
+
+
+def _norm(grads) -> float:
+    return float(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads])))
+
+
+def test_clip_gradient_by_norm_scales_the_step_gradients_to_the_bound(tmp_path):
+    free = _grads(_train(_recipe(tmp_path, lr=10.0), 1))
+    bound = 0.01
+    assert _norm(free) > 10 * bound  # so that the clip has something to do
+    clipped = _grads(_train(_recipe(tmp_path, lr=10.0, clip_gradient=bound), 1))
+    assert _norm(clipped) <= bound * (1 + 1e-5)
+    scale = bound / _norm(free)  # torch's clip_grad_norm_: every gradient times the same factor
+    for g, c in zip(free, clipped):
+        torch.testing.assert_close(c, g * scale, rtol=1e-4, atol=1e-8)
+
+
+def test_clip_gradient_by_value_clamps_each_element(tmp_path):
+    free = _grads(_train(_recipe(tmp_path, lr=10.0), 1))
+    bound = 1e-3
+    assert max(float(g.abs().max()) for g in free) > 10 * bound
+    clipped = _grads(_train(_recipe(tmp_path, lr=10.0, clip_gradient=bound, clip_gradient_algorithm="value"), 1))
+    for g, c in zip(free, clipped):
+        assert float(c.abs().max()) <= float(torch.tensor(bound))  # the bound as a float32, as the gradients
+        torch.testing.assert_close(c, g.clamp(-bound, bound))
+
+
+def test_ema_weights_are_the_hand_computed_average_of_each_steps_weights(tmp_path):
+    decay, steps = 0.8, 4
+    record = _Record()
+    module = _train(_recipe(tmp_path, ema_decay=decay), steps, [record])
+    assert len(record.weights) == steps and module._ema.steps == steps
+    expected = dict(record.weights[0])  # the first update copies the weights
+    for w in record.weights[1:]:
+        expected = {k: decay * expected[k] + (1 - decay) * w[k] if w[k].is_floating_point() else w[k]
+                    for k in expected}
+    got = module._ema.model.module.state_dict()
+    for k, v in expected.items():
+        torch.testing.assert_close(got[k], v, rtol=1e-6, atol=1e-7)
+    # and they are not the trained weights themselves
+    assert not all(torch.equal(got[k], v) for k, v in record.weights[-1].items())
+
+
+def _fit(recipe: Recipe):
+    from lit_imgcls.engine import fit
+
+    return fit(recipe, datamodule=_data(recipe.batch_size))
+
+
+def test_ema_checkpoints_hold_the_ema_weights_and_resume_exactly(tmp_path):
+    from lit_imgcls.io import load_checkpoint
+    from lit_imgcls.training_options import EMA_KEY, RAW_WEIGHTS_KEY
+
+    ema = dict(ema_decay=0.9, num_epochs=2, mom=0.9)
+    straight = _fit(_recipe(tmp_path / "a", model_prefix=str(tmp_path / "a" / "m"), **ema))
+    _fit(_recipe(tmp_path / "b", model_prefix=str(tmp_path / "b" / "m"), **{**ema, "num_epochs": 1}))
+    first = load_checkpoint(str(tmp_path / "b" / "m-0001.ckpt"))
+    assert first["lit_imgcls"]["weights"] == "ema"
+    assert first[EMA_KEY]["n_averaged"] == N_TRAIN // 16  # one update per optimizer step
+    net = [k for k in first["state_dict"] if k.startswith("net.")]
+    assert any(not torch.equal(first["state_dict"][k], first[RAW_WEIGHTS_KEY][k]) for k in net)
+    resumed = _fit(_recipe(tmp_path / "b", model_prefix=str(tmp_path / "b" / "m"), load_epoch=1, **ema))
+    a, b = load_checkpoint(straight.checkpoint), load_checkpoint(resumed.checkpoint)
+    assert b[EMA_KEY] == a[EMA_KEY] == {"decay": 0.9, "n_averaged": 2 * N_TRAIN // 16}
+    for key in ("state_dict", RAW_WEIGHTS_KEY):  # the EMA and the trained weights, bit for bit
+        assert a[key].keys() == b[key].keys()
+        for k in a[key]:
+            assert torch.equal(a[key][k], b[key][k]), (key, k)
+
+
+@pytest.mark.parametrize("flags, says", [
+    (["--clip-gradient", "-1"], "clip_gradient must be >= 0 (0 = off), got -1.0"),
+    (["--clip-gradient-algorithm", "max"], "--clip-gradient-algorithm must be one of norm, value, got 'max'"),
+    (["--ema-decay", "1"], "ema_decay must be in [0, 1) (0 = off; 0.999 is usual), got 1.0"),
+    (["--ema-decay", "-0.5"], "ema_decay must be in [0, 1) (0 = off; 0.999 is usual), got -0.5"),
+])
+def test_bad_optimisation_values_are_one_line_and_exit_2(tmp_path, capsys, flags, says):
+    from lit_imgcls.cli import main
+
+    try:
+        code = main(["fit", "--network", "mlp", "--num-epochs", "1", "--run-dir", str(tmp_path / "runs"), *flags])
+    except SystemExit as exc:
+        code = exc.code
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err == f"lit-imgcls: error: {says}\n"
+    assert not (tmp_path / "runs").exists()
+
+
+def test_fit_validate_score_and_predict_say_they_use_the_ema_weights(tmp_path, capsys, mnist_arrays):
+    from PIL import Image
+
+    from lit_imgcls.cli import main
+
+    prefix = str(tmp_path / "m")
+    common = ["--network", "mlp", "--dataset", "mnist", "--num-examples", "256", "--batch-size", "64",
+              "--threads", "1", "--progress-bar", "false", "--model-prefix", prefix]
+    assert main(["fit", *common, "--num-epochs", "1", "--ema-decay", "0.9", "--run-dir", str(tmp_path / "runs")]) == 0
+    assert "val top-1 accuracy" in (out := capsys.readouterr().out) and "(EMA weights)" in out, out
+    assert main(["validate", *common, "--ema-decay", "0.9"]) in (0, None)
+    assert capsys.readouterr().out.rstrip().endswith("m-0001.ckpt (EMA weights)")
+    assert main(["score", "--checkpoint", f"{prefix}-0001.ckpt", "--num-examples", "256"]) in (0, None)
+    assert ", EMA weights" in capsys.readouterr().out.splitlines()[0]
+    Image.fromarray(mnist_arrays["test_images"][0]).save(tmp_path / "digit.png")
+    assert main(["predict", "--checkpoint", f"{prefix}-0001.ckpt", str(tmp_path / "digit.png")]) in (0, None)
+    assert "predicting with the checkpoint's EMA weights (it was trained with ema_decay 0.9)" in capsys.readouterr().err
