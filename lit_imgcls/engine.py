@@ -491,13 +491,40 @@ def fit(recipe: Recipe, datamodule=None, allow_any_class: bool = False, overwrit
     reads = dataset_keys(type(datamodule))
     check_described_data(recipe.num_classes, recipe.num_examples, reads is None or "num_examples" in reads,
                          datamodule.class_names, counts, where)
-    check_training_samples(counts, datamodule.class_names, recipe.batch_size, count * num_nodes(count), where)
+    check_training_samples(counts, datamodule.class_names, recipe.batch_size * recipe.accumulate_grad_batches,
+                           count * num_nodes(count), where)
     check_batch_norm(module.net, recipe.batch_size, recipe.network)
     rank_zero = is_global_zero()
     # One run at a time under a prefix, from before it looks at the checkpoints there to its end (rank 0 holds it
     # for a multi-process run: the others write none).
-    with prefix_held(recipe.model_prefix if rank_zero else None):
+    with prefix_held(recipe.model_prefix if rank_zero else None), \
+            step_batches(datamodule, recipe.accumulate_grad_batches, recipe.dataset):
         return _fit_holding_prefix(recipe, datamodule, module, where, allow_any_class, overwrite, rank_zero, start)
+
+
+@contextlib.contextmanager
+def step_batches(datamodule, accumulate: int, dataset: str):
+    """Makes ``datamodule``'s batches ``accumulate`` times its ``batch_size`` while a fit runs (and restores it):
+    a Lightning item is then the samples of one optimizer step, which the module splits into ``accumulate``
+    micro-batches (:class:`~lit_imgcls.training_options.OptimConfig`), so that Lightning's item counts, the LR
+    schedule's length, the Speedometer and step checkpoints all stay in optimizer steps, and a checkpoint never
+    falls between two micro-batches of a step.
+
+    Raises:
+        UsageError: ``accumulate`` > 1 with a DataModule that has no integer ``batch_size`` attribute.
+    """
+    if accumulate == 1:
+        yield
+        return
+    batch = getattr(datamodule, "batch_size", None)
+    if not isinstance(batch, int) or isinstance(batch, bool):
+        raise UsageError(f"accumulate_grad_batches {accumulate} needs a DataModule whose batch_size attribute sets "
+                         f"its batches, and dataset {dataset}'s has none: use accumulate_grad_batches 1")
+    datamodule.batch_size = batch * accumulate
+    try:
+        yield
+    finally:
+        datamodule.batch_size = batch
 
 
 def _fit_holding_prefix(recipe: Recipe, datamodule, module, where: str, allow_any_class: bool, overwrite: bool,

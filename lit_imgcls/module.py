@@ -119,21 +119,35 @@ class ImageClassifier(L.LightningModule):
         return self._optimizer_step(x, y)
 
     def _optimizer_step(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        logits = self.net(x)
-        loss = F.cross_entropy(logits, y, label_smoothing=self.hparams.label_smoothing)
         opt, scheduler = self._step_objects
-        self._check_finite(loss, opt)
         opt.optimizer.zero_grad(set_to_none=True)
-        if self._plain_backward:
-            loss.backward()
+        parts = self.optim.accumulate_grad_batches
+        if parts == 1:
+            loss = self._backward(x, y, opt, 1.0)
         else:
-            self.manual_backward(loss)  # loss scaling (16-mixed), DDP/FSDP/DeepSpeed hooks
+            # Gradient accumulation: the step's samples in parts, each loss weighted by its share, so that the
+            # summed gradient is the mean loss's over all of them.
+            for xs, ys in zip(x.tensor_split(parts), y.tensor_split(parts)):
+                if len(ys):
+                    loss = self._backward(xs, ys, opt, len(ys) / len(y))
         self.last_lr = opt.optimizer.param_groups[0]["lr"]  # the LR this step used (reports show it)
         opt.step()  # through Lightning's optimizer wrapper, which counts global steps (clips: on_before_optimizer_step)
         if self._ema is not None:
             self._ema.update(self.net)
         scheduler.step()
         self.steps_taken += 1
+        return loss
+
+    def _backward(self, x: torch.Tensor, y: torch.Tensor, opt, weight: float) -> torch.Tensor:
+        """Forward and backward of one batch, its loss times ``weight`` (its share of the step); the loss."""
+        logits = self.net(x)
+        loss = F.cross_entropy(logits, y, label_smoothing=self.hparams.label_smoothing)
+        self._check_finite(loss, opt)
+        scaled = loss if weight == 1.0 else loss * weight
+        if self._plain_backward:
+            scaled.backward()
+        else:
+            self.manual_backward(scaled)  # loss scaling (16-mixed), DDP/FSDP/DeepSpeed hooks
         with torch.no_grad():
             n = y.shape[0]
             # In-place adds and a plain list: no per-step Module.__setattr__, no host-device sync.

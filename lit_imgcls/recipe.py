@@ -46,7 +46,11 @@ class Recipe:
             --num-examples describes the data). More than the data holds is an error. Default: all.
         data_nthreads: data-loading worker processes (in-memory datasets need none); FFCV: decoding threads, at
             most the cores. Default: 4, or this machine's cores shared among its training processes when fewer.
-        batch_size: samples per batch on each device (MXNet: per worker).
+        batch_size: samples per batch on each device (MXNet: per worker); with accumulate_grad_batches N, per
+            micro-batch (an optimizer step then takes N x batch_size samples on each device).
+        accumulate_grad_batches: micro-batches of batch_size per optimizer step (gradient accumulation; 1 = off):
+            the gradient of N x batch_size samples with the activation memory of batch_size. Steps count
+            optimizer steps everywhere (LR schedule, Speedometer, step checkpoints).
         fused_steps: in-memory datasets: hand K batches to Lightning at once and take K optimizer steps on them,
             which spreads the framework's per-batch cost over K steps (same training, faster for small networks);
             single-worker runs only (data-parallel workers take one step per batch). Steps are counted in
@@ -126,6 +130,7 @@ class Recipe:
     num_examples: Optional[int] = None
     data_nthreads: Optional[int] = None
     batch_size: int = 128
+    accumulate_grad_batches: int = 1
     fused_steps: int = 1
     num_epochs: int = 100
     optimizer: Literal["sgd", "adamw"] = "sgd"
@@ -332,7 +337,7 @@ def _validate(recipe: Recipe, allow_any_class: bool, here: bool) -> Recipe:
     need(0 <= recipe.label_smoothing < 1, f"label_smoothing must lie in [0, 1), got {recipe.label_smoothing}")
     from lit_imgcls.training_options import OptimConfig
 
-    for key, ok, valid in OptimConfig(recipe.clip_gradient, recipe.clip_gradient_algorithm, recipe.ema_decay).problems():
+    for key, ok, valid in OptimConfig.from_recipe(recipe).problems():
         need(ok, f"{key} must be {valid}, got {getattr(recipe, key)!r}")
     need(0 < recipe.lr_factor <= 1, f"lr_factor must lie in (0, 1], got {recipe.lr_factor}")
     need(recipe.lr_factor_epoch is None or recipe.lr_factor_epoch > 0, f"lr_factor_epoch must be positive, got {recipe.lr_factor_epoch}")

@@ -9,7 +9,7 @@ cannot be honoured and are refused with one line:
   optimizer state is another optimizer's), ``freeze_backbone`` and ``backbone_lr_mult`` to or from 1 (the optimizer
   holds other parameter groups);
 - inside an unfinished epoch (a step or stop checkpoint): the keys that decide the epoch's batches, because the run
-  continues that epoch's data order at the batch it reached: ``batch_size``, ``fused_steps``, ``num_examples``,
+  continues that epoch's data order at the batch it reached: ``batch_size``, ``accumulate_grad_batches``, ``fused_steps``, ``num_examples``,
   ``seed``, ``dataset``, ``data_dir``, ``data_url``, ``data_train``, and the number of devices (``gpus``,
   ``num_processes``). Resume from an epoch checkpoint (``--load-epoch N``) to change them.
 """
@@ -35,7 +35,7 @@ REFUSED = {
     "freeze_backbone": "the optimizer would hold other parameters than the checkpoint's",
 }
 
-MID_EPOCH_FIXED = ("batch_size", "fused_steps", "num_examples", "seed", "dataset", "data_dir", "data_url", "data_train")
+MID_EPOCH_FIXED = ("batch_size", "accumulate_grad_batches", "fused_steps", "num_examples", "seed", "dataset", "data_dir", "data_url", "data_train")
 
 
 def _devices(recipe: dict[str, Any]) -> int:

@@ -12,7 +12,7 @@ CLIP_ALGORITHMS = ("norm", "value")
 
 @dataclass(frozen=True)
 class OptimConfig:
-    """Gradient clipping and an exponential moving average (EMA) of the weights.
+    """Gradient clipping, an exponential moving average (EMA) of the weights, and gradient accumulation.
 
     Args:
         clip_gradient: bound on the gradients before each optimizer step (MXNet's ``--clip-gradient``); 0 = off.
@@ -24,6 +24,12 @@ class OptimConfig:
             optimizer step: ``ema = decay * ema + (1 - decay) * weights`` (the first step copies the weights);
             0 = off. Validation and the saved checkpoints then use the EMA weights; the raw weights are kept in
             the checkpoint too, so resuming continues both exactly.
+        accumulate_grad_batches: micro-batches per optimizer step (Lightning's name), >= 1: each training item
+            (the samples of one optimizer step) is split into this many near-equal parts, each part's forward and
+            backward run in turn with its loss weighted by its share of the item, and the optimizer steps once.
+            The gradient is the item's mean loss's, as one batch of the whole item would give, with the memory
+            of one part. :func:`lit_imgcls.engine.fit` makes the training loader's batches that many times
+            ``batch_size``, so that a Lightning item stays one optimizer step.
 
     Raises:
         ValueError: from :meth:`check`, a value out of range (the recipe's ``validate`` says it first as a
@@ -33,6 +39,7 @@ class OptimConfig:
     clip_gradient: float = 0.0
     clip_gradient_algorithm: Literal["norm", "value"] = "norm"
     ema_decay: float = 0.0
+    accumulate_grad_batches: int = 1
 
     def check(self) -> "OptimConfig":
         """Returns self, or raises ValueError naming the first key out of range."""
@@ -48,14 +55,14 @@ class OptimConfig:
             ("clip_gradient_algorithm", self.clip_gradient_algorithm in CLIP_ALGORITHMS,
              "one of " + ", ".join(CLIP_ALGORITHMS)),
             ("ema_decay", 0 <= self.ema_decay < 1, "in [0, 1) (0 = off; 0.999 is usual)"),
+            ("accumulate_grad_batches", self.accumulate_grad_batches >= 1, "a positive integer (1 = off)"),
         ]
 
     @classmethod
     def from_recipe(cls, recipe: Any) -> "OptimConfig":
         """The recipe's values of these keys (any object with them as attributes)."""
-        return cls(clip_gradient=float(recipe.clip_gradient),
-                   clip_gradient_algorithm=recipe.clip_gradient_algorithm,
-                   ema_decay=float(recipe.ema_decay))
+        return cls(clip_gradient=recipe.clip_gradient, clip_gradient_algorithm=recipe.clip_gradient_algorithm,
+                   ema_decay=recipe.ema_decay, accumulate_grad_batches=recipe.accumulate_grad_batches)
 
 
 # Checkpoint entries of a run with EMA: its "state_dict" holds the EMA weights (what validate, predict, score and

@@ -142,6 +142,7 @@ def test_ema_checkpoints_hold_the_ema_weights_and_resume_exactly(tmp_path):
     (["--clip-gradient-algorithm", "max"], "--clip-gradient-algorithm must be one of norm, value, got 'max'"),
     (["--ema-decay", "1"], "ema_decay must be in [0, 1) (0 = off; 0.999 is usual), got 1.0"),
     (["--ema-decay", "-0.5"], "ema_decay must be in [0, 1) (0 = off; 0.999 is usual), got -0.5"),
+    (["--accumulate-grad-batches", "0"], "accumulate_grad_batches must be a positive integer (1 = off), got 0"),
 ])
 def test_bad_optimisation_values_are_one_line_and_exit_2(tmp_path, capsys, flags, says):
     from lit_imgcls.cli import main
@@ -173,3 +174,28 @@ def test_fit_validate_score_and_predict_say_they_use_the_ema_weights(tmp_path, c
     Image.fromarray(mnist_arrays["test_images"][0]).save(tmp_path / "digit.png")
     assert main(["predict", "--checkpoint", f"{prefix}-0001.ckpt", str(tmp_path / "digit.png")]) in (0, None)
     assert "predicting with the checkpoint's EMA weights (it was trained with ema_decay 0.9)" in capsys.readouterr().err
+
+
+def test_accumulating_two_batches_of_16_trains_as_one_batch_of_32(tmp_path):
+    """mlp (no BatchNorm, whose statistics would differ per micro-batch); steps stay optimizer steps."""
+    import csv
+
+    from lit_imgcls.engine import fit
+    from lit_imgcls.io import load_checkpoint
+
+    runs = {}
+    for name, batch, parts in (("one", 32, 1), ("two", 16, 2)):
+        recipe = _recipe(tmp_path / name, batch_size=batch, accumulate_grad_batches=parts, mom=0.9,
+                         model_prefix=str(tmp_path / name / "m"), save_every_steps=1)
+        dm = _data(batch)
+        runs[name] = fit(recipe, datamodule=dm)
+        assert dm.batch_size == batch  # the caller's DataModule as it was
+    one, two = (load_checkpoint(runs[k].checkpoint)["state_dict"] for k in ("one", "two"))
+    assert runs["two"].steps == runs["one"].steps == N_TRAIN // 32
+    for k in one:
+        torch.testing.assert_close(two[k], one[k], rtol=1e-5, atol=1e-6)
+    # Speedometer rows and step checkpoints at optimizer steps 1 and 2, not at micro-batches 1-4
+    with open(Path(runs["two"].run_dir) / "metrics.csv", newline="") as f:
+        assert sorted({int(r["step"]) for r in csv.DictReader(f) if r.get("train/samples_per_sec")}) == [1, 2]
+    # (the epoch's last step has its epoch checkpoint instead)
+    assert [p.name for p in (tmp_path / "two").glob("m-step-*.ckpt")] == ["m-step-00000001.ckpt"]
