@@ -119,10 +119,13 @@ def build_module(recipe: Recipe, spec: DataSpec):
 
     from lit_imgcls.module import ImageClassifier
     from lit_imgcls.networks.factory import create_network
-    from lit_imgcls.training_options import OptimConfig
+    from lit_imgcls.training_options import EvalConfig, OptimConfig
 
     config = spec.data_config
     c, h, w = config.input_size
+    if recipe.tta_flip and w < 2:
+        raise UsageError(f"tta_flip mirrors images left to right, but dataset {recipe.dataset}'s are {w} pixel wide: "
+                         "leave tta_flip false")
     if recipe.top_k > spec.num_classes:
         raise UsageError(f"top_k {recipe.top_k} exceeds the {spec.num_classes} classes of dataset {recipe.dataset}; use --top-k 0 (off) or at most {spec.num_classes}")
     net = create_network(
@@ -166,6 +169,7 @@ def build_module(recipe: Recipe, spec: DataSpec):
         mean=list(config.mean),
         std=list(config.std),
         optim=OptimConfig.from_recipe(recipe),
+        evaluation=EvalConfig.from_recipe(recipe),
     )
     # One image of the input the network is built for: with it Lightning's model summary at the start of fit
     # counts the network's real FLOPs and shows its input and output sizes (without it, a column of zeros and
@@ -596,6 +600,7 @@ class Evaluation:
     checkpoint: str  # the checkpoint scored (a path or URL)
     epoch: int | None  # the epoch it ends, when its name tells (PREFIX-NNNN.ckpt)
     ema: bool = False  # its weights are the EMA of the trained ones
+    tta_flip: bool = False  # scored with test-time flip averaging
 
 
 def evaluate(recipe: Recipe, stage: str, checkpoint: str | None = None, allow_any_class: bool = False) -> Evaluation:
@@ -631,4 +636,5 @@ def evaluate(recipe: Recipe, stage: str, checkpoint: str | None = None, allow_an
     run = trainer.validate if stage == "validate" else trainer.test
     out = run(module, datamodule=datamodule, verbose=False)
     metrics = {k: float(v) for k, v in (out[0] if out else {}).items()}
-    return Evaluation(metrics, checkpoint, epoch_of(checkpoint, recipe.model_prefix), ema=meta.ema)
+    return Evaluation(metrics, checkpoint, epoch_of(checkpoint, recipe.model_prefix), ema=meta.ema,
+                      tta_flip=recipe.tta_flip)

@@ -13,7 +13,7 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from lit_imgcls.checkpoint_meta import POSITION_KEY  # checkpoint entry: epoch, steps into it, steps per epoch
 from lit_imgcls.schedules import LRSchedule
-from lit_imgcls.training_options import EMA_KEY, RAW_WEIGHTS_KEY, OptimConfig, WeightEMA
+from lit_imgcls.training_options import EMA_KEY, RAW_WEIGHTS_KEY, EvalConfig, OptimConfig, WeightEMA
 
 
 class ImageClassifier(L.LightningModule):
@@ -41,6 +41,8 @@ class ImageClassifier(L.LightningModule):
         std: per-channel standard deviation for the same.
         optim: gradient clipping and EMA of the weights (:class:`~lit_imgcls.training_options.OptimConfig`);
             default: neither.
+        evaluation: how validation, test and ``score`` score images (test-time flips:
+            :class:`~lit_imgcls.training_options.EvalConfig`); default: one plain forward pass.
 
     Raises:
         ValueError: ``optim`` holds a value out of range.
@@ -68,6 +70,7 @@ class ImageClassifier(L.LightningModule):
         mean: Sequence[float] | None = None,
         std: Sequence[float] | None = None,
         optim: OptimConfig | None = None,
+        evaluation: EvalConfig | None = None,
     ) -> None:
         super().__init__()
         # Manual optimization: the same zero_grad/backward/step/schedule sequence as automatic optimization,
@@ -78,8 +81,9 @@ class ImageClassifier(L.LightningModule):
         self.net = net
         # optim is a config object: checkpoints hold plain values only (they are loaded with weights_only), and the
         # recipe in self.meta already records it.
-        self.save_hyperparameters(ignore=["net", "optim"])
+        self.save_hyperparameters(ignore=["net", "optim", "evaluation"])
         self.optim = (optim or OptimConfig()).check()
+        self.evaluation = evaluation or EvalConfig()
         self._ema: WeightEMA | None = None  # made when training starts, on the network's device
         self._ema_restored: tuple[dict, int] | None = None  # a resumed run's EMA state until then
         self._ema_swapped = False  # the network holds the EMA weights (during validation)
@@ -293,14 +297,26 @@ class ImageClassifier(L.LightningModule):
 
     def _evaluate(self, batch, acc: MulticlassAccuracy, topk: MulticlassAccuracy | None, prefix: str) -> None:
         x, y = batch
-        logits = self.net(x)
-        loss = F.cross_entropy(logits, y)
-        acc(logits, y)
+        if self.evaluation.tta_flip:
+            scores = self.class_probs(x)  # probabilities: the metrics' argmax and top-k are the same on them
+            loss = F.nll_loss(scores.clamp_min(torch.finfo(scores.dtype).tiny).log(), y)
+        else:
+            scores = self.net(x)
+            loss = F.cross_entropy(scores, y)
+        acc(scores, y)
         self.log(f"{prefix}/loss", loss, on_epoch=True, batch_size=y.shape[0], sync_dist=True)
         self.log(f"{prefix}/acc", acc, on_epoch=True, prog_bar=True)
         if topk is not None:
-            topk(logits, y)
+            topk(scores, y)
             self.log(f"{prefix}/top{self.hparams.top_k}", topk, on_epoch=True)
+
+    def class_probs(self, x: torch.Tensor) -> torch.Tensor:
+        """Class probabilities (N, num_classes) of a normalised batch (N, C, H, W); with ``evaluation.tta_flip``
+        the mean of the softmax of ``x`` and of ``x`` mirrored left to right."""
+        probs = self.net(x).softmax(dim=1)
+        if self.evaluation.tta_flip:
+            probs = (probs + self.net(x.flip(-1)).softmax(dim=1)) / 2
+        return probs
 
     def validation_step(self, batch, batch_idx: int) -> None:
         self._evaluate(batch, self.val_acc, self.val_topk, "val")

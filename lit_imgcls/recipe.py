@@ -79,6 +79,9 @@ class Recipe:
         warmup_epochs: linear LR warm-up, in epochs (not with onecycle).
         onecycle_pct: fraction of the steps spent raising the LR in onecycle.
         top_k: also report top-k accuracy when > 1.
+        tta_flip: test-time flip averaging in validation (fit, validate, test) and score: the class probabilities
+            are the mean of the softmax of each image and of its horizontal mirror (twice the evaluation cost);
+            their output says so. Needs images at least 2 pixels wide.
         gpus: CUDA devices like "0,1,3"; empty means CPU.
         num_processes: CPU worker processes on this machine (data parallel over gloo) when gpus is empty.
         kv_store: how workers combine gradients: local, device, local_allreduce_device, dist_sync,
@@ -149,6 +152,7 @@ class Recipe:
     warmup_epochs: float = 0.0
     onecycle_pct: float = 0.25
     top_k: int = 0
+    tta_flip: bool = False
     gpus: str = ""
     num_processes: int = 1
     kv_store: str = "device"
@@ -390,7 +394,9 @@ def _validate(recipe: Recipe, allow_any_class: bool, here: bool) -> Recipe:
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     if recipe.image_shape:
-        parse_image_shape(recipe.image_shape)
+        width = parse_image_shape(recipe.image_shape)[2]
+        need(not recipe.tta_flip or width >= 2, f"tta_flip mirrors images left to right, but image_shape "
+             f"{recipe.image_shape} is 1 pixel wide: leave tta_flip false")
     recipe.gpu_ids()
     if not here:
         return recipe

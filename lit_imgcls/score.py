@@ -39,6 +39,7 @@ class ScoreResult:
     seconds: float
     images_per_sec: float
     ema: bool = False  # the checkpoint's weights are the EMA of the trained ones
+    tta_flip: bool = False  # each image scored with its mirror (test-time flip averaging)
 
     @property
     def count(self) -> int:
@@ -93,6 +94,7 @@ def score(checkpoint: str, overrides: dict[str, Any] | None = None, top_k: int =
     import torch
 
     from lit_imgcls.checkpoint_meta import load_module, read_meta
+    from lit_imgcls.training_options import EvalConfig
     from lit_imgcls.engine import build_datamodule, data_where, devices, match_checkpoint, prepare_process
     from lit_imgcls.io import load_checkpoint
     from lit_imgcls.recipe import validate
@@ -116,6 +118,7 @@ def score(checkpoint: str, overrides: dict[str, Any] | None = None, top_k: int =
     # a --network of another is refused
     module, _ = load_module(checkpoint, ckpt, recipe.network, recipe.num_layers, "leave --network out to use the checkpoint's")
     module.to(device).eval()
+    module.evaluation = EvalConfig(tta_flip=bool(recipe.tta_flip))  # this command's choice, not the training's
     k = min(top_k, len(names)) if top_k > 1 else 0
     confusion = torch.zeros(len(names) * len(names), dtype=torch.long)
     topk_hits = 0
@@ -128,7 +131,7 @@ def score(checkpoint: str, overrides: dict[str, Any] | None = None, top_k: int =
             x, y = batch[0], batch[1]
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             x = module.on_after_batch_transfer((x, y), 0)[0]  # packed loaders deliver uint8: normalise as fit did
-            logits = module(x)
+            logits = module.class_probs(x)  # probabilities (argmax and top-k as of the logits)
             pred = logits.argmax(dim=1)
             confusion += torch.bincount((y * len(names) + pred).cpu(), minlength=len(names) ** 2)
             if k:
@@ -143,6 +146,7 @@ def score(checkpoint: str, overrides: dict[str, Any] | None = None, top_k: int =
         checkpoint=str(checkpoint), dataset=recipe.dataset, class_names=names, confusion=matrix,
         top1=float(np.trace(matrix)) / count, top_k=k, topk=topk_hits / count if k else None,
         seconds=seconds, images_per_sec=count / seconds if seconds > 0 else float("inf"), ema=meta.ema,
+        tta_flip=bool(recipe.tta_flip),
     )
 
 
@@ -162,7 +166,7 @@ def report(result: ScoreResult, max_matrix_classes: int = 20) -> str:
     names = [printable(n) for n in result.class_names]  # a checkpoint's or a data set's strings: no terminal escapes
     lines = [(f"score: {result.count} images of {result.dataset} (validation split), "
               f"{result.images_per_sec:.0f} images/s ({result.seconds:.1f} s)"
-              + (", EMA weights" if result.ema else "")),
+              + (", EMA weights" if result.ema else "") + (", test-time flip averaging" if result.tta_flip else "")),
              f"top-1 accuracy {result.top1:.6f}"]
     if result.topk is not None:
         lines.append(f"top-{result.top_k} accuracy {result.topk:.6f}")

@@ -65,6 +65,24 @@ class OptimConfig:
                    ema_decay=recipe.ema_decay, accumulate_grad_batches=recipe.accumulate_grad_batches)
 
 
+@dataclass(frozen=True)
+class EvalConfig:
+    """How :class:`~lit_imgcls.module.ImageClassifier` scores images in validation, test and ``score``.
+
+    Args:
+        tta_flip: test-time flip averaging: the class probabilities are the mean of the softmax of the image and
+            of its horizontal mirror (two forward passes); the loss is the negative log of that mean. Needs
+            images at least 2 pixels wide.
+    """
+
+    tta_flip: bool = False
+
+    @classmethod
+    def from_recipe(cls, recipe: Any) -> "EvalConfig":
+        """The recipe's values of these keys."""
+        return cls(tta_flip=bool(recipe.tta_flip))
+
+
 # Checkpoint entries of a run with EMA: its "state_dict" holds the EMA weights (what validate, predict, score and
 # --pretrained read), these hold what resuming needs besides.
 RAW_WEIGHTS_KEY = "lit_imgcls_raw_state_dict"  # the weights the optimizer trains, as "state_dict" would hold them

@@ -199,3 +199,60 @@ def test_accumulating_two_batches_of_16_trains_as_one_batch_of_32(tmp_path):
         assert sorted({int(r["step"]) for r in csv.DictReader(f) if r.get("train/samples_per_sec")}) == [1, 2]
     # (the epoch's last step has its epoch checkpoint instead)
     assert [p.name for p in (tmp_path / "two").glob("m-step-*.ckpt")] == ["m-step-00000001.ckpt"]
+
+
+def test_tta_flip_scores_the_mean_of_the_image_and_its_mirror(tmp_path, capsys, mnist_arrays):
+    from lit_imgcls.checkpoint_meta import load_module
+    from lit_imgcls.cli import main
+    from lit_imgcls.engine import build_datamodule, evaluate
+    from lit_imgcls.io import load_checkpoint
+
+    prefix = str(tmp_path / "m")
+    np.savez(tmp_path / "digits.npz", x_train=mnist_arrays["train_images"][:256],
+             y_train=mnist_arrays["train_labels"][:256], x_val=mnist_arrays["test_images"][:200],
+             y_val=mnist_arrays["test_labels"][:200])
+    args = dict(network="mlp", dataset="npz", data_train=str(tmp_path / "digits.npz"), batch_size=64, threads=1,
+                progress_bar=False, model_prefix=prefix, run_dir=str(tmp_path / "runs"), num_epochs=1)
+    assert main(["fit", *[f"--{k.replace('_', '-')}={v}" for k, v in args.items()]]) == 0
+    ckpt = f"{prefix}-0001.ckpt"
+    # by hand: both passes of every validation image, their softmax averaged
+    module, _ = load_module(ckpt, load_checkpoint(ckpt))
+    dm = build_datamodule(Recipe(**args))
+    dm.setup("validate")
+    probs, plain, labels = [], [], []
+    with torch.no_grad():
+        for x, y in dm.val_dataloader():
+            x = module.normalize(x)
+            p = module.net(x).softmax(1)
+            probs.append((p + module.net(x.flip(-1)).softmax(1)) / 2)
+            plain.append(p)
+            labels.append(y)
+    probs, plain, labels = torch.cat(probs), torch.cat(plain), torch.cat(labels)
+    acc = float((probs.argmax(1) == labels).float().mean())
+    loss = float(torch.nn.functional.nll_loss(probs.log(), labels))
+    assert acc != float((plain.argmax(1) == labels).float().mean())  # the mirror changes the answer here
+
+    capsys.readouterr()
+    result = evaluate(Recipe(**args, tta_flip=True), "validate")
+    assert result.tta_flip
+    assert result.metrics["val/acc"] == pytest.approx(acc, abs=1e-6)
+    assert result.metrics["val/loss"] == pytest.approx(loss, rel=1e-5)
+    module.evaluation = type(module.evaluation)(tta_flip=True)
+    torch.testing.assert_close(module.class_probs(module.normalize(next(iter(dm.val_dataloader()))[0])),
+                               probs[: len(next(iter(dm.val_dataloader()))[1])])
+    assert main(["score", "--checkpoint", ckpt, "--tta-flip", "true"]) in (0, None)
+    out = capsys.readouterr().out
+    assert "test-time flip averaging" in out.splitlines()[0]
+    assert f"top-1 accuracy {acc:.6f}" in out
+    assert main(["validate", *[f"--{k.replace('_', '-')}={v}" for k, v in args.items()], "--tta-flip", "true"]) in (0, None)
+    assert capsys.readouterr().out.rstrip().endswith("m-0001.ckpt (test-time flip averaging)")
+
+
+def test_tta_flip_on_images_one_pixel_wide_is_refused(tmp_path, capsys):
+    from lit_imgcls.cli import main
+
+    code = main(["fit", "--network", "mlp", "--image-shape", "1,28,1", "--tta-flip", "true",
+                 "--run-dir", str(tmp_path / "runs")])
+    assert code == 2
+    assert capsys.readouterr().err == ("lit-imgcls: error: tta_flip mirrors images left to right, but image_shape "
+                                       "1,28,1 is 1 pixel wide: leave tta_flip false\n")

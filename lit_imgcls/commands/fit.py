@@ -41,7 +41,9 @@ def _fit(recipe: Recipe, allow_any_class: bool, overwrite: bool) -> None:
     first, last = result.first_epoch + 1, result.epochs_done
     span = f"epoch {last}" if first == last else f"epochs {first}-{last}"
     val = result.metrics.get("val/acc")
-    ema = " (EMA weights)" if recipe.ema_decay else ""  # validation scored the moving average, not the last step
+    # validation scored the moving average, not the last step's weights; and/or each image with its mirror
+    notes = [n for n, on in (("EMA weights", recipe.ema_decay), ("test-time flip averaging", recipe.tta_flip)) if on]
+    ema = f" ({', '.join(notes)})" if notes else ""
     parts = [f"val top-1 accuracy {val:.4f}{ema}" if val is not None else "no validation set",
              f"trained {span} of {result.num_epochs} ({result.steps} steps)"
              + ("" if last >= result.num_epochs else ", stopped early by a callback")]

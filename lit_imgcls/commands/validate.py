@@ -26,5 +26,6 @@ def print_metrics(result) -> None:
 
     text = " | ".join(f"{k} {v:.4f}" for k, v in sorted(result.metrics.items()))
     epoch = result.epoch if result.epoch is not None else "?"
-    ema = " (EMA weights)" if result.ema else ""
+    notes = [n for n, on in (("EMA weights", result.ema), ("test-time flip averaging", result.tta_flip)) if on]
+    ema = f" ({', '.join(notes)})" if notes else ""
     print(printable(f"epoch {epoch}: {text} | checkpoint {result.checkpoint}{ema}"), flush=True)
