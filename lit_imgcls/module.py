@@ -267,6 +267,15 @@ class ImageClassifier(L.LightningModule):
         self._plain_backward = isinstance(self.trainer.strategy, SingleDeviceStrategy) and str(
             self.trainer.precision
         ) in ("32-true", "32", "bf16-mixed", "64-true")
+        self.compile_net()
+
+    def compile_net(self) -> None:
+        """With ``optim.compile``, compiles the network's forward with torch.compile, in place: the network
+        stays ``self.net`` with its parameter names (``torch.compile(net)`` would prefix every checkpoint key
+        with ``_orig_mod.``). Called when fit starts (after Lightning's model summary, which would compile an
+        eval-mode graph first); the compilation itself happens at the first forward pass."""
+        if self.optim.compile and getattr(self.net, "_compiled_call_impl", None) is None:
+            self.net.compile()
 
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
         """uint8 images (N, C, H, W) -> float32 (x / 255 - mean) / std, on ``x``'s device; float input as it is."""

@@ -91,6 +91,8 @@ class Recipe:
         precision: Lightning precision: 32-true, 16-mixed, bf16-mixed; MXNet's --dtype names mean float32: 32-true,
             float16: 16-mixed (fp16 compute, fp32 weights, as MXNet's multi-precision SGD), bfloat16: bf16-mixed.
         threads: CPU threads for compute; default: all cores.
+        compile: fit compiles the network with torch.compile (its first steps wait for the compilation, tens of
+            seconds on a CPU; docs/BENCHMARKS.md says what it gives); checkpoints are the same either way.
         channels_last: channels-last memory format for network and batches.
         seed: seed of initialisation and data order.
         disp_batches: log speed and training accuracy every N optimizer steps of an epoch.
@@ -159,6 +161,7 @@ class Recipe:
     dist_timeout: float = 600.0
     precision: str = "32-true"
     threads: Optional[int] = None
+    compile: bool = False
     channels_last: bool = False
     seed: int = 0
     disp_batches: int = 20

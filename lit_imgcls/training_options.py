@@ -30,6 +30,9 @@ class OptimConfig:
             The gradient is the item's mean loss's, as one batch of the whole item would give, with the memory
             of one part. :func:`lit_imgcls.engine.fit` makes the training loader's batches that many times
             ``batch_size``, so that a Lightning item stays one optimizer step.
+        compile: compile the network with ``torch.compile`` (its ``nn.Module.compile()``, which keeps the
+            parameter names, so checkpoints load without it) when ``fit`` starts; the first steps then wait for
+            the compilation (tens of seconds on a CPU; see docs/BENCHMARKS.md for what it gives).
 
     Raises:
         ValueError: from :meth:`check`, a value out of range (the recipe's ``validate`` says it first as a
@@ -40,6 +43,7 @@ class OptimConfig:
     clip_gradient_algorithm: Literal["norm", "value"] = "norm"
     ema_decay: float = 0.0
     accumulate_grad_batches: int = 1
+    compile: bool = False
 
     def check(self) -> "OptimConfig":
         """Returns self, or raises ValueError naming the first key out of range."""
@@ -62,7 +66,8 @@ class OptimConfig:
     def from_recipe(cls, recipe: Any) -> "OptimConfig":
         """The recipe's values of these keys (any object with them as attributes)."""
         return cls(clip_gradient=recipe.clip_gradient, clip_gradient_algorithm=recipe.clip_gradient_algorithm,
-                   ema_decay=recipe.ema_decay, accumulate_grad_batches=recipe.accumulate_grad_batches)
+                   ema_decay=recipe.ema_decay, accumulate_grad_batches=recipe.accumulate_grad_batches,
+                   compile=bool(recipe.compile))
 
 
 @dataclass(frozen=True)

@@ -256,3 +256,24 @@ def test_tta_flip_on_images_one_pixel_wide_is_refused(tmp_path, capsys):
     assert code == 2
     assert capsys.readouterr().err == ("lit-imgcls: error: tta_flip mirrors images left to right, but image_shape "
                                        "1,28,1 is 1 pixel wide: leave tta_flip false\n")
+
+
+def test_compile_reaches_torch_compile_and_keeps_the_checkpoint_keys(tmp_path):
+    """The flag, not the compilation (tens of seconds on this CPU; docs/BENCHMARKS.md measures what it gives):
+    fit's start compiles the network in place, so the state_dict keys are the uncompiled network's."""
+    from lit_imgcls.checkpoint_meta import load_weights
+    from lit_imgcls.engine import DataSpec, build_module
+
+    dm = _data()
+    plain = build_module(_recipe(tmp_path), DataSpec.of(dm))
+    compiled = build_module(_recipe(tmp_path, compile=True), DataSpec.of(dm))
+    assert compiled.optim.compile and not plain.optim.compile
+    compiled.compile_net()
+    plain.compile_net()
+    assert compiled.net._compiled_call_impl is not None  # nn.Module.compile(): torch.compile of its __call__
+    assert plain.net._compiled_call_impl is None
+    state = compiled.state_dict()
+    assert list(state) == list(plain.state_dict()) and not any("_orig_mod" in k for k in state)
+    load_weights(plain, state, "compiled", "mlp", "mlp", "")  # what predict, validate and score do
+    for k, v in state.items():
+        assert torch.equal(plain.state_dict()[k], v)
