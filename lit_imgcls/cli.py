@@ -319,6 +319,8 @@ def _describe(hint: Any) -> str:
     if origin in (list, collections.abc.Sequence):
         if args and typing.get_origin(args[0]) is dict:
             return "a list of mappings"
+        if args and args[0] is Any:
+            return "a list"
         return f"a list of {_describe(args[0]).removeprefix('a ').removeprefix('an ')}s" if args else "a list"
     if origin is dict or hint is dict:
         return "a mapping of keys to values"

@@ -170,6 +170,7 @@ def build_module(recipe: Recipe, spec: DataSpec):
         std=list(config.std),
         optim=OptimConfig.from_recipe(recipe),
         evaluation=EvalConfig.from_recipe(recipe),
+        batch_augment=_batch_augment(recipe, spec),
     )
     # One image of the input the network is built for: with it Lightning's model summary at the start of fit
     # counts the network's real FLOPs and shows its input and output sizes (without it, a column of zeros and
@@ -188,6 +189,16 @@ def build_module(recipe: Recipe, spec: DataSpec):
         module.meta["pretrained"] = {"path": loaded.path, "loaded": len(loaded.loaded), "skipped": loaded.skipped,
                                      "new": loaded.new}
     return module
+
+
+def _batch_augment(recipe: Recipe, spec: DataSpec):
+    """The recipe's batch stages (mixup, cutmix) for the module's training step, or None."""
+    from lit_imgcls.data.augment import BatchMix, StageContext, split_levels
+
+    batch = split_levels(getattr(recipe, "augment", None))[1]
+    if not batch:
+        return None
+    return BatchMix(batch, StageContext(tuple(spec.data_config.input_size), spec.num_classes), recipe.seed)
 
 
 def _check_head(net, recipe: Recipe) -> None:

@@ -43,6 +43,9 @@ class ImageClassifier(L.LightningModule):
             default: neither.
         evaluation: how validation, test and ``score`` score images (test-time flips:
             :class:`~lit_imgcls.training_options.EvalConfig`); default: one plain forward pass.
+        batch_augment: the recipe's batch stages (mixup, cutmix: a :class:`~lit_imgcls.data.augment.BatchMix`),
+            applied to each normalised training batch; the loss is then the cross-entropy against its soft labels
+            (with ``label_smoothing``), and training accuracy counts against the original labels.
 
     Raises:
         ValueError: ``optim`` holds a value out of range.
@@ -71,6 +74,7 @@ class ImageClassifier(L.LightningModule):
         std: Sequence[float] | None = None,
         optim: OptimConfig | None = None,
         evaluation: EvalConfig | None = None,
+        batch_augment: Callable | None = None,
     ) -> None:
         super().__init__()
         # Manual optimization: the same zero_grad/backward/step/schedule sequence as automatic optimization,
@@ -81,12 +85,13 @@ class ImageClassifier(L.LightningModule):
         self.net = net
         # optim is a config object: checkpoints hold plain values only (they are loaded with weights_only), and the
         # recipe in self.meta already records it.
-        self.save_hyperparameters(ignore=["net", "optim", "evaluation"])
+        self.save_hyperparameters(ignore=["net", "optim", "evaluation", "batch_augment"])
         self.optim = (optim or OptimConfig()).check()
         self.evaluation = evaluation or EvalConfig()
         self._ema: WeightEMA | None = None  # made when training starts, on the network's device
         self._ema_restored: tuple[dict, int] | None = None  # a resumed run's EMA state until then
         self._ema_swapped = False  # the network holds the EMA weights (during validation)
+        self.batch_augment = batch_augment or None
         self.hparams["lr_step_epochs"] = list(lr_step_epochs)
         self.val_acc = MulticlassAccuracy(num_classes, average="micro")
         self.test_acc = MulticlassAccuracy(num_classes, average="micro")
@@ -123,17 +128,21 @@ class ImageClassifier(L.LightningModule):
         return self._optimizer_step(x, y)
 
     def _optimizer_step(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        target = y
+        if self.batch_augment is not None:
+            # Drawn from (seed, global step): a resumed run mixes its batches as the uninterrupted one did.
+            x, target = self.batch_augment(x, y, self.trainer.global_step)
         opt, scheduler = self._step_objects
         opt.optimizer.zero_grad(set_to_none=True)
         parts = self.optim.accumulate_grad_batches
         if parts == 1:
-            loss = self._backward(x, y, opt, 1.0)
+            loss = self._backward(x, y, target, opt, 1.0)
         else:
             # Gradient accumulation: the step's samples in parts, each loss weighted by its share, so that the
             # summed gradient is the mean loss's over all of them.
-            for xs, ys in zip(x.tensor_split(parts), y.tensor_split(parts)):
+            for xs, ys, ts in zip(x.tensor_split(parts), y.tensor_split(parts), target.tensor_split(parts)):
                 if len(ys):
-                    loss = self._backward(xs, ys, opt, len(ys) / len(y))
+                    loss = self._backward(xs, ys, ts, opt, len(ys) / len(y))
         self.last_lr = opt.optimizer.param_groups[0]["lr"]  # the LR this step used (reports show it)
         opt.step()  # through Lightning's optimizer wrapper, which counts global steps (clips: on_before_optimizer_step)
         if self._ema is not None:
@@ -142,10 +151,12 @@ class ImageClassifier(L.LightningModule):
         self.steps_taken += 1
         return loss
 
-    def _backward(self, x: torch.Tensor, y: torch.Tensor, opt, weight: float) -> torch.Tensor:
-        """Forward and backward of one batch, its loss times ``weight`` (its share of the step); the loss."""
+    def _backward(self, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor, opt, weight: float) -> torch.Tensor:
+        """Forward and backward of one batch, its loss times ``weight`` (its share of the step); the loss.
+        ``target``: ``y``, or the soft labels (N, K) of a mixed batch; accuracy counts against ``y``."""
         logits = self.net(x)
-        loss = F.cross_entropy(logits, y, label_smoothing=self.hparams.label_smoothing)
+        # Soft targets (N, K) or class indices (N,): F.cross_entropy smooths either the same way.
+        loss = F.cross_entropy(logits, target, label_smoothing=self.hparams.label_smoothing)
         self._check_finite(loss, opt)
         scaled = loss if weight == 1.0 else loss * weight
         if self._plain_backward:

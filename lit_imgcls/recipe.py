@@ -115,6 +115,35 @@ class Recipe:
             from `lit-imgcls list callbacks` (early_stopping, lr_monitor, swa) or the dotted path a registered
             plugin points to; any other class only when `fit`, `validate` or `test` is given --allow-any-class on
             the command line.
+        augment: training augmentation, an ordered list of stages, like [{name: random_crop, pad: 4},
+            {name: mirror}, {name: trivial_augment}] (`lit-imgcls list augmentations`; torchvision.transforms.v2
+            does the work). Each image's random draws are fixed by (seed, epoch, image), so a resumed run and every
+            data path give the same pixels. Unset: the dataset's own (cifar10: pad-4 crop and flip; folder and wds
+            photos: random-resized crop and flip; others none); a list replaces it; [] turns it off. mixup and
+            cutmix stages mix whole batches in the training step (with label_smoothing, on any batch size).
+            MXNet's flags below add stages before the list's, in this order: rotate, shear, scale,
+            random_resized_crop, random_crop, mirror, hsl, color_jitter, pca_noise.
+        pad_size: MXNet's --pad-size: pixels of padding on each side before the random crop (adds random_crop).
+        random_crop: MXNet's --random-crop 1: a random crop of the input size (adds random_crop).
+        random_mirror: MXNet's --random-mirror 1: random horizontal flips (adds mirror).
+        random_resized_crop: MXNet's --random-resized-crop 1: Inception-style random-resized crops (adds
+            random_resized_crop; the area and aspect-ratio flags set its ranges).
+        min_random_area: smallest share of the image a random-resized crop keeps (default 0.08).
+        max_random_area: largest share (default 1).
+        min_random_aspect_ratio: smallest width/height of a random-resized crop (default 3/4).
+        max_random_aspect_ratio: largest width/height (default 4/3); alone, the range is [1 - it, 1 + it], as
+            MXNet's.
+        max_random_rotate_angle: random rotation by up to this many degrees (adds rotate).
+        max_random_shear_ratio: random horizontal shear by up to this ratio, in [0, 1] (adds shear).
+        min_random_scale: smallest random zoom factor (adds scale; default 1).
+        max_random_scale: largest random zoom factor (adds scale; default 1).
+        max_random_h: random hue change, on OpenCV's 0-180 hue circle (adds hsl).
+        max_random_s: random saturation change, on the 0-255 scale (adds hsl).
+        max_random_l: random lightness change, on the 0-255 scale (adds hsl).
+        brightness: random brightness factor in [1 - b, 1 + b], b in [0, 1] (adds color_jitter).
+        contrast: random contrast factor in [1 - c, 1 + c] (adds color_jitter).
+        saturation: random saturation factor in [1 - s, 1 + s] (adds color_jitter).
+        pca_noise: AlexNet's lighting noise with this standard deviation, in [0, 1] (adds pca_noise).
     """
 
     network: str = "lenet"
@@ -174,6 +203,26 @@ class Recipe:
     run_dir: str = "runs"
     tensorboard: bool = False
     callbacks: Optional[list[dict[str, Any]]] = None
+    augment: Optional[list[Any]] = None
+    pad_size: Optional[int] = None
+    random_crop: Optional[int] = None
+    random_mirror: Optional[int] = None
+    random_resized_crop: Optional[int] = None
+    min_random_area: Optional[float] = None
+    max_random_area: Optional[float] = None
+    min_random_aspect_ratio: Optional[float] = None
+    max_random_aspect_ratio: Optional[float] = None
+    max_random_rotate_angle: Optional[float] = None
+    max_random_shear_ratio: Optional[float] = None
+    min_random_scale: Optional[float] = None
+    max_random_scale: Optional[float] = None
+    max_random_h: Optional[float] = None
+    max_random_s: Optional[float] = None
+    max_random_l: Optional[float] = None
+    brightness: Optional[float] = None
+    contrast: Optional[float] = None
+    saturation: Optional[float] = None
+    pca_noise: Optional[float] = None
 
     def schedule(self) -> str:
         """The LR schedule in force, with MXNet's implicit choice when ``lr_schedule`` is unset."""
@@ -277,10 +326,74 @@ def expand_paths(recipe: Any) -> Any:
 
 def resolve_spellings(recipe: Any) -> Any:
     """Replaces MXNet's value spellings by the recipe's own, in place (validate and ``--print-recipe`` call it):
-    ``precision`` float16 (``--dtype float16``) is 16-mixed (:data:`DTYPE_PRECISIONS`)."""
+    ``precision`` float16 (``--dtype float16``) is 16-mixed (:data:`DTYPE_PRECISIONS`); MXNet's augmentation flags
+    become ``augment`` stages (:func:`resolve_augment_flags`)."""
     precision = getattr(recipe, "precision", None)
     if isinstance(precision, str) and precision in DTYPE_PRECISIONS:
         recipe.precision = DTYPE_PRECISIONS[precision]
+    resolve_augment_flags(recipe)
+    return recipe
+
+
+# MXNet's augmentation flags (image_aug_default.cc's options): shortcuts that add ``augment`` stages.
+AUGMENT_FLAGS = ("max_random_rotate_angle", "max_random_shear_ratio", "min_random_scale", "max_random_scale",
+                 "random_resized_crop", "min_random_area", "max_random_area", "min_random_aspect_ratio",
+                 "max_random_aspect_ratio", "pad_size", "random_crop", "random_mirror", "max_random_h",
+                 "max_random_s", "max_random_l", "brightness", "contrast", "saturation", "pca_noise")
+
+
+def resolve_augment_flags(recipe: Any) -> Any:
+    """MXNet's augmentation flags as ``augment`` stages, in place: the stages they name go before the list's own
+    (geometry, then crop, flip and colour, as MXNet's default augmenter orders them), and the flags are unset, so
+    that the recipe printed and saved says what runs. A flag of 0 adds nothing.
+
+    Raises:
+        UsageError: a negative value, naming its key.
+    """
+    flags = {k: getattr(recipe, k, None) for k in AUGMENT_FLAGS}
+    given = {k: v for k, v in flags.items() if v is not None and not isinstance(v, bool) and
+             isinstance(v, (int, float)) and v != 0}
+    for key, value in given.items():
+        if value < 0:
+            raise UsageError(f"{key} must be >= 0 (0: off), got {value}")
+    scale_given = any(k in given and given[k] != 1 for k in ("min_random_scale", "max_random_scale"))
+    if not given or (set(given) <= {"min_random_scale", "max_random_scale"} and not scale_given):
+        for key in flags:
+            if hasattr(recipe, key):
+                setattr(recipe, key, None)
+        return recipe
+    stages: list[dict[str, Any]] = []
+    if "max_random_rotate_angle" in given:
+        stages.append({"name": "rotate", "degrees": given["max_random_rotate_angle"]})
+    if "max_random_shear_ratio" in given:
+        stages.append({"name": "shear", "ratio": given["max_random_shear_ratio"]})
+    if scale_given:
+        stages.append({"name": "scale", "min": given.get("min_random_scale", 1.0), "max": given.get("max_random_scale", 1.0)})
+    area_keys = ("random_resized_crop", "min_random_area", "max_random_area", "min_random_aspect_ratio", "max_random_aspect_ratio")
+    if any(k in given for k in area_keys):
+        stage: dict[str, Any] = {"name": "random_resized_crop",
+                                 "area": [given.get("min_random_area", 0.08), given.get("max_random_area", 1.0)]}
+        if "min_random_aspect_ratio" in given:
+            stage["ratio"] = [given["min_random_aspect_ratio"], given.get("max_random_aspect_ratio", 4 / 3)]
+        elif "max_random_aspect_ratio" in given:  # MXNet: [1 - max, 1 + max] when no minimum is given
+            stage["ratio"] = [max(1 - given["max_random_aspect_ratio"], 0.01), 1 + given["max_random_aspect_ratio"]]
+        stages.append(stage)
+    if "pad_size" in given or "random_crop" in given:
+        stages.append({"name": "random_crop", "pad": given.get("pad_size", 0)})
+    if "random_mirror" in given:
+        stages.append({"name": "mirror"})
+    hsl = {k[-1]: given[k] for k in ("max_random_h", "max_random_s", "max_random_l") if k in given}
+    if hsl:
+        stages.append({"name": "hsl", **hsl})
+    jitter = {k: given[k] for k in ("brightness", "contrast", "saturation") if k in given}
+    if jitter:
+        stages.append({"name": "color_jitter", **jitter})
+    if "pca_noise" in given:
+        stages.append({"name": "pca_noise", "std": given["pca_noise"]})
+    own = getattr(recipe, "augment", None)
+    recipe.augment = stages + (list(own) if isinstance(own, list) else [])
+    for key in flags:
+        setattr(recipe, key, None)
     return recipe
 
 
@@ -401,6 +514,14 @@ def _validate(recipe: Recipe, allow_any_class: bool, here: bool) -> Recipe:
         need(not recipe.tta_flip or width >= 2, f"tta_flip mirrors images left to right, but image_shape "
              f"{recipe.image_shape} is 1 pixel wide: leave tta_flip false")
     recipe.gpu_ids()
+    if recipe.augment is not None:
+        from lit_imgcls.data.augment import StageContext, check_stages
+
+        # Each stage built once: its arguments are taken. ``--print-recipe`` (not here) skips the stages of plugins
+        # this machine lacks.
+        shape = parse_image_shape(recipe.image_shape) if recipe.image_shape else (3, 32, 32)
+        recipe.augment = check_stages(recipe.augment, StageContext(shape, recipe.num_classes or 10),
+                                      only_known=not here)
     if not here:
         return recipe
     check_paths_exist(recipe)
@@ -511,6 +632,14 @@ def check_dataset_keys(recipe: Recipe, cls) -> None:
     reads = dataset_keys(cls)
     if reads is None:
         return
+    if recipe.augment and "augment" not in reads:
+        from lit_imgcls.data.augment import split_levels
+
+        sample = split_levels(recipe.augment)[0]
+        if sample:
+            raise UsageError(f"augment names per-image stages ({', '.join(s['name'] for s in sample)}) but dataset "
+                             f"{recipe.dataset} takes no augment pipeline; use --dataset wds, folder or an in-memory "
+                             "dataset, or keep only the batch stages (mixup, cutmix)")
     for key in DATA_KEYS:
         value = getattr(recipe, key)
         if value == FIELDS[key].default or key in reads:

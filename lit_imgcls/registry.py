@@ -187,5 +187,10 @@ strategies: Registry = Registry("kv-store", "lit_imgcls.strategies")
 callbacks: Registry = Registry("callback", "lit_imgcls.callbacks", normalize=lambda name: name.strip().replace("-", "_"))
 """Lightning Callback classes a recipe's ``callbacks`` key may name (``class_path: early_stopping``)."""
 
+augmentations: Registry = Registry("augmentation stage", "lit_imgcls.augmentations",
+                                   normalize=lambda name: name.strip().replace("-", "_"))
+"""Stage factories a recipe's ``augment`` list may name: ``fn(ctx, **args) -> callable`` (see
+:mod:`lit_imgcls.data.augment`)."""
+
 ALL: dict[str, Registry] = {"networks": networks, "datasets": datasets, "formats": formats, "strategies": strategies,
-                            "callbacks": callbacks}
+                            "callbacks": callbacks, "augmentations": augmentations}

@@ -10,6 +10,7 @@ from typing import Iterator, Sequence
 import numpy as np
 import torch
 
+from lit_imgcls.data.augment import sample_seed
 from lit_imgcls.data.base import ImageDataModule
 from lit_imgcls.data.preprocess import conform_images, per_channel
 from lit_imgcls.data.resumable import ResumableEpoch
@@ -21,8 +22,8 @@ def epoch_generator(seed: int, epoch: int) -> torch.Generator:
     return torch.Generator().manual_seed(int(seed) * 1_000_003 + int(epoch))
 
 
-def to_float_images(x: np.ndarray | torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
-    """uint8 (N, H, W), (N, H, W, C) or (N, C, H, W) -> normalised float32 (N, C, H, W)."""
+def to_nchw(x: np.ndarray | torch.Tensor) -> torch.Tensor:
+    """(N, H, W), (N, H, W, C) or (N, C, H, W) images as an (N, C, H, W) tensor of their own dtype (a view)."""
     t = torch.as_tensor(np.asarray(x))
     if t.ndim == 3:
         t = t.unsqueeze(1)
@@ -30,6 +31,12 @@ def to_float_images(x: np.ndarray | torch.Tensor, mean: Sequence[float], std: Se
         t = t.permute(0, 3, 1, 2)
     if t.ndim != 4:
         raise ValueError(f"images must have 3 or 4 dimensions, got shape {tuple(t.shape)}")
+    return t
+
+
+def to_float_images(x: np.ndarray | torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
+    """uint8 (N, H, W), (N, H, W, C) or (N, C, H, W) -> normalised float32 (N, C, H, W)."""
+    t = to_nchw(x)
     out = t.float()
     if t.dtype == torch.uint8:
         out = out.div_(255)
@@ -95,6 +102,7 @@ class TensorBatches(ResumableEpoch):
         world_size: int = 1,
         channels_last: bool = False,
         fused_steps: int = 1,
+        pipeline=None,
     ) -> None:
         if len(x) != len(y):
             raise ValueError(f"{len(x)} images but {len(y)} labels")
@@ -102,6 +110,7 @@ class TensorBatches(ResumableEpoch):
         self.batch_size = int(batch_size)
         self.shuffle, self.seed, self.drop_last = shuffle, seed, drop_last
         self.augment = augment
+        self.pipeline = pipeline  # per-image stages (lit_imgcls.data.augment.Pipeline) on uint8 x
         self.rank, self.world_size = rank, world_size
         self.channels_last = channels_last
         self.fused_steps = max(1, int(fused_steps))
@@ -145,7 +154,11 @@ class TensorBatches(ResumableEpoch):
                 if self.augment == "crop_flip":
                     crop_flip_draws(len(idx), gen)
                 continue
-            xb = self.x[idx] if self.shuffle or self.world_size > 1 else self.x[idx[0] : idx[-1] + 1]
+            if self.pipeline:
+                # One image at a time, each with the seed of (seed, epoch, its index): no draws to replay on resume.
+                xb = torch.stack([self.pipeline(self.x[i], sample_seed(self.seed, self.epoch, i)) for i in idx.tolist()])
+            else:
+                xb = self.x[idx] if self.shuffle or self.world_size > 1 else self.x[idx[0] : idx[-1] + 1]
             if self.augment == "crop_flip":
                 xb = crop_flip(xb, gen)
             if self.channels_last:
@@ -169,7 +182,9 @@ class ArrayDataModule(ImageDataModule):
         mean: per-channel mean subtracted after scaling uint8 to [0, 1].
         std: per-channel standard deviation divided by.
         seed: seed of the data order (a pure function of seed and epoch).
-        augment: None, or "crop_flip" (pad-4 random crop and horizontal flip, CIFAR style).
+        augment: None; "crop_flip" (pad-4 random crop and horizontal flip, CIFAR style, on the normalised batch);
+            or a list of stages (:mod:`lit_imgcls.data.augment`: the recipe's ``augment``), run on each uint8
+            training image; the training images are then kept as uint8 and normalised on the training device.
         channels_last: hand batches over in channels-last memory format.
         num_examples: use only the first N training examples.
         fused_steps: training batches handed over together (see :class:`TensorBatches`).
@@ -210,6 +225,12 @@ class ArrayDataModule(ImageDataModule):
             self.class_names = list(class_names)
             self.num_classes = len(self.class_names)
         self._given_mean, self._given_std = mean, std
+        if isinstance(augment, list):
+            from lit_imgcls.data.augment import split_levels
+
+            self.augment, self.stages = None, split_levels(augment)[0]
+        else:
+            self.stages = []
         self._tensors: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         if self.requested_shape:
             self._set_shape(self.requested_shape)
@@ -258,7 +279,14 @@ class ArrayDataModule(ImageDataModule):
             labels = torch.as_tensor(np.asarray(y)).long().view(-1)
             if len(labels) and (int(labels.min()) < 0 or int(labels.max()) >= self.num_classes):
                 raise ValueError(f"{split} labels must lie in [0, {self.num_classes}), found {int(labels.min())}..{int(labels.max())}")
-            self._tensors[split] = (to_float_images(self._conform(x, split), self.mean, self.std), labels)
+            x = self._conform(x, split)
+            if split == "train" and self.stages:
+                if np.asarray(x[:1]).dtype != np.uint8:
+                    raise UsageError(f"augment stages need uint8 images, and the training images are "
+                                     f"{np.asarray(x[:1]).dtype}: give uint8 images or leave augment unset")
+                self._tensors[split] = (to_nchw(x).contiguous(), labels)  # normalised after the stages, on the device
+            else:
+                self._tensors[split] = (to_float_images(x, self.mean, self.std), labels)
         if "val" not in self._tensors and "test" in self._tensors:
             self._tensors["val"] = self._tensors["test"]
         if "test" not in self._tensors and "val" in self._tensors:
@@ -295,7 +323,14 @@ class ArrayDataModule(ImageDataModule):
             augment=self.augment if train else None, rank=rank, world_size=world, channels_last=self.channels_last,
             # DDP syncs gradients once per forward of its wrapper, i.e. once per Lightning batch: one step each.
             fused_steps=self.fused_steps if train and world == 1 else 1,
+            pipeline=self.pipeline() if train and self.stages else None,
         )
+
+    def pipeline(self):
+        """The per-image stages of ``augment`` for this DataModule's input shape."""
+        from lit_imgcls.data.augment import Pipeline, StageContext
+
+        return Pipeline(self.stages, StageContext(tuple(self.image_shape), self.num_classes))
 
     def train_dataloader(self) -> TensorBatches:
         return self._loader("train", True)
@@ -329,10 +364,11 @@ class CardDataModule(ArrayDataModule):
         num_examples: train on the first N examples only.
         fused_steps: training batches handed over together (see :class:`TensorBatches`).
         image_shape: "C,H,W" the network takes (default: the card's); images are converted once at setup.
+        augment: the recipe's stages (see :class:`ArrayDataModule`); unset: the card's own (``augment_train``).
     """
 
     card: str = ""
-    augment_train: str | None = None
+    augment_train: str | None = None  # the card's own augmentation, used when the recipe's augment is unset
 
     def __init__(
         self,
@@ -344,13 +380,14 @@ class CardDataModule(ArrayDataModule):
         num_examples: int | None = None,
         fused_steps: int = 1,
         image_shape: str | None = None,
+        augment: list | None = None,
     ) -> None:
         from lit_imgcls.data.cards import load_card
 
         card = load_card(self.card)
         super().__init__(
             batch_size=batch_size, class_names=card["classes"], mean=card["mean"], std=card["std"], seed=seed,
-            augment=self.augment_train, channels_last=channels_last, num_examples=num_examples,
+            augment=self.augment_train if augment is None else augment, channels_last=channels_last, num_examples=num_examples,
             fused_steps=fused_steps, image_shape=image_shape or ",".join(str(v) for v in card["image_shape"]),
         )
         self.data_dir, self.data_url = data_dir, data_url

@@ -99,13 +99,16 @@ class FolderImages(torch.utils.data.Dataset):
     """(path, label) items -> (uint8 (H, W, C) image, label).
 
     Training keys are ``(index, epoch)`` (:class:`EpochShuffle`): a random-resized crop and flip drawn from
-    (seed, epoch, index). Evaluation keys are indices: :class:`EvalTransform` of the DataModule's config.
+    (seed, epoch, index), or, with ``pipeline``, its stages on the decoded image seeded by the same three (then
+    brought to the input size by the evaluation rule when the stages leave it another size). Evaluation keys are
+    indices: :class:`EvalTransform` of the DataModule's config.
     """
 
     def __init__(self, items: list[tuple[str, int]], config: DataConfig, train: bool, seed: int,
-                 max_pixels: int = MAX_PIXELS) -> None:
+                 max_pixels: int = MAX_PIXELS, pipeline=None) -> None:
         self.items, self.config, self.train, self.seed, self.max_pixels = items, config, train, seed, max_pixels
         self.eval = EvalTransform(config, max_pixels)
+        self.pipeline = pipeline
 
     def __len__(self) -> int:
         return len(self.items)
@@ -120,6 +123,11 @@ class FolderImages(torch.utils.data.Dataset):
             if not self.train:
                 return self.eval(data), label
             c, h, w = self.config.input_size
+            if self.pipeline is not None:
+                from lit_imgcls.data.augment import sample_seed
+
+                pixels = self.pipeline.numpy_hwc(image.decode(data, c, self.max_pixels), sample_seed(self.seed, epoch, index))
+                return (pixels if pixels.shape[:2] == (h, w) else self.eval(pixels)), label
             rng = random.Random(f"{self.seed}/{epoch}/{index}")
             pixels = transforms.random_resized_crop(image.decode(data, c, self.max_pixels), h, w, rng)
             return (pixels[:, :, None] if pixels.ndim == 2 else pixels), label
@@ -178,6 +186,8 @@ class FolderDataModule(ImageDataModule):
         image_shape: "C,H,W" of the network input (C 1: grey, 3: RGB).
         seed: seed of the data order and augmentation.
         channels_last: hand batches over in channels-last memory format.
+        augment: the recipe's augmentation stages (:mod:`lit_imgcls.data.augment`), run on each decoded training
+            image instead of the random-resized crop and flip; [] trains on the evaluation crop.
 
     Raises:
         UsageError: a missing folder, no class sub-folders, validation classes other than training's.
@@ -193,8 +203,12 @@ class FolderDataModule(ImageDataModule):
         image_shape: str | None = "3,224,224",
         seed: int = 0,
         channels_last: bool = False,
+        augment: list | None = None,
     ) -> None:
         super().__init__()
+        from lit_imgcls.data.augment import split_levels
+
+        self.stages = None if augment is None else split_levels(augment)[0]
         for key, value in (("data_dir", data_dir), ("data_train", data_train), ("data_val", data_val)):
             if value and "://" in value:  # `--data-dir s3://...` of MXNet's tutorial: its data there was packed
                 raise UsageError(f"{key} {value} is remote, and dataset folder reads image folders on this machine: "
@@ -260,7 +274,12 @@ class FolderDataModule(ImageDataModule):
         return f"folder {self.data_train}"
 
     def _loader(self, split: str, train: bool) -> torch.utils.data.DataLoader:
-        ds = FolderImages(self.usable(split), self.data_config, train, self.seed)
+        pipeline = None
+        if train and self.stages is not None:
+            from lit_imgcls.data.augment import Pipeline, StageContext
+
+            pipeline = Pipeline(self.stages, StageContext(self.image_shape, self.num_classes))
+        ds = FolderImages(self.usable(split), self.data_config, train, self.seed, pipeline=pipeline)
         rank = self.trainer.global_rank if self.trainer is not None else 0
         world = self.trainer.world_size if self.trainer is not None else 1
         common = dict(batch_size=self.batch_size, num_workers=self.workers, collate_fn=collate,

@@ -45,6 +45,7 @@ class NpzDataModule(ArrayDataModule):
         num_examples: train on the first N examples only.
         fused_steps: training batches handed over together, one optimizer step each.
         image_shape: "C,H,W" the network takes (default: the arrays' own); uint8 images are converted at setup.
+        augment: the recipe's augmentation stages, run on each uint8 training image (default: none).
     """
 
     def __init__(
@@ -56,6 +57,7 @@ class NpzDataModule(ArrayDataModule):
         num_examples: int | None = None,
         fused_steps: int = 1,
         image_shape: str | None = None,
+        augment: list | None = None,
     ) -> None:
         if not data_train:
             raise UsageError("the npz dataset needs data_train: a .npz file with x_train and y_train arrays")
@@ -67,5 +69,5 @@ class NpzDataModule(ArrayDataModule):
             num_examples=num_examples, fused_steps=fused_steps,
             class_names=[str(n) for n in names] if names is not None else None,
             mean=arrays["mean"].tolist() if "mean" in arrays else None,
-            std=arrays["std"].tolist() if "std" in arrays else None, image_shape=image_shape,
+            std=arrays["std"].tolist() if "std" in arrays else None, image_shape=image_shape, augment=augment,
         )

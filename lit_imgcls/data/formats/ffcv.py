@@ -149,6 +149,7 @@ class FFCVDataModule(PackedDataModule):
     """
 
     format_name = "ffcv"
+    takes_augment = False  # FFCV's compiled pipelines crop and flip themselves; the stages are not wired in
     interpolation = "area"  # FFCV's decoders resize with OpenCV's pixel-area averaging
 
     def check_shape(self) -> None:

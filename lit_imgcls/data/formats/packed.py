@@ -79,9 +79,13 @@ class PackedDataModule(ImageDataModule):
         seed: seed of the data order and augmentation.
         channels_last: hand batches over in channels-last memory format.
         data_cache: local folder keeping verified copies of remote shards (default: stream them).
+        augment: the recipe's augmentation stages (:mod:`lit_imgcls.data.augment`), run on each decoded training
+            image instead of the format's own (photos: random-resized crop and flip); formats with
+            ``takes_augment`` False refuse them.
     """
 
     format_name = ""
+    takes_augment = True
 
     def __init__(
         self,
@@ -94,9 +98,17 @@ class PackedDataModule(ImageDataModule):
         seed: int = 0,
         channels_last: bool = False,
         data_cache: str | None = None,
+        augment: list | None = None,
     ) -> None:
         super().__init__()
         self.data_cache = data_cache
+        from lit_imgcls.data.augment import split_levels
+
+        self.stages = None if augment is None else split_levels(augment)[0]
+        if self.stages and not self.takes_augment:
+            raise UsageError(f"augment stages ({', '.join(s['name'] for s in self.stages)}) are not run by dataset "
+                             f"{self.format_name} (its compiled pipelines do their own crops); use --dataset wds on "
+                             "the same pack, or keep only the batch stages (mixup, cutmix)")
         if not data_train and data_dir:
             data_train, data_val = split_data_dir(data_dir, data_val)
         train = data_train

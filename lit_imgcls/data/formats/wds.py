@@ -72,14 +72,18 @@ class SampleDecoder:
             what comes out, training included.
         train: training samples; with ``augment``, a random-resized crop and flip drawn from :attr:`rng`.
         augment: crop and flip training images (photos); small same-size images are used whole.
+        pipeline: the recipe's stages (:class:`~lit_imgcls.data.augment.Pipeline`), run instead on each decoded
+            training image, seeded by (seed, :attr:`epoch`, the sample's key); the result is brought to the input
+            size by the evaluation rule when the stages leave it another size.
         num_classes: the pack's class count; a label outside [0, num_classes) is a :class:`UsageError`
             (:func:`lit_imgcls.data.labels.parse_label`).
     """
 
-    def __init__(self, config, train: bool, augment: bool, num_classes: int) -> None:
+    def __init__(self, config, train: bool, augment: bool, num_classes: int, pipeline=None, seed: int = 0) -> None:
         from lit_imgcls.data.preprocess import EvalTransform
 
         self.config, self.train, self.augment, self.num_classes = config, train, augment, num_classes
+        self.pipeline, self.seed, self.epoch = pipeline, seed, 0
         self.eval = EvalTransform(config)
         self.rng = random.Random(0)
 
@@ -94,7 +98,13 @@ class SampleDecoder:
         data = sample[key]
         label = parse_label(sample["cls"], self.num_classes, where)
         try:
-            if self.train and self.augment:
+            if self.train and self.pipeline is not None:
+                from lit_imgcls.data.augment import sample_seed
+
+                c, h, w = self.config.input_size
+                pixels = self.pipeline.numpy_hwc(image.decode(data, c), sample_seed(self.seed, self.epoch, sample_index(sample)))
+                pixels = pixels if pixels.shape[:2] == (h, w) else self.eval(pixels)
+            elif self.train and self.augment:
                 c, h, w = self.config.input_size
                 pixels = transforms.random_resized_crop(image.decode(data, c), h, w, self.rng)
                 pixels = pixels[:, :, None] if pixels.ndim == 2 else pixels
@@ -103,6 +113,14 @@ class SampleDecoder:
             return pixels, label
         except (OSError, ValueError, SyntaxError) as exc:
             raise UsageError(f"{where} does not decode ({exc}): the shard is corrupt") from None
+
+
+def sample_index(sample: dict) -> int | str:
+    """What seeds a sample's augmentation: its number for a key that ``dataset pack`` wrote (``train00000042`` ->
+    42, as an in-memory image's index does), any other key as it is; never the worker or the shard order."""
+    key = str(sample.get("__key__", ""))
+    digits = key.lstrip("abcdefghijklmnopqrstuvwxyz")
+    return int(digits) if digits.isdigit() and len(digits) == 8 else key
 
 
 class ShardStream(torch.utils.data.IterableDataset):
@@ -137,6 +155,7 @@ class ShardStream(torch.utils.data.IterableDataset):
         slot, slots, workers = self._slot()
         rng = random.Random(self.seed * 1_000_003 + self.epoch)
         self.decoder.rng = random.Random(f"{self.seed}-{self.epoch}-{slot}")  # augmentation, fixed per slot and epoch
+        self.decoder.epoch = self.epoch  # the recipe's stages: seeded per sample by (seed, epoch, key)
         urls = list(self.urls)
         if self.train:
             rng.shuffle(urls)
@@ -279,7 +298,13 @@ class WDSDataModule(PackedDataModule):
 
     def _loader(self, location: str, manifest: dict, split: str, train: bool) -> EpochLoader:
         rank, world = self.rank_world()
-        decoder = SampleDecoder(self.data_config, train, augment=not self.small, num_classes=len(manifest["class_names"]))
+        pipeline = None
+        if train and self.stages is not None:
+            from lit_imgcls.data.augment import Pipeline, StageContext
+
+            pipeline = Pipeline(self.stages, StageContext(self.image_shape, self.num_classes))
+        decoder = SampleDecoder(self.data_config, train, augment=not self.small, num_classes=len(manifest["class_names"]),
+                                pipeline=pipeline, seed=self.seed)
         count = manifest["splits"][split]["count"]
         urls, entries = shard_urls(location, manifest, split), manifest["splits"][split]["wds"]
         check_local_shards(urls, entries)

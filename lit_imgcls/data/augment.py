@@ -1,0 +1,202 @@
+"""The recipe's ``augment`` key: an ordered list of named stages, built from the ``augmentations`` registry.
+
+A stage is ``{name: NAME, ARG: VALUE, ...}`` (or just ``NAME``). Its name is looked up in
+:data:`lit_imgcls.registry.augmentations`, whose entries are factories ``fn(ctx, **args)`` with ``ctx`` a
+:class:`StageContext`; a factory returns a callable. Per-sample stages (the default) take and return one uint8
+image tensor (C, H, W): torchvision.transforms.v2 transforms are such callables. A factory marked
+``level = "batch"`` (mixup, cutmix) returns a callable taking a float image batch (N, C, H, W) and int64 labels
+(N,) and returning the batch and soft labels (N, K); those run in the module's training step.
+
+Randomness: every per-sample stage draws from torch's and Python's global generators, which :class:`Pipeline`
+seeds from (seed, epoch, index) around each image and restores afterwards (``torch.random.fork_rng``), so an image
+gets the same pixels on every data path, in every worker process, and after a resume.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import inspect
+import random
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import torch
+
+from lit_imgcls.errors import UsageError, quoted
+
+SAMPLE, BATCH = "sample", "batch"
+
+
+@dataclass(frozen=True)
+class StageContext:
+    """What a stage factory may need to know about the run.
+
+    Args:
+        image_shape: (C, H, W) of the network input: what a training image must have after the stages.
+        num_classes: the class count (batch stages make soft labels of this width).
+    """
+
+    image_shape: tuple[int, int, int] = (3, 32, 32)
+    num_classes: int = 10
+
+
+def level(factory: Any) -> str:
+    """``"batch"`` for a factory marked ``level = "batch"``, else ``"sample"``."""
+    return BATCH if getattr(factory, "level", SAMPLE) == BATCH else SAMPLE
+
+
+def sample_seed(seed: int, epoch: int, index: int | str) -> int:
+    """A 63-bit seed that is a pure function of (seed, epoch, index): the augmentation of one image in one epoch."""
+    digest = hashlib.blake2b(f"{int(seed)}/{int(epoch)}/{index}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") & (2**63 - 1)
+
+
+def parse_stages(value: Any, key: str = "augment") -> list[dict[str, Any]]:
+    """``value`` (a recipe's ``augment``) as a list of ``{"name": ..., **args}`` mappings, names normalised.
+
+    Raises:
+        UsageError: not a list, a stage that is neither a name nor a mapping with ``name``.
+    """
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise UsageError(f"{key} must be a list of stages like [{{name: random_crop, pad: 4}}, {{name: mirror}}], "
+                         f"got {quoted(value)}")
+    out = []
+    for i, stage in enumerate(value, 1):
+        if isinstance(stage, str):
+            stage = {"name": stage}
+        if not isinstance(stage, dict) or not isinstance(stage.get("name"), str):
+            raise UsageError(f"{key} stage {i} must be a stage name or a mapping with a name, like {{name: mirror}}, "
+                             f"got {quoted(stage)}")
+        out.append({**stage, "name": stage["name"].strip().replace("-", "_")})
+    return out
+
+
+def build_stage(stage: dict[str, Any], ctx: StageContext, where: str = "augment stage") -> tuple[str, Callable]:
+    """(level, callable) of one parsed stage.
+
+    Raises:
+        UsageError: an unknown name (listing the registered ones), an argument the factory does not take (listing
+            the ones it does), or a value it refuses (its own words), in one line naming the stage.
+    """
+    from lit_imgcls.registry import augmentations
+
+    name = stage["name"]
+    try:
+        factory = augmentations.get(name)
+    except UsageError as exc:  # the registry's words (choices, close names), with the stage's place
+        raise UsageError(f"{where}: {exc}") from None
+    args = {k: v for k, v in stage.items() if k != "name"}
+    params = [p for p in list(inspect.signature(factory).parameters.values())[1:]
+              if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    takes_any = any(p.kind is p.VAR_KEYWORD for p in inspect.signature(factory).parameters.values())
+    known = [p.name for p in params]
+    for arg in args:
+        if arg not in known and not takes_any:
+            close = difflib.get_close_matches(str(arg), known, n=1)
+            hint = f"; did you mean {close[0]}?" if close else ""
+            raise UsageError(f"{where} {name}: unknown argument {quoted(arg)}{hint} arguments: "
+                             f"{', '.join(known) or 'none'}")
+    try:
+        return level(factory), factory(ctx, **args)
+    except (TypeError, ValueError) as exc:
+        raise UsageError(f"{where} {name}: {' '.join(str(exc).split())} (arguments: {quoted(args)})") from None
+
+
+def check_stages(value: Any, ctx: StageContext | None = None, key: str = "augment",
+                 only_known: bool = False) -> list[dict[str, Any]]:
+    """Parses and builds every stage once (what ``recipe.validate`` calls), so that a bad one stops the run before
+    it starts; returns the parsed list.
+
+    Args:
+        only_known: skip the stages whose names this machine's registry lacks (a recipe printed for another).
+
+    Raises:
+        UsageError: as :func:`parse_stages` and :func:`build_stage`, naming the stage's place in the list.
+    """
+    from lit_imgcls.registry import augmentations
+
+    stages = parse_stages(value, key)
+    for i, stage in enumerate(stages, 1):
+        if not only_known or stage["name"] in augmentations:
+            build_stage(stage, ctx or StageContext(), f"{key} stage {i}")
+    return stages
+
+
+def split_levels(stages: list[dict[str, Any]] | None) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(per-sample stages, batch stages) of a parsed list, each in its order (no factory is called)."""
+    from lit_imgcls.registry import augmentations
+
+    sample, batch = [], []
+    for stage in stages or []:
+        (batch if level(augmentations.get(stage["name"])) == BATCH else sample).append(stage)
+    return sample, batch
+
+
+class Pipeline:
+    """The per-sample stages of a recipe, applied to one uint8 image (C, H, W) with its own seed.
+
+    Picklable (loader workers get a copy): it keeps the stage list and builds the transforms on first use.
+    """
+
+    def __init__(self, stages: list[dict[str, Any]], ctx: StageContext) -> None:
+        self.stages, self.ctx = list(stages), ctx
+        self._built: list[Callable] | None = None
+
+    def __bool__(self) -> bool:
+        return bool(self.stages)
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"stages": self.stages, "ctx": self.ctx, "_built": None}
+
+    def transforms(self) -> list[Callable]:
+        if self._built is None:
+            self._built = [build_stage(s, self.ctx)[1] for s in self.stages]
+        return self._built
+
+    def __call__(self, image: torch.Tensor, seed: int) -> torch.Tensor:
+        """``image`` (uint8 (C, H, W)) through every stage, the random draws fixed by ``seed`` (see
+        :func:`sample_seed`); the callers' own torch and Python random states are left as they were."""
+        transforms = self.transforms()
+        state = random.getstate()
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            random.seed(seed)
+            try:
+                for t in transforms:
+                    image = t(image)
+            finally:
+                random.setstate(state)
+        return image
+
+    def numpy_hwc(self, pixels, seed: int):
+        """The same for a decoded uint8 (H, W) or (H, W, C) numpy image; returns uint8 (H, W, C) numpy."""
+        t = torch.from_numpy(pixels if pixels.ndim == 3 else pixels[:, :, None]).permute(2, 0, 1)
+        return self(t.contiguous(), seed).permute(1, 2, 0).contiguous().numpy()
+
+
+class BatchMix:
+    """The batch stages of a recipe (mixup, cutmix), run in the training step: one of them per batch, chosen at
+    random when there are several (as timm's ``Mixup`` switches between the two).
+
+    The draws come from a generator seeded by (seed, step), so a resumed run mixes the same way.
+    Returns soft labels (N, K) whose rows sum to 1; any batch size (torchvision pairs each image with its
+    neighbour in the batch, so odd sizes and a batch of one work).
+    """
+
+    def __init__(self, stages: list[dict[str, Any]], ctx: StageContext, seed: int = 0) -> None:
+        self.stages, self.ctx, self.seed = list(stages), ctx, int(seed)
+        self._built: list[Callable] | None = None
+
+    def __bool__(self) -> bool:
+        return bool(self.stages)
+
+    def __call__(self, x: torch.Tensor, y: torch.Tensor, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        if self._built is None:
+            self._built = [build_stage(s, self.ctx)[1] for s in self.stages]
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(sample_seed(self.seed, step, "mix"))
+            pick = self._built[int(torch.randint(len(self._built), ()))] if len(self._built) > 1 else self._built[0]
+            return pick(x, y)
