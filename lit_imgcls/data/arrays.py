@@ -156,7 +156,7 @@ class TensorBatches(ResumableEpoch):
                 continue
             if self.pipeline:
                 # One image at a time, each with the seed of (seed, epoch, its index): no draws to replay on resume.
-                xb = torch.stack([self.pipeline(self.x[i], sample_seed(self.seed, self.epoch, i)) for i in idx.tolist()])
+                xb = self.pipeline.stack(self.x[idx], [sample_seed(self.seed, self.epoch, i) for i in idx.tolist()])
             else:
                 xb = self.x[idx] if self.shuffle or self.world_size > 1 else self.x[idx[0] : idx[-1] + 1]
             if self.augment == "crop_flip":
