@@ -68,6 +68,14 @@ def _typed(key: str) -> st.SearchStrategy:
                                          ["monitor", "mode", "patience", "min_delta", "swa_lrs", "logging_interval",
                                           "stopping_threshold", "verbose", "bogus"]), _scalars(), max_size=3)})
         return st.none() | st.lists(item, max_size=3)
+    if key == "augment":
+        from lit_imgcls.registry import augmentations
+
+        names = st.sampled_from([*augmentations.names(), "bogus"])
+        stage = st.fixed_dictionaries({"name": names}, optional={arg: VALUES | st.floats(-1, 400) for arg in (
+            "pad", "fill", "p", "area", "ratio", "degrees", "min", "max", "h", "s", "l", "brightness", "std",
+            "num_ops", "magnitude", "policy", "value", "alpha", "bogus")})
+        return st.none() | st.lists(names | stage, max_size=4)
     if typing.get_origin(base) is typing.Literal:
         return st.sampled_from(typing.get_args(base))
     if base is bool:

@@ -3,13 +3,14 @@ from __future__ import annotations
 from typing import Literal
 
 
-def list_plugins(kind: Literal["networks", "datasets", "formats", "strategies", "callbacks", "recipes"],
+def list_plugins(kind: Literal["networks", "datasets", "formats", "strategies", "callbacks", "augmentations",
+                              "recipes"],
                  timm: bool = False) -> None:
     """List the names registered in one registry, with the distribution that provides each; or the shipped recipes.
 
     Args:
-        kind: which registry: networks, datasets, formats, strategies (kv-store modes) or callbacks (a recipe's
-            callbacks key); or recipes: the shipped recipes (lit-imgcls fit --recipe NAME), with what each
+        kind: which registry: networks, datasets, formats, strategies (kv-store modes), callbacks (a recipe's
+            callbacks key) or augmentations (the stages of a recipe's augment key); or recipes: the shipped recipes (lit-imgcls fit --recipe NAME), with what each
             trains and its file.
         timm: with networks, list every timm model name too.
     """
