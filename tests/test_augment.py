@@ -131,9 +131,11 @@ def test_mixup_soft_labels_sum_to_one_and_the_loss_is_the_soft_target_cross_entr
     assert torch.allclose(one[1].sum(1), torch.ones(1))  # a batch of one
 
 
-def test_the_same_pipeline_gives_the_same_pixels_on_the_arrays_and_folder_paths(tmp_path):
+@pytest.mark.slow
+def test_the_same_pipeline_gives_the_same_pixels_on_the_arrays_folder_and_wds_paths(tmp_path, capsys):
     from lit_imgcls.data.arrays import ArrayDataModule
     from lit_imgcls.data.folder import FolderDataModule
+    from lit_imgcls.data.formats.wds import WDSDataModule
 
     stages = [{"name": "random_crop", "pad": 2}, {"name": "mirror"}, {"name": "rand_augment"},
               {"name": "pca_noise"}, {"name": "random_erasing"}]
@@ -141,6 +143,9 @@ def test_the_same_pipeline_gives_the_same_pixels_on_the_arrays_and_folder_paths(
     for i, img in enumerate(images):  # one image per class: a label tells which image came out
         (tmp_path / f"c{i}").mkdir()
         Image.fromarray(img).save(tmp_path / f"c{i}" / "a.png")
+    # a pack of the same files, lossless and in their order: sample n is the folder's image n
+    assert main(["dataset", "pack", str(tmp_path), str(tmp_path / "pack"), "--format", "wds", "--encoding", ".png",
+                 "--no-shuffle", "--train-ratio", "1", "--pass-through", "--num-workers", "1"]) == 0, capsys.readouterr().err
     for epoch in (0, 3):
         arrays = ArrayDataModule(images, np.arange(4), batch_size=4, seed=7, augment=stages)
         arrays.setup()
@@ -154,6 +159,13 @@ def test_the_same_pipeline_gives_the_same_pixels_on_the_arrays_and_folder_paths(
         xf, yf = next(iter(f_loader))
         assert xa.dtype == xf.dtype == torch.uint8
         assert torch.equal(xa[ya.argsort()], xf[yf.argsort()].contiguous())
+        packed = WDSDataModule(data_train=str(tmp_path / "pack"), batch_size=4, data_nthreads=0,
+                               image_shape="3,16,16", seed=7, augment=stages)
+        w_loader = packed.train_dataloader()
+        w_loader.set_epoch(epoch)
+        xw, yw = next(iter(w_loader))
+        # the stream's shuffle buffer may repeat a sample in this tiny pack: each one must have its image's pixels
+        assert all(torch.equal(xw[k], xa[ya == yw[k]][0]) for k in range(len(yw)))
         assert not torch.equal(xa[ya.argsort()], torch.from_numpy(images).permute(0, 3, 1, 2))
 
 

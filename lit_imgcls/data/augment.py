@@ -126,12 +126,18 @@ def check_stages(value: Any, ctx: StageContext | None = None, key: str = "augmen
 
 
 def split_levels(stages: list[dict[str, Any]] | None) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """(per-sample stages, batch stages) of a parsed list, each in its order (no factory is called)."""
+    """(per-sample stages, batch stages) of a parsed list, each in its order (no factory is called). A name this
+    machine does not know counts as per-image: ``fit`` refuses it in ``recipe.validate``, while ``predict`` and
+    ``score`` rebuild a checkpoint's module without needing the plugins it trained with."""
     from lit_imgcls.registry import augmentations
 
     sample, batch = [], []
     for stage in stages or []:
-        (batch if level(augmentations.get(stage["name"])) == BATCH else sample).append(stage)
+        try:
+            is_batch = level(augmentations.get(stage["name"])) == BATCH
+        except UsageError:
+            is_batch = False
+        (batch if is_batch else sample).append(stage)
     return sample, batch
 
 
