@@ -200,12 +200,12 @@ def _tiny_npz(path: Path) -> Path:
 
 @pytest.mark.slow
 def test_a_resume_mid_epoch_with_augmentation_on_ends_bit_exact(tmp_path, capsys, caplog):
-    """One run saving every 2 steps; its epoch checkpoint removed, `--resume auto` continues from step 6 of 8
-    and must end with the very same weights."""
+    """One run saving every 3 steps; its epoch checkpoint removed, `--resume auto` continues from step 3 of 4
+    and must end with the very same weights (mixup's soft labels split with the accumulated micro-batches)."""
     data = _tiny_npz(tmp_path / "tiny.npz")
     args = quick_args(tmp_path, dataset="npz", data_train=data, batch_size=32, save_every_steps=3, seed=5) + [
         "--augment", "[{name: random_crop, pad: 2}, rand_augment, {name: mixup, alpha: 0.4}, cutmix]",
-        "--max-random-rotate-angle", "10", "--label-smoothing", "0.1"]
+        "--max-random-rotate-angle", "10", "--label-smoothing", "0.1", "--accumulate-grad-batches", "2"]
     assert main(["fit", *args]) == 0, capsys.readouterr().err
     from lit_imgcls.io import load_checkpoint
 
@@ -214,7 +214,8 @@ def test_a_resume_mid_epoch_with_augmentation_on_ends_bit_exact(tmp_path, capsys
     for p in tmp_path.glob("model/mnist-0001.ckpt*"):
         p.unlink()
     assert main(["fit", *args, "--resume", "auto"]) == 0, capsys.readouterr().err
-    assert "resuming from" in caplog.text and "mnist-step-00000006.ckpt" in caplog.text  # mid-epoch: step 6 of 8
+    # mid-epoch: 4 steps of 2 x 32 images, the step-3 checkpoint
+    assert "resuming from" in caplog.text and "mnist-step-00000003.ckpt" in caplog.text
     got = load_checkpoint(final)["state_dict"]
     assert want.keys() == got.keys() and all(torch.equal(want[k], got[k]) for k in want)
 
