@@ -297,6 +297,7 @@ except UsageError as exc:
 """
 
 
+@pytest.mark.slow  # a fresh interpreter importing torch and torchvision: 7-14 s on 2 busy cores
 def test_a_plugin_stage_arrives_through_an_entry_point(tmp_path):
     import os
     import subprocess
