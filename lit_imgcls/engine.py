@@ -502,6 +502,7 @@ def fit(recipe: Recipe, datamodule=None, allow_any_class: bool = False, overwrit
     check_classes(datamodule.class_names, where)
     module = build_module(recipe, DataSpec.of(datamodule))
     _, _, count = devices(recipe)
+    check_accumulation(recipe, count * num_nodes(count))
     counts = datamodule.training_class_counts() if hasattr(datamodule, "training_class_counts") else None
     reads = dataset_keys(type(datamodule))
     check_described_data(recipe.num_classes, recipe.num_examples, reads is None or "num_examples" in reads,
@@ -515,6 +516,21 @@ def fit(recipe: Recipe, datamodule=None, allow_any_class: bool = False, overwrit
     with prefix_held(recipe.model_prefix if rank_zero else None), \
             step_batches(datamodule, recipe.accumulate_grad_batches, recipe.dataset):
         return _fit_holding_prefix(recipe, datamodule, module, where, allow_any_class, overwrite, rank_zero, start)
+
+
+def check_accumulation(recipe: Recipe, workers: int) -> None:
+    """Refuses gradient accumulation across synchronous workers: DDP all-reduces the gradients in the backward pass
+    that follows its forward, once per Lightning item, so the later micro-batches of a step would stay unsynced
+    and the workers' weights would drift apart. ``dist_async`` workers train alone and may accumulate; any other
+    kv_store (a plugin's too) is taken as synchronous.
+
+    Raises:
+        UsageError: ``accumulate_grad_batches`` > 1 with ``workers`` > 1 synchronous workers.
+    """
+    if recipe.accumulate_grad_batches > 1 and workers > 1 and recipe.kv_store != "dist_async":
+        raise UsageError(f"accumulate_grad_batches {recipe.accumulate_grad_batches} works on one worker (or "
+                         f"kv_store dist_async), not with {workers} synchronous workers (kv_store {recipe.kv_store}): "
+                         "they already share the batch; use accumulate_grad_batches 1, or a larger batch_size")
 
 
 @contextlib.contextmanager

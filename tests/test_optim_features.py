@@ -143,6 +143,10 @@ def test_ema_checkpoints_hold_the_ema_weights_and_resume_exactly(tmp_path):
     (["--ema-decay", "1"], "ema_decay must be in [0, 1) (0 = off; 0.999 is usual), got 1.0"),
     (["--ema-decay", "-0.5"], "ema_decay must be in [0, 1) (0 = off; 0.999 is usual), got -0.5"),
     (["--accumulate-grad-batches", "0"], "accumulate_grad_batches must be a positive integer (1 = off), got 0"),
+    # DDP would sync only each step's first micro-batch (once per forward of its wrapper)
+    (["--accumulate-grad-batches", "2", "--num-processes", "2", "--num-examples", "256"],
+     "accumulate_grad_batches 2 works on one worker (or kv_store dist_async), not with 2 synchronous workers "
+     "(kv_store device): they already share the batch; use accumulate_grad_batches 1, or a larger batch_size"),
 ])
 def test_bad_optimisation_values_are_one_line_and_exit_2(tmp_path, capsys, flags, says):
     from lit_imgcls.cli import main
