@@ -259,7 +259,14 @@ class Recipe:
         return build_callbacks(self, allow_any_class)
 
     def to_yaml(self) -> str:
-        return yaml.safe_dump(dataclasses.asdict(self), sort_keys=False)
+        """The recipe as YAML (printed by ``--print-recipe``, saved beside checkpoints and in run folders). MXNet's
+        augmentation flags are input shortcuts that :func:`resolve_augment_flags` turns into ``augment`` stages;
+        left unset they are not written, so the file says what runs without 19 empty keys."""
+        values = dataclasses.asdict(self)
+        for key in AUGMENT_FLAGS:
+            if values.get(key) is None:
+                values.pop(key, None)
+        return yaml.safe_dump(values, sort_keys=False)
 
 
 FIELDS = {f.name: f for f in dataclasses.fields(Recipe)}

@@ -314,3 +314,18 @@ def test_a_plugin_stage_arrives_through_an_entry_point(tmp_path):
     origin, refused = res.stdout.strip().splitlines()
     assert origin == "acme_aug (acme_aug:invert)"
     assert refused.startswith("augment stage 1 invert: unknown argument 'strenght'; did you mean strength?")
+
+
+def test_saved_recipes_leave_out_the_unset_mxnet_shortcuts_and_read_back(tmp_path):
+    """The shortcuts are resolved into ``augment`` stages: a printed or saved recipe names the stages, not 19 nulls,
+    and the file reads back as the same recipe."""
+    from lit_imgcls.cli import main
+    from lit_imgcls.recipe import AUGMENT_FLAGS, Recipe, resolve_augment_flags
+
+    recipe = resolve_augment_flags(Recipe(pad_size=4))
+    text = recipe.to_yaml()
+    assert not any(f"\n{key}:" in text for key in AUGMENT_FLAGS)
+    assert recipe.augment and recipe.augment[0]["name"] == "random_crop"
+    saved = tmp_path / "saved.yaml"
+    saved.write_text(text)
+    assert main(["fit", "--recipe", str(saved), "--print-recipe"]) in (0, None)
