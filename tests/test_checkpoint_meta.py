@@ -133,7 +133,7 @@ def test_resume_auto_says_why_it_skipped_each_checkpoint(tmp_path, capsys):
     assert len(warnings) == 4 and all(w.startswith("lit-imgcls: warning: ") and "skipping it" in w for w in warnings)
     assert "run-0005.ckpt holds weights of network mlp, not of lenet" in warnings[0]
     assert "run-0004.ckpt: class_names must be" in warnings[1]
-    assert "run-0003.ckpt is corrupt" in warnings[2]
+    assert "run-0003.ckpt is damaged or not a lit-imgcls checkpoint" in warnings[2]
     assert "run-0002.ckpt holds weights that are not finite" in warnings[3]
 
 

@@ -25,7 +25,7 @@ def test_resume_auto_skips_a_truncated_checkpoint_and_matches_an_uninterrupted_r
     again = run_cli("fit", *quick_args(tmp_path / "b", num_epochs=3, resume="auto", **COMMON), cwd=tmp_path)
     assert again.returncode == 0, again.stderr
     warning = [line for line in again.stderr.splitlines() if line.startswith("lit-imgcls: warning:")]
-    assert len(warning) == 1 and "mnist-0002.ckpt is corrupt" in warning[0] and "trying the one before" in warning[0]
+    assert len(warning) == 1 and "mnist-0002.ckpt is damaged or not a lit-imgcls checkpoint" in warning[0] and "trying the one before" in warning[0]
     # resumed from epoch 1, so epochs 2 and 3 were trained again: the same weights as the uninterrupted run
     a = load_checkpoint(tmp_path / "a/model/mnist-0003.ckpt")
     b = load_checkpoint(tmp_path / "b/model/mnist-0003.ckpt")
