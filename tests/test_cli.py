@@ -75,6 +75,17 @@ def test_top_level_help_lists_commands():
         assert f"\n  {command} " in res.stdout
 
 
+def test_top_level_help_gives_each_command_a_whole_sentence(capsys):
+    """Each command's summary in ``lit-imgcls --help`` is a whole sentence, not a first line cut mid-phrase."""
+    from lit_imgcls.cli import COMMANDS, main
+
+    assert main(["--help"]) == 0
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("  ")]
+    assert len(lines) == len(COMMANDS)
+    for line in lines:
+        assert line.rstrip().endswith("."), line
+
+
 def _one_clear_line(res, *needles: str) -> None:
     assert res.returncode == 2, (res.returncode, res.stderr)
     lines = [line for line in res.stderr.splitlines() if line.strip()]

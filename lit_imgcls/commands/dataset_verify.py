@@ -2,8 +2,10 @@ from __future__ import annotations
 
 
 def verify(out: str, deep: bool = False) -> None:
-    """Check a pack against its manifest: the manifest's fields, every shard present, its size and sha256, its first
-    sample decodes with a label in range, and each FFCV file's header, allocation table and labels.
+    """Check a pack against its manifest: its fields, each shard's size and sha256, labels, FFCV headers, decoding.
+
+    In detail: the manifest's fields, every shard present, its size and sha256, its first sample decodes with a
+    label in range, and each FFCV file's header, allocation table and labels.
 
     Exits with code 2 naming each bad file. The checks are the readers' own (:func:`~lit_imgcls.data.manifest.
     check_manifest`, :func:`~lit_imgcls.data.labels.parse_label`, :func:`~lit_imgcls.data.formats.beton.read_beton`).
