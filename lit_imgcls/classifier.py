@@ -140,6 +140,10 @@ class Classifier:
         except ImageError:
             raise
         except DECODE_ERRORS as exc:
+            from lit_imgcls.data.image import ImageDecodeError
+
+            if isinstance(exc, ImageDecodeError):  # already says what is wrong: "not an image (...)", "empty file"
+                raise ImageError(" ".join(str(exc).split())) from None
             raise ImageError(f"not a readable image ({' '.join(str(exc).split()) or type(exc).__name__})") from None
 
     def probabilities(self, pixels: Sequence[np.ndarray]):

@@ -227,3 +227,24 @@ def test_score_matches_fit_and_writes_the_confusion_png(trained):
         count, correct, acc = per_class[name]
         assert sum(values) == count and values[int(name)] == correct and abs(correct / count - acc) < 1e-4
     assert abs(sum(c for _, c, _ in per_class.values()) / 10000 - top1) < 1e-6
+
+
+def test_a_file_that_is_no_image_is_named_once_without_nested_reasons(tmp_path, capsys):
+    """The reason a file is refused reads as one phrase: ``not an image (not a JPEG, ...)``, not wrapped again in
+    ``not a readable image (...)``."""
+    from ckpt_factory import checkpoint, write
+
+    from lit_imgcls.cli import main
+
+    ckpt = write(tmp_path / "model" / "m-0001.ckpt", checkpoint())
+    folder = tmp_path / "my digits"
+    folder.mkdir()
+    (folder / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\nxx")
+    (folder / "empty.png").write_bytes(b"")
+    with pytest.raises(SystemExit) as exit_:  # some inputs could not be predicted: exit 1
+        main(["predict", "--checkpoint", str(ckpt), "--threads", "1", str(folder)])
+    assert exit_.value.code == 1
+    out = capsys.readouterr().out
+    assert re.search(r"broken\.png +error: not an image \(not a JPEG, PNG", out), out
+    assert re.search(r"empty\.png +error: empty file", out), out
+    assert "not a readable image" not in out
