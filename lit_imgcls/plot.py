@@ -26,6 +26,9 @@ PANELS: list[tuple[str, tuple[str, ...]]] = [
     ("samples/s", ("train/samples_per_sec",)),
 ]
 METRICS = tuple(m for _, ms in PANELS for m in ms)
+# metric -> the column of the epoch's summary row that stands in for it when no window row holds it
+EPOCH_SUMMARIES = {"train/acc": "train/epoch_acc", "train/loss": "train/epoch_loss",
+                   "train/samples_per_sec": "train/epoch_samples_per_sec"}
 X_AXES = ("step", "epoch")
 
 
@@ -120,6 +123,16 @@ def read_run(folder: Path, label: str | None = None) -> Run:
                 s.step.append(step)
                 s.epoch.append(round(x_epoch, 6))
                 s.y.append(y)
+    # A run whose epochs are shorter than disp_batches logs no window rows: its train curves are the epochs'
+    # summaries (the Speedometer's Train-accuracy line), drawn at each epoch's end.
+    for m, summary in EPOCH_SUMMARIES.items():
+        if not series[m].y:
+            for row in rows:
+                epoch, step, y = _number(row.get("epoch")), _number(row.get("step")), _number(row.get(summary))
+                if epoch is not None and step is not None and y is not None:
+                    series[m].step.append(step)
+                    series[m].epoch.append(int(epoch) + 1.0)
+                    series[m].y.append(y)
     if not any(s.y for s in series.values()):
         raise UsageError(f"{path} holds none of the plotted metrics ({', '.join(METRICS)})")
     return Run(label or str(folder), folder, series)

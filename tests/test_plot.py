@@ -213,3 +213,21 @@ def test_many_runs_get_distinct_colours_and_a_legend_outside_the_panels(tmp_path
     for n in (3, 10, 20, 45):
         assert len(set(run_colors(n))) == n
     assert run_colors(10)[:3] == ["#1f77b4", "#ff7f0e", "#2ca02c"]  # up to ten runs: matplotlib's usual colours
+
+
+def test_a_run_shorter_than_disp_batches_plots_its_epoch_summaries(tmp_path):
+    """``fit --num-examples 2000`` with the MNIST recipe (31 steps, disp_batches 200) logs no window rows: the train
+    accuracy, loss and samples/s come from each epoch's summary row, at the epoch's end, not an empty panel."""
+    from lit_imgcls.plot import read_run
+
+    folder = tmp_path / "runs" / "mnist-lenet" / "version_0"
+    folder.mkdir(parents=True)
+    (folder / "metrics.csv").write_text(
+        "epoch,step,train/epoch_acc,train/epoch_loss,train/epoch_samples_per_sec,train/epoch_time,val/acc,val/loss\n"
+        "0,31,,,,,0.848,0.521\n0,31,0.554,1.468,65.1,30.5,,\n"
+        "1,62,,,,,0.9,0.3\n1,62,0.8,0.6,70.0,29.0,,\n")
+    run = read_run(folder)
+    assert run.series["train/acc"].y == [0.554, 0.8] and run.series["train/acc"].step == [31, 62]
+    assert run.series["train/acc"].epoch == [1.0, 2.0]
+    assert run.series["train/loss"].y == [1.468, 0.6] and run.series["train/samples_per_sec"].y == [65.1, 70.0]
+    assert run.series["val/acc"].y == [0.848, 0.9]
