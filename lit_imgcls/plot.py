@@ -199,7 +199,7 @@ def figure(runs: list[Run], x: str = "step"):
                     continue
                 val = m.startswith("val/")
                 ax.plot(getattr(s, x), s.y, color=colors[i], linestyle="--" if val else "-",
-                        marker="o" if val else None, markersize=4, linewidth=1.5)
+                        marker="o" if val or len(s.y) == 1 else None, markersize=4, linewidth=1.5)
                 values += s.y
                 drawn.add(i)
         if values and _log_scale(values):
@@ -402,7 +402,7 @@ function draw(p) {
     el("path", {d, fill: "none", stroke: color, "stroke-width": 1.6, "stroke-dasharray": val ? "5 3" : "none",
                 class: "series", "data-run": run, "data-metric": metric}, plot);
     paths++;
-    if (val) s[S.x].forEach((x, j) => el("circle", {cx: tx(x), cy: ty(s.y[j]), r: 2.5, fill: color}, plot));
+    if (val || s.y.length === 1) s[S.x].forEach((x, j) => el("circle", {cx: tx(x), cy: ty(s.y[j]), r: 2.5, fill: color}, plot));
   }
   p.marker = el("circle", {r: 4, fill: "none", stroke: "#000", visibility: "hidden"}, svg);
   p.sel = el("rect", {class: "sel", y: M.t, height: H - M.t - M.b, width: 0, visibility: "hidden"}, svg);

@@ -231,3 +231,25 @@ def test_a_run_shorter_than_disp_batches_plots_its_epoch_summaries(tmp_path):
     assert run.series["train/acc"].epoch == [1.0, 2.0]
     assert run.series["train/loss"].y == [1.468, 0.6] and run.series["train/samples_per_sec"].y == [65.1, 70.0]
     assert run.series["val/acc"].y == [0.848, 0.9]
+
+
+def test_a_train_curve_of_one_value_is_drawn_as_a_point(tmp_path):
+    """One epoch shorter than disp_batches: the train accuracy is one value, drawn with a marker (a line of one
+    point is invisible), in the PNG and in the HTML page."""
+    import matplotlib.pyplot as plt
+
+    from lit_imgcls.plot import figure, plot, read_run
+
+    folder = tmp_path / "version_0"
+    folder.mkdir()
+    (folder / "metrics.csv").write_text(
+        "epoch,step,train/epoch_acc,train/epoch_loss,train/epoch_samples_per_sec,train/epoch_time,val/acc,val/loss\n"
+        "0,31,,,,,0.848,0.521\n0,31,0.554,1.468,65.1,30.5,,\n")
+    fig = figure([read_run(folder)])
+    try:
+        lines = [line for ax in fig.axes for line in ax.get_lines()]
+        assert lines and all(line.get_marker() not in (None, "None", "") for line in lines)
+    finally:
+        plt.close(fig)
+    _, page = plot([str(folder)], out=str(tmp_path / "one"))
+    assert "val || s.y.length === 1" in page.read_text()
