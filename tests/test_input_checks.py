@@ -267,6 +267,7 @@ def test_a_pack_of_nothing_is_an_error_and_keeps_the_previous_pack(tmp_path):
     res = run_cli("dataset", "pack", str(data), str(out))
     assert res.returncode == 2 and "looks one level too high: its class folders would be train, val" in \
         one_line(res.stderr)
+    assert "or data_dir" not in res.stderr  # pack has no data_dir: name fit's flag, as a flag
     nested = tmp_path / "nested"
     shutil.copytree(data / "train", nested / "2024")
     shutil.copytree(data / "val", nested / "2025")

@@ -95,7 +95,8 @@ def list_tree(root: str | Path, recursive: bool = False, exts: tuple[str, ...] =
     splits = sorted({"train", "val", "valid", "validation", "test"} & set(found))
     if "train" in splits and len(splits) > 1:
         raise UsageError(f"{root} looks one level too high: its class folders would be {', '.join(splits)}; give "
-                         f"the training folder ({root / 'train'}) and the validation folder, or data_dir {root}")
+                         f"the training folder ({root / 'train'}) instead (fit also reads both splits from "
+                         f"--data-dir {root})")
     if class_names is not None and list(class_names) != found:
         check_same_classes(found, list(class_names), f"validation folder {root}", "the training folder",
                            "training data")
