@@ -297,3 +297,32 @@ def test_mnist_trains_from_each_format(tmp_path_factory, fmt):
     assert res.returncode == 0, res.stderr[-3000:]
     acc = float(res.stdout.rsplit("val top-1 accuracy ", 1)[1].split()[0])
     assert acc >= 0.985, res.stdout[-1500:]
+
+
+def test_ffcv_writing_into_a_log_prints_whole_lines(tmp_path, capsys, monkeypatch):
+    """Into a log (stderr not a terminal), ``dataset pack --format ffcv`` printed FFCV's own tqdm bar, carriage
+    returns and all; its progress now follows lit-imgcls's rule: whole lines at most every 5 s. (FFCV's
+    writer stands in as a fake that reports progress the way ``DatasetWriter._write_common`` does.)"""
+    import types
+
+    import ffcv.writer
+
+    from lit_imgcls.data.formats.ffcv import write_beton
+
+    class Writer:
+        def __init__(self, path, fields, num_workers):
+            self.path = path
+
+        def from_indexed_dataset(self, dataset, chunksize):
+            bar = ffcv.writer.tqdm(total=100)
+            for _ in range(4):
+                bar.update(25)
+            bar.close()
+            Path(self.path).write_bytes(b"beton")
+
+    monkeypatch.setattr(ffcv.writer, "DatasetWriter", Writer)
+    own = ffcv.writer.tqdm
+    entry = write_beton(tmp_path, "train", [], [], types.SimpleNamespace(encoding=".jpg", quality=90), 1)
+    assert entry["file"] == "ffcv/train.beton" and ffcv.writer.tqdm is own
+    err = capsys.readouterr().err
+    assert "\r" not in err and "it/s" not in err, err

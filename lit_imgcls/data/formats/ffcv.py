@@ -49,8 +49,21 @@ def write_beton(work: Path, split: str, shards: list[ShardInfo], locations: list
     # JPEG stays JPEG (FFCV re-encodes at the pack's quality); lossless sources stay raw pixels, exactly.
     mode = "raw" if enc.encoding == ".png" else "jpg"
     fields = {"image": RGBImageField(write_mode=mode, jpeg_quality=enc.quality), "label": IntField()}
+    import ffcv.writer
+
+    from lit_imgcls.terminal import progress
+
     writer = DatasetWriter(str(tmp), fields, num_workers=max(1, num_workers))
-    writer.from_indexed_dataset(_ShardImages(work / "wds", shards, locations), chunksize=64)
+    # FFCV's writer draws its own tqdm bar, carriage returns included, even into a log; ours follows the rule of
+    # every lit-imgcls progress: a bar in a terminal, else a whole line at most every 5 s ("samples", so the
+    # TUI's pack bar, which reads "N/TOTAL images", keeps counting the pack's images).
+    own_tqdm = ffcv.writer.tqdm
+    ffcv.writer.tqdm = lambda total=None, **_: progress(total, f"writing ffcv/{split}.beton", unit="sample",
+                                                        noun="samples")
+    try:
+        writer.from_indexed_dataset(_ShardImages(work / "wds", shards, locations), chunksize=64)
+    finally:
+        ffcv.writer.tqdm = own_tqdm
     with open(tmp, "rb") as f:
         os.fsync(f.fileno())
     digest = hashlib.sha256()
