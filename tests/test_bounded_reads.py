@@ -390,3 +390,29 @@ def test_stop_grace_must_be_a_positive_number(tmp_path, capsys, monkeypatch):
             stop_grace()
 
 
+
+
+def test_ctrl_c_does_not_print_lightnings_received_sigterm(capsys, caplog):
+    """The first Ctrl-C goes through Lightning's SIGTERM handler; its ``[rank: 0] Received SIGTERM: 15`` log line
+    under lit-imgcls's own Ctrl-C line read as if something else had sent SIGTERM. Only the Ctrl-C line is left."""
+    import logging
+    import signal
+
+    from lit_imgcls.callbacks.interrupt import GracefulInterrupt
+
+    called = []
+
+    def lightning_handler(signum, frame):  # what SignalConnector._sigterm_notifier_fn does first
+        logging.getLogger("lightning.pytorch.trainer.connectors.signal_connector").info("[rank: 0] Received SIGTERM: 15")
+        called.append(signum)
+
+    previous = signal.signal(signal.SIGTERM, lightning_handler)
+    try:
+        with caplog.at_level(logging.INFO):
+            GracefulInterrupt(grace=60)._on_sigint(signal.SIGINT, None)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert called == [signal.SIGTERM]
+    assert "Received SIGTERM" not in caplog.text
+    assert "Ctrl-C: stopping after this step" in capsys.readouterr().err
+    assert not logging.getLogger("lightning.pytorch.trainer.connectors.signal_connector").disabled

@@ -3,6 +3,7 @@ once; and a run blocked in I/O (a stalled download, a hung network file system) 
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import sys
@@ -156,7 +157,13 @@ class GracefulInterrupt(L.Callback):
               "(press Ctrl-C again to quit at once)", file=sys.stderr, flush=True)
         sigterm = signal.getsignal(signal.SIGTERM)
         if callable(sigterm):  # Lightning's notifier (behind the grace timer): marks the trainer, tells the workers
-            sigterm(signal.SIGTERM, frame)
+            # without its "[rank: 0] Received SIGTERM: 15", which would contradict the Ctrl-C line just printed
+            log = logging.getLogger("lightning.pytorch.trainer.connectors.signal_connector")
+            disabled, log.disabled = log.disabled, True
+            try:
+                sigterm(signal.SIGTERM, frame)
+            finally:
+                log.disabled = disabled
         else:
             raise KeyboardInterrupt
 
