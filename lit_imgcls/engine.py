@@ -497,11 +497,14 @@ def fit(recipe: Recipe, datamodule=None, allow_any_class: bool = False, overwrit
                          "with --resume auto or --load-epoch, which continue from them")
     start = time.perf_counter()
     prepare_process(recipe)
+    # A kv-store this machine cannot run (fsdp or deepspeed on the CPU) is refused before the data is loaded and
+    # before model/ and runs/ are made: a refused run leaves nothing behind.
+    accelerator, _, count = devices(recipe)
+    strategies.get(recipe.kv_store)(count, accelerator, num_nodes=num_nodes(count), timeout=recipe.dist_timeout)
     datamodule = datamodule if datamodule is not None else build_datamodule(recipe)
     where = data_where(recipe, train=True)
     check_classes(datamodule.class_names, where)
     module = build_module(recipe, DataSpec.of(datamodule))
-    _, _, count = devices(recipe)
     check_accumulation(recipe, count * num_nodes(count))
     counts = datamodule.training_class_counts() if hasattr(datamodule, "training_class_counts") else None
     reads = dataset_keys(type(datamodule))

@@ -148,3 +148,14 @@ def test_mistakes_through_the_console_script(files):
     res = run_cli("fit", "--recipe", str(files / "schedule.yaml"), env={"PYTHONWARNINGS": "default"})
     assert res.returncode == 2 and res.stderr.count("\n") == 1, res.stderr
     assert "lr_schedule in recipe" in res.stderr and "Traceback" not in res.stderr
+
+
+@pytest.mark.parametrize("kv_store", ["fsdp", "deepspeed"])
+def test_a_kv_store_refused_on_the_cpu_leaves_no_folders_behind(kv_store, tmp_path, monkeypatch, capsys):
+    """fsdp/deepspeed on the CPU used to be refused only after model/ and runs/ had been made (empty folders left in
+    the user's folder); the refusal now comes before the data is loaded or anything is written."""
+    monkeypatch.chdir(tmp_path)
+    assert main(["fit", "--recipe", str(REPO / "recipes/mnist.yaml"), "--kv-store", kv_store, *QUICK]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"lit-imgcls: error: kv_store {kv_store} shards the network"), err
+    assert list(tmp_path.iterdir()) == []
