@@ -416,3 +416,29 @@ def test_ctrl_c_does_not_print_lightnings_received_sigterm(capsys, caplog):
     assert "Received SIGTERM" not in caplog.text
     assert "Ctrl-C: stopping after this step" in capsys.readouterr().err
     assert not logging.getLogger("lightning.pytorch.trainer.connectors.signal_connector").disabled
+
+
+def test_loader_workers_forked_during_a_run_leave_ctrl_c_to_the_run():
+    """A terminal's Ctrl-C reaches the whole process group. Loader workers forked during a run inherited the run's
+    Ctrl-C handler, printed their own "Ctrl-C: stopping" and exited 130, and the run died with a DataLoader
+    traceback instead of saving PREFIX-stop.ckpt. A process forked between setup and teardown ignores SIGINT."""
+    import os
+    import signal
+
+    from lit_imgcls.callbacks.interrupt import GracefulInterrupt
+
+    def forked_child_ignores_sigint() -> bool:
+        pid = os.fork()
+        if pid == 0:
+            os._exit(0 if signal.getsignal(signal.SIGINT) is signal.SIG_IGN else 1)
+        return os.waitpid(pid, 0)[1] == 0
+
+    callback = GracefulInterrupt(grace=60)
+    assert not forked_child_ignores_sigint()
+    callback.setup(None, None, "fit")
+    try:
+        assert forked_child_ignores_sigint()
+        assert signal.getsignal(signal.SIGINT) is not signal.SIG_IGN  # the run's own process keeps handling it
+    finally:
+        callback.teardown(None, None, "fit")
+    assert not forked_child_ignores_sigint()

@@ -18,6 +18,27 @@ GRACE_ENV = "LIT_IMGCLS_STOP_GRACE"
 DEFAULT_GRACE = 25.0  # seconds: under the 30 s most schedulers (Slurm, Kubernetes) wait before SIGKILL
 
 
+# While a run handles Ctrl-C here (between the callback's setup and teardown), a process forked from it (a data
+# loader worker) ignores SIGINT: a terminal's Ctrl-C reaches the whole process group, and a worker that inherited
+# the handler printed its own "Ctrl-C: stopping" and died (exit 130), which failed the run with a traceback and
+# no stop checkpoint. The run's main process stops the step, saves, and shuts its workers down itself.
+_HANDLING_CTRL_C = False
+
+
+def _after_fork_in_child() -> None:
+    global _HANDLING_CTRL_C
+    if _HANDLING_CTRL_C:
+        _HANDLING_CTRL_C = False
+        try:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+        except ValueError:  # forked from a thread that Python does not take for the main one: nothing to change
+            pass
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 def stop_grace() -> float:
     """Seconds a stopping run may take to reach the end of its step: ``$LIT_IMGCLS_STOP_GRACE``, default 25.
 
@@ -135,7 +156,13 @@ class GracefulInterrupt(L.Callback):
     def on_validation_end(self, *args: Any) -> None:
         self._progress()
 
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        global _HANDLING_CTRL_C
+        _HANDLING_CTRL_C = True  # loader workers forked from now on leave Ctrl-C to this process
+
     def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        global _HANDLING_CTRL_C
+        _HANDLING_CTRL_C = False
         self._progress()
 
     # ------------------------------------------------------------------------------------------------ Ctrl-C
