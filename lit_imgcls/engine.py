@@ -315,6 +315,8 @@ class _DropNotices(logging.Filter):
         "TPU available: False",
         # build_trainer hands Lightning the plain-text ModelSummary itself; Lightning says it therefore adds none
         "Skipping setting a default `ModelSummary`",
+        # "`Trainer.fit` stopped: `max_epochs=1` reached.": the final: line says which epochs the run trained
+        "` stopped: `max_epochs=",
     )
 
     def filter(self, record: logging.LogRecord) -> bool:

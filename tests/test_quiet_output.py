@@ -11,7 +11,22 @@ from conftest import quick_args, run_cli
 # Lightning's lines that concern Lightning, not the run (filtered in engine.prepare_process).
 INTERNAL = ("Loading `train_dataloader` to estimate", "Total FLOPs: 0", "Total Flops: 0", "TPU available: False",
             "Skipping setting a default", "smaller than the logging interval", "has `__len__` defined",
-            "Total length of `list` across ranks is zero")
+            "Total length of `list` across ranks is zero", "stopped: `max_epochs=")
+
+
+def test_lightnings_max_epochs_reached_line_is_dropped():
+    """``fit`` and the Python ``fit`` ended with Lightning's "`Trainer.fit` stopped: `max_epochs=1` reached." under
+    the Speedometer's last line: news about Lightning's loop; the final: line already says what the run trained."""
+    import logging
+
+    from lit_imgcls.engine import _DropNotices
+
+    def kept(msg: str) -> bool:
+        return _DropNotices().filter(logging.LogRecord("lightning.pytorch.utilities.rank_zero", logging.INFO, "", 0,
+                                                       msg, None, None))
+
+    assert not kept("`Trainer.fit` stopped: `max_epochs=1` reached.")
+    assert kept("resuming from model/mnist-0002.ckpt") and kept("GPU available: False, used: False")
 
 
 def test_fit_prints_no_internal_notices_and_validate_names_its_checkpoint(tmp_path, capsys):
