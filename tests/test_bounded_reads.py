@@ -442,3 +442,37 @@ def test_loader_workers_forked_during_a_run_leave_ctrl_c_to_the_run():
     finally:
         callback.teardown(None, None, "fit")
     assert not forked_child_ignores_sigint()
+
+
+def test_loader_workers_of_a_run_ignore_sigterm_sent_to_the_whole_job():
+    """SLURM's SIGTERM reaches every process of the job; PyTorch's worker loop makes a worker die of it, which failed
+    the run with a DataLoader traceback. The run's loaders (folder, wds) pass ``loader_worker_init``, which, in a
+    worker forked during a run, ignores SIGTERM (after PyTorch's own handler is in place); elsewhere it does nothing."""
+    import os
+    import signal
+
+    from lit_imgcls.callbacks.interrupt import GracefulInterrupt, loader_worker_init
+    from lit_imgcls.data.folder import FolderDataModule
+
+    def child_ignores_sigterm_after_init() -> bool:
+        pid = os.fork()
+        if pid == 0:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)  # as PyTorch's worker loop leaves it: dying of it
+            loader_worker_init(0)
+            os._exit(0 if signal.getsignal(signal.SIGTERM) is signal.SIG_IGN else 1)
+        return os.waitpid(pid, 0)[1] == 0
+
+    assert not child_ignores_sigterm_after_init()
+    callback = GracefulInterrupt(grace=60)
+    callback.setup(None, None, "fit")
+    try:
+        assert child_ignores_sigterm_after_init()
+    finally:
+        callback.teardown(None, None, "fit")
+    assert signal.getsignal(signal.SIGTERM) is not signal.SIG_IGN
+    import inspect
+
+    from lit_imgcls.data.formats import wds
+
+    assert "worker_init_fn=loader_worker_init" in inspect.getsource(wds)
+    assert "worker_init_fn=loader_worker_init" in inspect.getsource(FolderDataModule)

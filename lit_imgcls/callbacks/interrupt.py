@@ -23,12 +23,14 @@ DEFAULT_GRACE = 25.0  # seconds: under the 30 s most schedulers (Slurm, Kubernet
 # the handler printed its own "Ctrl-C: stopping" and died (exit 130), which failed the run with a traceback and
 # no stop checkpoint. The run's main process stops the step, saves, and shuts its workers down itself.
 _HANDLING_CTRL_C = False
+_FORKED_FROM_A_RUN = False  # this process is such a child (loader_worker_init reads it)
 
 
 def _after_fork_in_child() -> None:
-    global _HANDLING_CTRL_C
+    global _HANDLING_CTRL_C, _FORKED_FROM_A_RUN
     if _HANDLING_CTRL_C:
         _HANDLING_CTRL_C = False
+        _FORKED_FROM_A_RUN = True
         try:
             signal.signal(signal.SIGINT, signal.SIG_IGN)
         except ValueError:  # forked from a thread that Python does not take for the main one: nothing to change
@@ -37,6 +39,20 @@ def _after_fork_in_child() -> None:
 
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def loader_worker_init(worker_id: int) -> None:
+    """``worker_init_fn`` of the run's data loaders: a worker forked during a run also ignores SIGTERM.
+
+    A cluster's SIGTERM reaches every process of the job (SLURM signals the whole step), and PyTorch's workers die
+    of it (its worker loop installs a handler that re-raises it), which failed the run with a DataLoader traceback
+    instead of the stop checkpoint. PyTorch installs that handler after the fork, so this runs after it.
+    """
+    if _FORKED_FROM_A_RUN:
+        try:
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        except ValueError:
+            pass
 
 
 def stop_grace() -> float:

@@ -13,6 +13,7 @@ from typing import Iterator
 
 import torch
 
+from lit_imgcls.callbacks.interrupt import loader_worker_init
 from lit_imgcls.cores import default_data_nthreads
 from lit_imgcls.data.arrays import epoch_generator
 from lit_imgcls.data.base import ImageDataModule
@@ -283,7 +284,8 @@ class FolderDataModule(ImageDataModule):
         rank = self.trainer.global_rank if self.trainer is not None else 0
         world = self.trainer.world_size if self.trainer is not None else 1
         common = dict(batch_size=self.batch_size, num_workers=self.workers, collate_fn=collate,
-                      persistent_workers=self.workers > 0, pin_memory=torch.cuda.is_available())
+                      persistent_workers=self.workers > 0, pin_memory=torch.cuda.is_available(),
+                      worker_init_fn=loader_worker_init)
         if train:
             # Only the training loader keeps a state: Lightning saves and restores no other loader's.
             return ResumableDataLoader(ds, sampler=EpochShuffle(len(ds), self.seed, rank, world), drop_last=True,

@@ -12,6 +12,7 @@ from typing import Any, Iterator
 
 import torch
 
+from lit_imgcls.callbacks.interrupt import loader_worker_init
 from lit_imgcls.data.formats.packed import PackedDataModule
 from lit_imgcls.data.remote import is_remote, local_path
 from lit_imgcls.data.shard_check import finish, open_shard
@@ -266,7 +267,8 @@ class EpochLoader(ResumableEpoch):
     def __iter__(self):
         skip = self.start_epoch()
         loader = torch.utils.data.DataLoader(self.stream, batch_size=None, num_workers=self.workers,
-                                             pin_memory=torch.cuda.is_available(), persistent_workers=False)
+                                             pin_memory=torch.cuda.is_available(), persistent_workers=False,
+                                             worker_init_fn=loader_worker_init)
         batches = iter(loader)
         try:
             # Batches arrive channels-last already (NHWC memory): the model takes them as they are.
