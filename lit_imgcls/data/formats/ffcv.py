@@ -75,6 +75,17 @@ def write_beton(work: Path, split: str, shards: list[ShardInfo], locations: list
             "sha256": digest.hexdigest(), "write_mode": mode}
 
 
+def epoch_indices(indices, seed: int, epoch: int, rank: int, world: int, shuffle: bool) -> np.ndarray:
+    """This rank's sample indices of an epoch, in order: a permutation fixed by (seed, epoch) when shuffling (cut
+    to an equal share per rank), else storage order; rank ``rank`` of ``world`` takes every ``world``-th."""
+    indices = np.asarray(indices)
+    if shuffle:
+        indices = np.random.default_rng(int(seed) * 1_000_003 + int(epoch)).permutation(indices)
+        per = len(indices) // world
+        indices = indices[: per * world]
+    return indices[rank::world]
+
+
 def _epoch_order(rank: int, world: int, shuffle: bool):
     """An FFCV traversal order: a permutation fixed by (seed, epoch), cut to an equal share per rank.
 
@@ -88,13 +99,8 @@ def _epoch_order(rank: int, world: int, shuffle: bool):
         skip = 0  # samples to leave out of the next order only: a resumed epoch's (set by FFCVBatches)
 
         def sample_order(self, epoch: int):
-            indices = np.asarray(self.indices)
-            if shuffle:
-                indices = np.random.default_rng(int(self.seed) * 1_000_003 + int(epoch)).permutation(indices)
-                per = len(indices) // world
-                indices = indices[: per * world]
             skip, self.skip = self.skip, 0
-            return indices[rank::world][skip:]
+            return epoch_indices(self.indices, self.seed, epoch, rank, world, shuffle)[skip:]
 
     class Factory(TraversalOrder):
         def __call__(self, loader):
@@ -126,17 +132,61 @@ class FFCVBatches(ResumableEpoch):
         self.sampler = self
         self.batch_sampler = None
         self.epoch = 0
+        # (uint8 (N, H, W, C) images, int64 (N,) labels) of the whole file, once :meth:`decode_all` ran.
+        self.decoded: tuple[np.ndarray, np.ndarray] | None = None
+
+    def decode_all(self, rank: int, world: int, shuffle: bool, seed: int) -> None:
+        """Decodes every sample of the file once, in storage order, with the loader's own pipeline, and keeps
+        them: later iterations slice batches from memory in the order :func:`epoch_indices` gives, which is
+        the loader's own (``rank``, ``world``, ``shuffle``, ``seed``: as the loader's order was made).
+
+        Only for pipelines without random draws (small images used whole): their pixels are the same every time.
+        """
+        import torch
+        from ffcv.traversal_order import Sequential
+
+        loader = self.loader
+        # Every sample once, in storage order (the Loader's length follows its first order: set both).
+        loader.traversal_order = Sequential(loader)
+        loader.first_traversal_order = loader.traversal_order.sample_order(0)
+        loader.drop_last = False
+        images, labels = [], []
+        for x, y in loader:
+            images.append(x[:, : self.channels].permute(0, 2, 3, 1).numpy().copy())  # NHWC, FFCV's buffer copied
+            labels.append(y.view(-1).to(torch.long, copy=True).numpy())
+        self.decoded = (np.concatenate(images), np.concatenate(labels))
+        self.order, self.batch = (rank, world, shuffle, seed), loader.batch_size
+        self.loader = None  # its threads and memory map are not needed again
+
+    def _from_memory(self, skip: int):
+        import torch
+
+        images, labels = self.decoded
+        rank, world, shuffle, seed = self.order
+        order = epoch_indices(np.arange(len(images)), seed, self.epoch, rank, world, shuffle)
+        end = len(order) // self.batch * self.batch if shuffle else len(order)  # drop_last when training
+        for start in range(skip * self.batch, end, self.batch):
+            idx = order[start : start + self.batch]
+            x = torch.from_numpy(images[idx]).permute(0, 3, 1, 2)  # NCHW view of NHWC memory: channels-last
+            yield (x if self.channels_last else x.contiguous()), torch.from_numpy(labels[idx])
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
 
     def __len__(self) -> int:
+        if self.decoded is not None:
+            rank, world, shuffle, _ = self.order
+            n = len(epoch_indices(np.arange(len(self.decoded[0])), 0, 0, rank, world, shuffle))
+            return n // self.batch if shuffle else -(-n // self.batch)
         return len(self.loader)
 
     def __iter__(self):
         import torch
 
         skip = self.start_epoch()
+        if self.decoded is not None:
+            yield from self.counted(self._from_memory(skip))
+            return
         self.loader.next_epoch = self.epoch
         order = self.loader.traversal_order
         if hasattr(order, "skip"):
@@ -239,6 +289,10 @@ class FFCVDataModule(PackedDataModule):
             order=_epoch_order(rank, world, train), seed=self.seed, drop_last=train, os_cache=True,
             pipelines={"image": [*image, ToTensor(), ToTorchImage(channels_last=True)], "label": [IntDecoder(), ToTensor()]},
         )
+        count = manifest["splits"][split]["count"]
         if train:
-            self.batches_per_rank(manifest["splits"][split]["count"])  # too few samples: a clear error, not 0 batches
-        return FFCVBatches(loader, self.image_shape[0], self.channels_last)
+            self.batches_per_rank(count)  # too few samples: a clear error, not 0 batches
+        batches = FFCVBatches(loader, self.image_shape[0], self.channels_last)
+        if self.keeps_decoded(count):
+            batches.decode_all(rank, world, train, self.seed)
+        return batches

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 from lit_imgcls.cores import default_data_nthreads
@@ -13,6 +14,11 @@ from lit_imgcls.data.remote import is_remote, local_path, read_bytes
 from lit_imgcls.errors import UsageError
 
 SMALL = 64  # packs of same-size images up to this side are used as they are (MNIST, CIFAR): no crop, no resize
+# A split of small images whose decoded pixels take at most this many bytes is decoded once and served from
+# memory (PackedDataModule.keeps_decoded): MNIST's 60,000 training images take 47 MB, CIFAR-10's 50,000 take
+# 154 MB. Per sample, reading and decoding a 28-px image costs a loader about as much as LeNet's training step on
+# 2 cores (docs/BENCHMARKS.md, "Packs of small images"); from memory it costs a few microseconds.
+DECODED_MAX_BYTES = 1 << 30
 
 
 def load_pack_manifest(location: str) -> dict[str, Any]:
@@ -175,6 +181,12 @@ class PackedDataModule(ImageDataModule):
         if self.small:  # used whole, as MNIST and CIFAR are in memory
             return DataConfig(self.image_shape, "squash", 0.875, "area", self.mean, self.std)
         return DataConfig(self.image_shape, "center", 0.875, self.interpolation, self.mean, self.std)
+
+    def keeps_decoded(self, count: int) -> bool:
+        """Whether a split of ``count`` samples is decoded once, when its loader is made, and served from memory:
+        small images used whole (no random crop, so the decoded pixels are the same every epoch) that take at most
+        :data:`DECODED_MAX_BYTES` bytes. Every check of the pack still applies, on that one read."""
+        return self.small and count * math.prod(self.image_shape) <= DECODED_MAX_BYTES
 
     def _training_pack(self) -> None:
         if self.manifest is None:

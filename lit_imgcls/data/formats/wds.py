@@ -10,6 +10,7 @@ import itertools
 import random
 from typing import Any, Iterator
 
+import numpy as np
 import torch
 
 from lit_imgcls.callbacks.interrupt import loader_worker_init
@@ -88,6 +89,12 @@ class SampleDecoder:
         self.eval = EvalTransform(config)
         self.rng = random.Random(0)
 
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """(H, W, C) of every image this decoder returns."""
+        c, h, w = self.config.input_size
+        return h, w, c
+
     def __call__(self, sample: dict):
         from lit_imgcls.data import image, transforms
         from lit_imgcls.data.labels import parse_label
@@ -140,6 +147,44 @@ class ShardStream(torch.utils.data.IterableDataset):
         self.opener = opener or ShardOpener({}, None)
         self.seed, self.rank, self.world, self.batches, self.buffer = seed, rank, world, batches, buffer
         self.epoch = 0
+        # url -> (uint8 (n, H, W, C) images, labels) of the shard in storage order, once :meth:`decode_all` ran.
+        self.decoded: dict[str, tuple[np.ndarray, list[int]]] | None = None
+
+    def decode_all(self, workers: int = 0) -> None:
+        """Reads and decodes every shard once, in storage order, through the same stages as the stream (each shard
+        hashed as it streams and checked at its end, its sample count, every label by the label rule), and keeps
+        the decoded images: later iterations serve them from memory, in the order the stream would give.
+
+        Only for a deterministic decoder (small images used whole: no random crop), whose output is the same
+        every time a sample is read.
+
+        Args:
+            workers: processes decoding shards side by side (0: this process).
+
+        Raises:
+            UsageError: a shard that fails a check (as the stream would, naming it).
+        """
+        if self.decoder.train and self.decoder.augment:
+            raise ValueError("decode_all needs a deterministic decoder (no random crops)")
+        shards = torch.utils.data.DataLoader(_DecodedShards(self), batch_size=None,
+                                             num_workers=min(workers, len(self.urls)))
+        decoded = {}
+        try:
+            for url, (images, labels) in zip(self.urls, shards):
+                decoded[url] = (images.numpy(), labels.tolist())
+        except (UsageError, RunFailed) as exc:
+            raise from_worker(exc) from None
+        self.decoded = decoded
+
+    def decode_shard(self, url: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """One shard's samples decoded, in storage order: (uint8 (n, H, W, C) images, int64 (n,) labels)."""
+        from webdataset.tariterators import group_by_keys
+
+        errors = NamedErrors()
+        samples = group_by_keys(self._counted_expander(errors)(self.opener([{"url": url}])), handler=errors)
+        pairs = [self.decoder(sample) for sample in samples]
+        images = np.stack([p for p, _ in pairs]) if pairs else np.empty((0, *self.decoder.shape), np.uint8)
+        return torch.from_numpy(images), torch.tensor([label for _, label in pairs], dtype=torch.long)
 
     def _slot(self) -> tuple[int, int, int]:
         info = torch.utils.data.get_worker_info()
@@ -151,9 +196,12 @@ class ShardStream(torch.utils.data.IterableDataset):
         return self.batches // workers + (1 if worker < self.batches % workers else 0)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        return self.slot_batches(*self._slot())
+
+    def slot_batches(self, slot: int, slots: int, workers: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """The batches of one (rank, worker) slot: ``slot`` of ``slots`` in all, ``workers`` per rank."""
         import webdataset as wds
 
-        slot, slots, workers = self._slot()
         rng = random.Random(self.seed * 1_000_003 + self.epoch)
         self.decoder.rng = random.Random(f"{self.seed}-{self.epoch}-{slot}")  # augmentation, fixed per slot and epoch
         self.decoder.epoch = self.epoch  # the recipe's stages: seeded per sample by (seed, epoch, key)
@@ -174,19 +222,27 @@ class ShardStream(torch.utils.data.IterableDataset):
         from webdataset.tariterators import group_by_keys
 
         errors = NamedErrors()
-        stages: list[Any] = [
-            shard_source,
-            self.opener,
-            self._counted_expander(errors),
-            lambda src: group_by_keys(src, handler=errors),
-        ]
+        decoded = self.decoded
+        if decoded is not None:
+            # The decoded samples of each shard, in storage order: what the stages below would have made of it.
+            def cached(src):
+                for item in src:
+                    images, labels = decoded[item["url"]]
+                    yield from zip(images, labels)
+
+            stages: list[Any] = [shard_source, cached]
+        else:
+            stages = [shard_source, self.opener, self._counted_expander(errors),
+                      lambda src: group_by_keys(src, handler=errors)]
         if not by_shard:
             stages.append(wds.select(_EveryNth(slot, slots)))
         if self.train:
             stages.append(wds.shuffle(self.buffer, initial=min(self.buffer, 1000), rng=random.Random(rng.random() + slot)))
         from lit_imgcls.data.transforms import collate
 
-        stages += [wds.map(self.decoder), wds.batched(self.batch_size, collation_fn=collate, partial=not self.train)]
+        if decoded is None:
+            stages.append(wds.map(self.decoder))
+        stages.append(wds.batched(self.batch_size, collation_fn=collate, partial=not self.train))
         pipeline = wds.DataPipeline(*stages)
         it = iter(pipeline)
         if self.train:
@@ -219,6 +275,20 @@ class ShardStream(torch.utils.data.IterableDataset):
                                      "damaged; run `lit-imgcls dataset verify` on the pack")
 
         return expand
+
+
+class _DecodedShards(torch.utils.data.Dataset):
+    """Shard i of a stream, decoded (:meth:`ShardStream.decode_shard`): what loader workers hand back to fill
+    :attr:`ShardStream.decoded`."""
+
+    def __init__(self, stream: ShardStream) -> None:
+        self.stream = stream
+
+    def __len__(self) -> int:
+        return len(self.stream.urls)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.stream.decode_shard(self.stream.urls[i])
 
 
 class _EveryNth:
@@ -266,10 +336,13 @@ class EpochLoader(ResumableEpoch):
 
     def __iter__(self):
         skip = self.start_epoch()
-        loader = torch.utils.data.DataLoader(self.stream, batch_size=None, num_workers=self.workers,
-                                             pin_memory=torch.cuda.is_available(), persistent_workers=False,
-                                             worker_init_fn=loader_worker_init)
-        batches = iter(loader)
+        if self.stream.decoded is not None:
+            batches = self._in_process()
+        else:
+            loader = torch.utils.data.DataLoader(self.stream, batch_size=None, num_workers=self.workers,
+                                                 pin_memory=torch.cuda.is_available(), persistent_workers=False,
+                                                 worker_init_fn=loader_worker_init)
+            batches = iter(loader)
         try:
             # Batches arrive channels-last already (NHWC memory): the model takes them as they are.
             yield from self.counted(self.skipped(batches, skip))
@@ -280,6 +353,22 @@ class EpochLoader(ResumableEpoch):
             # Worker processes go now (a damaged shard, an early stop), not when the last reference to this
             # iterator does: the error's traceback keeps this frame, and with it the iterator, alive.
             getattr(batches, "_shutdown_workers", lambda: None)()
+
+    def _in_process(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """The batches a DataLoader with ``workers`` processes would hand out, made in this process from the decoded
+        samples: the workers' slots, one batch from each in turn (the DataLoader's order), a slot that has run out
+        left out. Served from memory a sample costs a few microseconds, so worker processes would only take cores
+        from training and add the hand-over between processes (docs/BENCHMARKS.md, "Packs of small images")."""
+        workers = max(1, self.workers)
+        first, slots = self.stream.rank * workers, self.stream.world * workers
+        active = [self.stream.slot_batches(first + w, slots, workers) for w in range(workers)]
+        while active:
+            for it in list(active):
+                batch = next(it, None)
+                if batch is None:
+                    active.remove(it)
+                else:
+                    yield batch
 
 
 class WDSDataModule(PackedDataModule):
@@ -315,4 +404,6 @@ class WDSDataModule(PackedDataModule):
             self.seed, rank, world, self.batches_per_rank(count) if train else None, self.shuffle_buffer,
             ShardOpener(dict(zip(urls, entries)), self.data_cache),
         )
+        if self.keeps_decoded(count):
+            stream.decode_all(self.workers)
         return EpochLoader(stream, self.workers)
