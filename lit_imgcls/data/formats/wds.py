@@ -169,11 +169,15 @@ class ShardStream(torch.utils.data.IterableDataset):
         shards = torch.utils.data.DataLoader(_DecodedShards(self), batch_size=None,
                                              num_workers=min(workers, len(self.urls)))
         decoded = {}
+        it = iter(shards)
         try:
-            for url, (images, labels) in zip(self.urls, shards):
+            for url, (images, labels) in zip(self.urls, it):
                 decoded[url] = (images.numpy(), labels.tolist())
         except (UsageError, RunFailed) as exc:
             raise from_worker(exc) from None
+        finally:
+            # The workers go now, not when the error's traceback lets go of the iterator (as EpochLoader's).
+            getattr(it, "_shutdown_workers", lambda: None)()
         self.decoded = decoded
 
     def decode_shard(self, url: str) -> tuple[torch.Tensor, torch.Tensor]:
