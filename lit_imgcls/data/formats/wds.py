@@ -166,7 +166,7 @@ class ShardStream(torch.utils.data.IterableDataset):
         """
         if self.decoder.train and self.decoder.augment:
             raise ValueError("decode_all needs a deterministic decoder (no random crops)")
-        shards = torch.utils.data.DataLoader(_DecodedShards(self), batch_size=None,
+        shards = torch.utils.data.DataLoader(_DecodedShards(self), batch_size=None, worker_init_fn=loader_worker_init,
                                              num_workers=min(workers, len(self.urls)))
         decoded = {}
         it = iter(shards)
