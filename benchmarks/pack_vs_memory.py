@@ -88,7 +88,8 @@ def main() -> None:
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/lit-imgcls-packspeed"))
     parser.add_argument("--trials", type=int, default=3)
     parser.add_argument("--examples", type=int, default=60000)
-    parser.add_argument("--data-nthreads", type=int, default=None, help="loader workers of the packs (default: the run's)")
+    parser.add_argument("--data-nthreads", type=int, default=None,
+                        help="loader workers of the packs (default: the run's)")
     parser.add_argument("--label", default="", help="a name for this run in the results file (before/after)")
     args = parser.parse_args()
     args.workdir.mkdir(parents=True, exist_ok=True)
@@ -108,8 +109,8 @@ def main() -> None:
             walls[kind].append(time.perf_counter() - tic)
             rate, windows = window_rate(result.run_dir)
             rates[kind].append(rate)
-            print(f"trial {trial} {kind}: {rate:.0f} samples/s over {windows} windows, fit call {walls[kind][-1]:.1f} s",
-                  flush=True)
+            print(f"trial {trial} {kind}: {rate:.0f} samples/s over {windows} windows, "
+                  f"fit call {walls[kind][-1]:.1f} s", flush=True)
     med = {k: statistics.median(v) for k, v in rates.items()}
     ratio = {k: statistics.median(r / m for r, m in zip(rates[k], rates["memory"])) for k in KINDS}
     wall = {k: statistics.median(v) for k, v in walls.items()}
