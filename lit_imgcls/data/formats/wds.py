@@ -408,6 +408,7 @@ class WDSDataModule(PackedDataModule):
             self.seed, rank, world, self.batches_per_rank(count) if train else None, self.shuffle_buffer,
             ShardOpener(dict(zip(urls, entries)), self.data_cache),
         )
-        if self.keeps_decoded(count):
+        # Decoded pixels are kept only when they are the same every epoch: augmentation stages draw anew per epoch.
+        if pipeline is None and self.keeps_decoded(count):
             stream.decode_all(self.workers)
         return EpochLoader(stream, self.workers)
