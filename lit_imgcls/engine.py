@@ -599,7 +599,7 @@ def _fit_holding_prefix(recipe: Recipe, datamodule, module, where: str, allow_an
     gc.collect()
     gc.freeze()
     try:
-        with run.translated_errors(trainer, recipe.model_prefix if rank_zero else None):
+        with run.interrupt.early_sigterm(), run.translated_errors(trainer, recipe.model_prefix if rank_zero else None):
             trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt, weights_only=True)
     finally:
         gc.unfreeze()

@@ -3,6 +3,7 @@ once; and a run blocked in I/O (a stalled download, a hung network file system) 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -100,12 +101,45 @@ class GracefulInterrupt(L.Callback):
         self._timer: threading.Timer | None = None
         self._moving = False  # a hook ran after the signal: the run is not blocked
         self._armed_sigterm = False
+        self._early = False  # between fit's start and Lightning's own SIGTERM handler (see early_sigterm)
+        self._early_pending = False  # a SIGTERM came then: passed on to Lightning's handler once it exists
 
     # ---------------------------------------------------------------- the grace timer, on top of Lightning's handler
+
+    @contextlib.contextmanager
+    def early_sigterm(self):
+        """Around ``trainer.fit``: a SIGTERM before Lightning registers its handler is not the default death (-15).
+
+        Lightning registers its SIGTERM handler only after building the optimizers, and building them may read a
+        whole training split (the step count of a small pack decoded into memory), so a read that blocks there
+        could only be killed. Until then a SIGTERM arms the grace timer (a blocked run quits with its one line,
+        143) and is handed to Lightning's handler once the run starts, which stops it after its first step with
+        a checkpoint. The handler from before is put back on leaving, however the fit ended."""
+        try:
+            previous = signal.signal(signal.SIGTERM, self._on_early_sigterm)
+        except ValueError:  # not the main thread: Lightning registers nothing either
+            yield
+            return
+        self._early = True
+        try:
+            yield
+        finally:
+            self._early = False
+            try:
+                signal.signal(signal.SIGTERM, previous)
+            except ValueError:
+                pass
+
+    def _on_early_sigterm(self, signum: int, frame: Any) -> None:
+        if not self._early:  # Lightning's handler calls the one it found too: by then the wrapper has it
+            return
+        self._early_pending = True
+        self._arm()
 
     def _wrap_sigterm(self) -> None:
         """Puts the timer in front of the SIGTERM handler Lightning registered for this run (its teardown puts the
         one from before the run back, ours included)."""
+        self._early = False
         if self._armed_sigterm:
             return
         try:
@@ -124,6 +158,9 @@ class GracefulInterrupt(L.Callback):
             self._armed_sigterm = True
         except ValueError:  # not the main thread
             pass
+        if self._early_pending:  # a SIGTERM while the run was being set up: Lightning stops it now
+            self._early_pending = False
+            current(signal.SIGTERM, None)
 
     def _arm(self) -> None:
         with self._lock:
