@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import copy
 import dataclasses
 import gc
 import logging
@@ -75,7 +76,16 @@ def build_datamodule(recipe: Recipe):
         UsageError: a plugin DataModule that delivers another shape than ``image_shape`` asks for.
     """
     cls = datasets.get(recipe.dataset)
+    if getattr(recipe, "augment_device", False):
+        # The per-image stages run in the training step (_device_augment): the loaders get the batch stages only,
+        # a list all the same, so that the dataset's own augmentation stays off as the recipe's list says.
+        from lit_imgcls.data.augment import split_levels
+
+        recipe = copy.copy(recipe)
+        recipe.augment = split_levels(recipe.augment)[1]
     dm = cls.from_recipe(recipe) if hasattr(cls, "from_recipe") else cls(recipe)
+    if getattr(recipe, "augment_device", False) and hasattr(dm, "augment_on_device"):
+        dm.augment_on_device = True  # uint8 training images at the input size, without the format's own augmentation
     if recipe.image_shape:
         want = tuple(int(v) for v in recipe.image_shape.split(","))
         if tuple(int(v) for v in dm.image_shape) != want:
@@ -171,6 +181,7 @@ def build_module(recipe: Recipe, spec: DataSpec):
         optim=OptimConfig.from_recipe(recipe),
         evaluation=EvalConfig.from_recipe(recipe),
         batch_augment=_batch_augment(recipe, spec),
+        device_augment=_device_augment(recipe, spec),
     )
     # One image of the input the network is built for: with it Lightning's model summary at the start of fit
     # counts the network's real FLOPs and shows its input and output sizes (without it, a column of zeros and
@@ -199,6 +210,16 @@ def _batch_augment(recipe: Recipe, spec: DataSpec):
     if not batch:
         return None
     return BatchMix(batch, StageContext(tuple(spec.data_config.input_size), spec.num_classes), recipe.seed)
+
+
+def _device_augment(recipe: Recipe, spec: DataSpec):
+    """With ``augment_device``, the recipe's per-image stages for the module's training step, else None."""
+    from lit_imgcls.data.augment import DeviceAugment, StageContext, split_levels
+
+    if not getattr(recipe, "augment_device", False):
+        return None
+    sample = split_levels(getattr(recipe, "augment", None))[0]
+    return DeviceAugment(sample, StageContext(tuple(spec.data_config.input_size), spec.num_classes), recipe.seed)
 
 
 def _check_head(net, recipe: Recipe) -> None:

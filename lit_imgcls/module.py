@@ -46,6 +46,9 @@ class ImageClassifier(L.LightningModule):
         batch_augment: the recipe's batch stages (mixup, cutmix: a :class:`~lit_imgcls.data.augment.BatchMix`),
             applied to each normalised training batch; the loss is then the cross-entropy against its soft labels
             (with ``label_smoothing``), and training accuracy counts against the original labels.
+        device_augment: the recipe's per-image stages with ``augment_device: true`` (a
+            :class:`~lit_imgcls.data.augment.DeviceAugment`), run on each training batch on the training device,
+            before ``batch_augment``; its random draws come from (seed, global step).
 
     Raises:
         ValueError: ``optim`` holds a value out of range.
@@ -75,6 +78,7 @@ class ImageClassifier(L.LightningModule):
         optim: OptimConfig | None = None,
         evaluation: EvalConfig | None = None,
         batch_augment: Callable | None = None,
+        device_augment: Callable | None = None,
     ) -> None:
         super().__init__()
         # Manual optimization: the same zero_grad/backward/step/schedule sequence as automatic optimization,
@@ -85,13 +89,14 @@ class ImageClassifier(L.LightningModule):
         self.net = net
         # optim is a config object: checkpoints hold plain values only (they are loaded with weights_only), and the
         # recipe in self.meta already records it.
-        self.save_hyperparameters(ignore=["net", "optim", "evaluation", "batch_augment"])
+        self.save_hyperparameters(ignore=["net", "optim", "evaluation", "batch_augment", "device_augment"])
         self.optim = (optim or OptimConfig()).check()
         self.evaluation = evaluation or EvalConfig()
         self._ema: WeightEMA | None = None  # made when training starts, on the network's device
         self._ema_restored: tuple[dict, int] | None = None  # a resumed run's EMA state until then
         self._ema_swapped = False  # the network holds the EMA weights (during validation)
         self.batch_augment = batch_augment or None
+        self.device_augment = device_augment or None
         self.hparams["lr_step_epochs"] = list(lr_step_epochs)
         self.val_acc = MulticlassAccuracy(num_classes, average="micro")
         self.test_acc = MulticlassAccuracy(num_classes, average="micro")
@@ -129,6 +134,8 @@ class ImageClassifier(L.LightningModule):
 
     def _optimizer_step(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         target = y
+        if self.device_augment is not None:
+            x = self._augment_on_device(x)
         if self.batch_augment is not None:
             # Drawn from (seed, global step): a resumed run mixes its batches as the uninterrupted one did.
             x, target = self.batch_augment(x, y, self.trainer.global_step)
@@ -288,6 +295,16 @@ class ImageClassifier(L.LightningModule):
         if self.optim.compile and getattr(self.net, "_compiled_call_impl", None) is None:
             self.net.compile()
 
+    def _augment_on_device(self, x: torch.Tensor) -> torch.Tensor:
+        """The per-image stages on a training batch, returned normalised. They run on pixels in [0, 1], before
+        normalisation: fills mean the host's 0-255 values and colour stages clamp to the range they are written for.
+        A uint8 batch (left so by :meth:`on_after_batch_transfer`) is scaled; a normalised float batch (an
+        in-memory data set of float images) is taken back to pixels first."""
+        with torch.autocast(x.device.type, enabled=False):  # pixel arithmetic in float32 under 16-mixed too
+            pixels = x.float() / 255 if x.dtype == torch.uint8 else (x.float() * self.pixel_std + self.pixel_mean) / 255
+            pixels = self.device_augment(pixels, self.trainer.global_step)
+            return (pixels * 255 - self.pixel_mean) / self.pixel_std
+
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
         """uint8 images (N, C, H, W) -> float32 (x / 255 - mean) / std, on ``x``'s device; float input as it is."""
         if x.dtype != torch.uint8:
@@ -296,6 +313,8 @@ class ImageClassifier(L.LightningModule):
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         if isinstance(batch, (tuple, list)) and isinstance(batch[0], torch.Tensor) and batch[0].dtype == torch.uint8:
+            if self.device_augment is not None and self._trainer is not None and self.trainer.training:
+                return batch  # the training step augments, then normalises (_augment_on_device)
             return (self.normalize(batch[0]), *batch[1:])
         return batch
 

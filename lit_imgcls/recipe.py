@@ -123,6 +123,13 @@ class Recipe:
             cutmix stages mix whole batches in the training step (with label_smoothing, on any batch size).
             MXNet's flags below add stages before the list's, in this order: rotate, shear, scale,
             random_resized_crop, random_crop, mirror, hsl, color_jitter, pca_noise.
+        augment_device: run augment's per-image stages in the training step, on each batch after it reached the
+            training device (uint8), instead of per image in the loader; kornia.augmentation draws every image's
+            parameters, from (seed, global step), so a resumed run is exact. Faster on a GPU, and the way to give
+            --dataset ffcv per-image stages. Images from files come in at the input size (the evaluation crop),
+            and the stages run on that. Stages with a device form: random_crop, mirror, random_resized_crop,
+            rotate, shear, scale, hsl, color_jitter, random_erasing, pca_noise; rand_augment, trivial_augment,
+            auto_augment and plugin stages without one run only on the host and are refused.
         pad_size: MXNet's --pad-size: pixels of padding on each side before the random crop (adds random_crop).
         random_crop: MXNet's --random-crop 1: a random crop of the input size (adds random_crop).
         random_mirror: MXNet's --random-mirror 1: random horizontal flips (adds mirror).
@@ -204,6 +211,7 @@ class Recipe:
     tensorboard: bool = False
     callbacks: Optional[list[dict[str, Any]]] = None
     augment: Optional[list[Any]] = None
+    augment_device: bool = False
     pad_size: Optional[int] = None
     random_crop: Optional[int] = None
     random_mirror: Optional[int] = None
@@ -529,6 +537,10 @@ def _validate(recipe: Recipe, allow_any_class: bool, here: bool) -> Recipe:
         shape = parse_image_shape(recipe.image_shape) if recipe.image_shape else (3, 32, 32)
         recipe.augment = check_stages(recipe.augment, StageContext(shape, recipe.num_classes or 10),
                                       only_known=not here)
+    if recipe.augment_device:
+        from lit_imgcls.data.augment import check_device_stages
+
+        check_device_stages(recipe.augment, only_known=not here)
     if not here:
         return recipe
     check_paths_exist(recipe)
@@ -639,14 +651,15 @@ def check_dataset_keys(recipe: Recipe, cls) -> None:
     reads = dataset_keys(cls)
     if reads is None:
         return
-    if recipe.augment and "augment" not in reads:
+    if recipe.augment and "augment" not in reads and not recipe.augment_device:
         from lit_imgcls.data.augment import split_levels
 
         sample = split_levels(recipe.augment)[0]
         if sample:
             raise UsageError(f"augment names per-image stages ({', '.join(s['name'] for s in sample)}) but dataset "
-                             f"{recipe.dataset} takes no augment pipeline; use --dataset wds, folder or an in-memory "
-                             "dataset, or keep only the batch stages (mixup, cutmix)")
+                             f"{recipe.dataset} takes no augment pipeline; use --augment-device true to run them on the training "
+                             "device, --dataset wds, folder or an in-memory dataset, or keep only the batch stages "
+                             "(mixup, cutmix)")
     for key in DATA_KEYS:
         value = getattr(recipe, key)
         if value == FIELDS[key].default or key in reads:

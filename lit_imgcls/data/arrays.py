@@ -280,8 +280,9 @@ class ArrayDataModule(ImageDataModule):
             if len(labels) and (int(labels.min()) < 0 or int(labels.max()) >= self.num_classes):
                 raise ValueError(f"{split} labels must lie in [0, {self.num_classes}), found {int(labels.min())}..{int(labels.max())}")
             x = self._conform(x, split)
-            if split == "train" and self.stages:
-                if np.asarray(x[:1]).dtype != np.uint8:
+            uint8 = np.asarray(x[:1]).dtype == np.uint8
+            if split == "train" and (self.stages or (self.augment_on_device and uint8)):
+                if not uint8:
                     raise UsageError(f"augment stages need uint8 images, and the training images are "
                                      f"{np.asarray(x[:1]).dtype}: give uint8 images or leave augment unset")
                 self._tensors[split] = (to_nchw(x).contiguous(), labels)  # normalised after the stages, on the device

@@ -7,6 +7,12 @@ image tensor (C, H, W): torchvision.transforms.v2 transforms are such callables.
 ``level = "batch"`` (mixup, cutmix) returns a callable taking a float image batch (N, C, H, W) and int64 labels
 (N,) and returning the batch and soft labels (N, K); those run in the module's training step.
 
+With the recipe's ``augment_device: true`` the per-sample stages run instead in the training step, on the batch
+after it reached the training device (:class:`DeviceAugment`): each factory then needs a device form, declared as
+an attribute ``device_form`` (``fn(ctx, **args)`` with the same arguments, returning a callable on a float batch
+(N, C, H, W) of pixels in [0, 1] that draws its parameters per image; the built-ins' are kornia.augmentation's).
+A stage without one runs only on the host and is refused with augment_device.
+
 Randomness: every per-sample stage draws from torch's and Python's global generators, which :class:`Pipeline`
 seeds from (seed, epoch, index) around each image and restores afterwards (``torch.random.fork_rng``), so an image
 gets the same pixels on every data path, in every worker process, and after a resume.
@@ -44,6 +50,12 @@ class StageContext:
 def level(factory: Any) -> str:
     """``"batch"`` for a factory marked ``level = "batch"``, else ``"sample"``."""
     return BATCH if getattr(factory, "level", SAMPLE) == BATCH else SAMPLE
+
+
+def device_form(factory: Any) -> Callable | None:
+    """The factory's batched form for the training device (its ``device_form`` attribute), or None."""
+    form = getattr(factory, "device_form", None)
+    return form if callable(form) else None
 
 
 def sample_seed(seed: int, epoch: int, index: int | str) -> int:
@@ -221,3 +233,88 @@ class BatchMix:
             torch.default_generator.manual_seed(sample_seed(self.seed, step, "mix"))
             pick = self._built[int(torch.randint(len(self._built), ()))] if len(self._built) > 1 else self._built[0]
             return pick(x, y)
+
+
+def check_device_stages(stages: list[dict[str, Any]] | None, only_known: bool = False) -> None:
+    """Refuses what ``augment_device: true`` cannot do: a list without per-image stages, or a per-image stage
+    whose factory has no :func:`device_form` (RandAugment and the other policies, most plugins).
+
+    Args:
+        only_known: skip the stages whose names this machine's registry lacks (a recipe printed for another).
+
+    Raises:
+        UsageError: in one line naming the stage and its place in ``augment``.
+    """
+    from lit_imgcls.registry import augmentations
+
+    if not split_levels(stages)[0]:
+        raise UsageError("augment_device is true but augment names no per-image stage to run on the training "
+                         "device: add stages to augment (e.g. [{name: random_crop, pad: 4}, mirror]) or set "
+                         "augment_device false")
+    for i, stage in enumerate(stages or [], 1):
+        if stage["name"] not in augmentations:
+            if only_known:
+                continue
+            augmentations.get(stage["name"])  # the registry's own words
+        factory = augmentations.get(stage["name"])
+        if level(factory) == SAMPLE and device_form(factory) is None:
+            raise UsageError(f"augment stage {i} {stage['name']} runs only on the host (per image in the loader), "
+                             "not on the training device: remove it from augment or set augment_device false")
+
+
+class DeviceAugment:
+    """The per-image stages of a recipe with ``augment_device: true``, run in the training step on a whole batch
+    on the training device, each image with its own random parameters (kornia.augmentation draws them per sample).
+
+    Takes and returns float pixels in [0, 1], (N, C, H, W), on any device: the module converts its uint8 (or
+    normalised) batch to that scale first and normalises after, so a stage's ``fill`` (0-255) means the same pixel
+    value as on the host and colour stages see the range they are written for. The draws come from torch's CPU
+    generator (kornia samples its parameters there; an accelerator's generator is forked and seeded too), seeded
+    by (seed, global step) inside ``torch.random.fork_rng``: the same step gives the same batch, a resumed run
+    augments as the uninterrupted one did, and the caller's random state is left as it was.
+
+    Raises:
+        UsageError: (when first used, and from :func:`check_device_stages` in ``recipe.validate``) a stage with no
+            device form, or arguments its factory refuses.
+    """
+
+    def __init__(self, stages: list[dict[str, Any]], ctx: StageContext, seed: int = 0) -> None:
+        self.stages, self.ctx, self.seed = list(stages), ctx, int(seed)
+        self._built: list[Callable] | None = None
+
+    def __bool__(self) -> bool:
+        return bool(self.stages)
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"stages": self.stages, "ctx": self.ctx, "seed": self.seed, "_built": None}
+
+    def transforms(self) -> list[Callable]:
+        if self._built is None:
+            from lit_imgcls.registry import augmentations
+
+            check_device_stages(self.stages)
+            built = []
+            for i, stage in enumerate(self.stages, 1):
+                build_stage(stage, self.ctx, f"augment stage {i}")  # the host factory checks the arguments
+                args = {k: v for k, v in stage.items() if k != "name"}
+                built.append(device_form(augmentations.get(stage["name"]))(self.ctx, **args))
+            self._built = built
+        return self._built
+
+    def __call__(self, x: torch.Tensor, step: int) -> torch.Tensor:
+        """``x`` (float (N, C, H, W), pixels in [0, 1]) through every stage, the draws fixed by (seed, ``step``)."""
+        transforms = self.transforms()
+        seed = sample_seed(self.seed, step, "device")
+        accelerators = [x.device.index or 0] if x.device.type == "cuda" else []
+        state = random.getstate()
+        with torch.random.fork_rng(devices=accelerators):
+            torch.default_generator.manual_seed(seed)
+            if accelerators:
+                torch.cuda.manual_seed(seed)
+            random.seed(seed)
+            try:
+                for t in transforms:
+                    x = t(x)
+            finally:
+                random.setstate(state)
+        return x

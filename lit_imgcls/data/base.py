@@ -25,6 +25,10 @@ class ImageDataModule(L.LightningDataModule):
     image_shape: tuple[int, int, int]
     mean: Sequence[float] = (0.0,)
     std: Sequence[float] = (1.0,)
+    # Set by the engine with the recipe's augment_device: the per-image stages run in the training step, so the
+    # training loader delivers uint8 images at the input size without augmentation of its own (the recipe's list,
+    # batch stages alone, is what it is given as augment).
+    augment_on_device: bool = False
 
     @classmethod
     def from_recipe(cls, recipe: Any) -> "ImageDataModule":

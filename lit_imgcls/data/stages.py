@@ -6,6 +6,12 @@ recipe, checks them, and returns a callable on one uint8 image tensor (C, H, W) 
 its labels). MXNet's ``--max-random-*``, ``--brightness``... flags name these stages (see
 :data:`lit_imgcls.recipe.AUGMENT_FLAGS`). Only ``pca_noise`` is written here: neither torchvision nor timm has
 AlexNet's lighting noise.
+
+Device forms (``augment_device: true``, :class:`~lit_imgcls.data.augment.DeviceAugment`): each per-image built-in
+but the policies (rand_augment, trivial_augment, auto_augment) has one, set below as the factory's ``device_form``
+attribute: kornia.augmentation's batched transform, parameters drawn per image, on float pixels in [0, 1]
+(``fill`` and ``value`` on 0-255 are divided by 255). kornia's policies draw one sub-policy per batch, not per
+image, so those stay on the host.
 """
 
 from __future__ import annotations
@@ -178,3 +184,106 @@ def cutmix(ctx: StageContext, alpha: float = 1.0):
 
 mixup.level = BATCH  # type: ignore[attr-defined]
 cutmix.level = BATCH  # type: ignore[attr-defined]
+
+
+# Device forms: the same arguments as the host factories above (which check them first), on float batches.
+
+
+def _kornia():
+    import kornia.augmentation as K
+
+    return K
+
+
+def _filled(op, fill: int):
+    """``op`` (a geometric warp that pads with zeros) padding with ``fill`` (0-255) instead: the warp is linear in
+    the pixel values, so warping x - f and adding f back leaves the image as it was and the border f."""
+    f = _fill(fill, None) / 255
+    return op if not f else (lambda x: op(x - f) + f)
+
+
+def _random_crop_device(ctx: StageContext, pad: int = 0, fill: int = 0):
+    _, h, w = ctx.image_shape
+    return _kornia().RandomCrop((h, w), padding=pad or None, fill=_fill(fill, ctx) / 255, pad_if_needed=True, p=1.0)
+
+
+def _mirror_device(ctx: StageContext, p: float = 0.5):
+    return _kornia().RandomHorizontalFlip(p=_number(p, "p", 0, 1))
+
+
+def _random_resized_crop_device(ctx: StageContext, area: Sequence[float] = (0.08, 1.0),
+                                ratio: Sequence[float] = (3 / 4, 4 / 3)):
+    _, h, w = ctx.image_shape
+    return _kornia().RandomResizedCrop((h, w), scale=_pair(area, "area", 0, 1), ratio=_pair(ratio, "ratio", 1e-3, 1e3),
+                                       p=1.0)
+
+
+# torchvision's RandomRotation and RandomAffine sample the nearest pixel by default: the device forms do too.
+def _rotate_device(ctx: StageContext, degrees: float = 0.0, fill: int = 0):
+    d = _number(degrees, "degrees", 0, 360)
+    return _filled(_kornia().RandomAffine(degrees=(-d, d), resample="nearest", p=1.0), fill)
+
+
+def _shear_device(ctx: StageContext, ratio: float = 0.0, fill: int = 0):
+    angle = math.degrees(math.atan(_number(ratio, "ratio", 0, 1)))
+    return _filled(_kornia().RandomAffine(degrees=0, shear=(-angle, angle), resample="nearest", p=1.0), fill)
+
+
+def _scale_device(ctx: StageContext, min: float = 1.0, max: float = 1.0, fill: int = 0):  # noqa: A002
+    low, high = _pair([min, max], "[min, max]", 0.01, 100)
+    return _filled(_kornia().RandomAffine(degrees=0, scale=(low, high), resample="nearest", p=1.0), fill)
+
+
+def _jitter_device(ctx: StageContext, brightness: float, contrast: float, saturation: float, hue: float):
+    """kornia's ColorJitter (torchvision's factors; the order of the four is drawn per batch, not per image).
+    Saturation and hue leave a grey image as it is on the host: they are dropped for one channel."""
+    if ctx.image_shape[0] != 3:
+        saturation = hue = 0.0
+    if not (brightness or contrast or saturation or hue):
+        return lambda x: x
+    return _kornia().ColorJitter(brightness=brightness, contrast=contrast, saturation=saturation, hue=hue, p=1.0)
+
+
+def _hsl_device(ctx: StageContext, h: float = 0, s: float = 0, l: float = 0):  # noqa: E741
+    h, s, l = _number(h, "h", 0, 180), _number(s, "s", 0, 255), _number(l, "l", 0, 255)
+    return _jitter_device(ctx, l / 255, 0.0, s / 255, min(h / 180, 0.5))
+
+
+def _color_jitter_device(ctx: StageContext, brightness: float = 0, contrast: float = 0, saturation: float = 0,
+                         hue: float = 0):
+    return _jitter_device(ctx, _number(brightness, "brightness", 0, 1), _number(contrast, "contrast", 0, 1),
+                          _number(saturation, "saturation", 0, 1), _number(hue, "hue", 0, 0.5))
+
+
+def _random_erasing_device(ctx: StageContext, p: float = 0.5, area: Sequence[float] = (0.02, 0.33),
+                           ratio: Sequence[float] = (0.3, 3.3), value: int = 0):
+    return _kornia().RandomErasing(scale=_pair(area, "area", 0, 1), ratio=_pair(ratio, "ratio", 1e-3, 1e3),
+                                   value=_fill(value, ctx) / 255, p=_number(p, "p", 0, 1))
+
+
+class BatchPCANoise:
+    """:class:`PCANoise` on a float batch (N, C, H, W) of pixels in [0, 1]: one colour offset per image, its
+    coefficients drawn from torch's CPU generator (the same numbers on any device), added and clamped to [0, 1]
+    (not rounded to grey levels, as the host's uint8 output is)."""
+
+    def __init__(self, std: float) -> None:
+        self.std = std
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        alpha = torch.randn(len(x), 3) * self.std
+        offset = (alpha * torch.tensor(PCA_EIGVAL)) @ torch.tensor(PCA_EIGVEC).T  # (N, 3) in grey levels
+        if x.shape[1] != 3:
+            offset = offset.mean(1, keepdim=True).expand(-1, x.shape[1])
+        return (x + offset.to(x.device, x.dtype).view(len(x), -1, 1, 1) / 255).clamp_(0, 1)
+
+
+def _pca_noise_device(ctx: StageContext, std: float = 0.1):
+    return BatchPCANoise(_number(std, "std", 0, 1))
+
+
+for _host, _device in ((random_crop, _random_crop_device), (mirror, _mirror_device),
+                       (random_resized_crop, _random_resized_crop_device), (rotate, _rotate_device),
+                       (shear, _shear_device), (scale, _scale_device), (hsl, _hsl_device),
+                       (color_jitter, _color_jitter_device), (random_erasing, _random_erasing_device),
+                       (pca_noise, _pca_noise_device)):
+    _host.device_form = _device  # type: ignore[attr-defined]

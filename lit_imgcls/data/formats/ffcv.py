@@ -279,9 +279,10 @@ class FFCVDataModule(PackedDataModule):
         _, h, w = self.image_shape
         if self.small:
             image = [SimpleRGBImageDecoder()]
-        elif train:
+        elif train and not self.augment_on_device:
             image = [RandomResizedCropRGBImageDecoder((h, w)), RandomHorizontalFlip()]
-        else:  # the region of lit_imgcls.data.transforms.center_crop_box, resized with INTER_AREA
+        else:  # the region of lit_imgcls.data.transforms.center_crop_box, resized with INTER_AREA (augment_device:
+            # the training step augments these)
             image = [CenterCropRGBImageDecoder((h, w), ratio=self.data_config.crop_pct)]
         rank, world = self.rank_world()
         loader = Loader(

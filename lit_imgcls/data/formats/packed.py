@@ -113,8 +113,9 @@ class PackedDataModule(ImageDataModule):
         self.stages = None if augment is None else split_levels(augment)[0]
         if self.stages and not self.takes_augment:
             raise UsageError(f"augment stages ({', '.join(s['name'] for s in self.stages)}) are not run by dataset "
-                             f"{self.format_name} (its compiled pipelines do their own crops); use --dataset wds on "
-                             "the same pack, or keep only the batch stages (mixup, cutmix)")
+                             f"{self.format_name} (its compiled pipelines do their own crops); use --augment-device "
+                             "true to run them on the training device, --dataset wds on the same pack, or keep only "
+                             "the batch stages (mixup, cutmix)")
         if not data_train and data_dir:
             data_train, data_val = split_data_dir(data_dir, data_val)
         train = data_train
