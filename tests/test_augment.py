@@ -264,7 +264,7 @@ def test_stages_the_data_path_cannot_run_are_refused(tmp_path, capsys):
     from lit_imgcls.data.formats.ffcv import FFCVDataModule
     from lit_imgcls.errors import UsageError
 
-    with pytest.raises(UsageError, match="not run by dataset ffcv.*use --dataset wds"):
+    with pytest.raises(UsageError, match="not run by dataset ffcv.*--augment-device true.*--dataset wds"):
         FFCVDataModule(data_train=str(tmp_path / "none"), augment=[{"name": "mirror"}])
     # an npz of float images cannot take uint8 stages
     np.savez(tmp_path / "f.npz", x_train=np.zeros((8, 16, 16), np.float32), y_train=np.arange(8) % 2)
