@@ -222,6 +222,33 @@ def test_a_fit_with_augment_device_resumes_bit_exact(tmp_path, capsys, caplog):
     assert want.keys() == got.keys() and all(torch.equal(want[k], got[k]) for k in want)
 
 
+@pytest.mark.parametrize("dataset", ["npz", "folder", "wds"])
+def test_every_data_path_hands_the_device_uint8_images_at_the_input_size_unaugmented(dataset, tiny_pack, tmp_path):
+    """With augment_device the engine gives the loaders the batch stages alone: each path delivers uint8 images
+    of the input size with no augmentation of its own (the in-memory arrays too, which would else be floats)."""
+    from lit_imgcls.engine import build_datamodule
+    from lit_imgcls.recipe import Recipe
+
+    source = {"npz": str(_tiny_npz(tmp_path / "tiny.npz")), "folder": str(tiny_pack.parent / "tree"),
+              "wds": str(tiny_pack)}[dataset]
+    recipe = Recipe(dataset=dataset, data_train=source, batch_size=2, data_nthreads=0, seed=1, augment_device=True,
+                    augment=[{"name": "random_resized_crop"}, {"name": "mirror"}, {"name": "mixup"}])
+    dm = build_datamodule(recipe)
+    assert dm.augment_on_device and recipe.augment[0]["name"] == "random_resized_crop"  # the recipe is left as it was
+    dm.setup("fit")
+    loader = dm.train_dataloader()
+    seen = []
+    for epoch in (0, 1):  # the same pixels every epoch, in another order: no random draw left in the loader
+        getattr(loader, "sampler", loader).set_epoch(epoch)
+        images = []
+        for x, _ in loader:
+            assert x.dtype == torch.uint8 and tuple(x.shape[1:]) == tuple(dm.image_shape)
+            images += [image.numpy().tobytes() for image in x]
+        seen.append(set(images))
+    # the stream's shuffle buffer may repeat a sample of this tiny pack within an epoch
+    assert seen[0] == seen[1] or dataset == "wds" and seen[0] & seen[1]
+
+
 def test_ffcv_takes_per_image_stages_on_the_device(tiny_pack, tmp_path, capsys):
     """FFCV refuses per-image stages in its loader and names augment_device; with it, a fit from the FFCV pack
     runs them in the training step."""
