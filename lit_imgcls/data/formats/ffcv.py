@@ -212,7 +212,9 @@ class FFCVDataModule(PackedDataModule):
     """
 
     format_name = "ffcv"
-    takes_augment = False  # FFCV's compiled pipelines crop and flip themselves; the stages are not wired in
+    # FFCV's compiled pipelines crop and flip themselves; per-image stages are not wired into them, and run on the
+    # training device instead (augment_device: the training loader then decodes centre crops).
+    takes_augment = False
     interpolation = "area"  # FFCV's decoders resize with OpenCV's pixel-area averaging
 
     def check_shape(self) -> None:

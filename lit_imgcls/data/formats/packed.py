@@ -87,7 +87,8 @@ class PackedDataModule(ImageDataModule):
         data_cache: local folder keeping verified copies of remote shards (default: stream them).
         augment: the recipe's augmentation stages (:mod:`lit_imgcls.data.augment`), run on each decoded training
             image instead of the format's own (photos: random-resized crop and flip); formats with
-            ``takes_augment`` False refuse them.
+            ``takes_augment`` False refuse the per-image ones (with ``augment_device`` the engine passes the batch
+            stages only and sets :attr:`augment_on_device`: the training step runs the rest).
     """
 
     format_name = ""
