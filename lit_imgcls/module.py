@@ -48,7 +48,7 @@ class ImageClassifier(L.LightningModule):
             (with ``label_smoothing``), and training accuracy counts against the original labels.
         device_augment: the recipe's per-image stages with ``augment_device: true`` (a
             :class:`~lit_imgcls.data.augment.DeviceAugment`), run on each training batch on the training device,
-            before ``batch_augment``; its random draws come from (seed, global step).
+            before ``batch_augment``; its random draws come from (seed, global step, rank).
 
     Raises:
         ValueError: ``optim`` holds a value out of range.
@@ -302,7 +302,7 @@ class ImageClassifier(L.LightningModule):
         in-memory data set of float images) is taken back to pixels first."""
         with torch.autocast(x.device.type, enabled=False):  # pixel arithmetic in float32 under 16-mixed too
             pixels = x.float() / 255 if x.dtype == torch.uint8 else (x.float() * self.pixel_std + self.pixel_mean) / 255
-            pixels = self.device_augment(pixels, self.trainer.global_step)
+            pixels = self.device_augment(pixels, self.trainer.global_step, self.global_rank)
             return (pixels * 255 - self.pixel_mean) / self.pixel_std
 
     def normalize(self, x: torch.Tensor) -> torch.Tensor:

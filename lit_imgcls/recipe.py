@@ -657,9 +657,9 @@ def check_dataset_keys(recipe: Recipe, cls) -> None:
         sample = split_levels(recipe.augment)[0]
         if sample:
             raise UsageError(f"augment names per-image stages ({', '.join(s['name'] for s in sample)}) but dataset "
-                             f"{recipe.dataset} takes no augment pipeline; use --augment-device true to run them on the training "
-                             "device, --dataset wds, folder or an in-memory dataset, or keep only the batch stages "
-                             "(mixup, cutmix)")
+                             f"{recipe.dataset} takes no augment pipeline; use --augment-device true to run them on "
+                             "the training device, --dataset wds, folder or an in-memory dataset, or keep only the "
+                             "batch stages (mixup, cutmix)")
     for key in DATA_KEYS:
         value = getattr(recipe, key)
         if value == FIELDS[key].default or key in reads:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import random
 
-import numpy as np
 import pytest
 import torch
 
@@ -135,6 +134,8 @@ def test_the_same_seed_and_step_give_the_same_batch_and_leave_the_global_generat
     assert torch.equal(a, _run(stages, x, step=7))
     assert not torch.equal(a, _run(stages, x, step=8))
     assert not torch.equal(a, _run(stages, x, step=7, seed=2))
+    other_rank = DeviceAugment(stages, StageContext((C, H, W), 4), 1)(x.clone(), 7, rank=1)
+    assert not torch.equal(a, other_rank)  # each process of a distributed run draws for its own images
 
 
 @pytest.mark.parametrize("augment, needle", [
@@ -183,7 +184,8 @@ def test_the_training_step_augments_the_uint8_batch_then_normalises_it():
 
     from lit_imgcls.module import ImageClassifier
 
-    aug = DeviceAugment([{"name": "random_crop", "pad": 2, "fill": 255}, {"name": "mirror"}], StageContext((C, H, W), 4), 3)
+    aug = DeviceAugment([{"name": "random_crop", "pad": 2, "fill": 255}, {"name": "mirror"}],
+                        StageContext((C, H, W), 4), 3)
     net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(C * H * W, 4))
     module = ImageClassifier(net, 4, mean=[0.5] * 3, std=[0.25] * 3, device_augment=aug)
     trainer = L.Trainer(accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
@@ -194,7 +196,7 @@ def test_the_training_step_augments_the_uint8_batch_then_normalises_it():
     y = torch.arange(8) % 4
     assert module.on_after_batch_transfer((x, y), 0)[0].dtype == torch.uint8
     got = module._augment_on_device(x)
-    want = (aug(x.float() / 255, trainer.global_step) - 0.5) / 0.25
+    want = (aug(x.float() / 255, trainer.global_step, 0) - 0.5) / 0.25
     assert torch.allclose(got, want, atol=1e-5)
     assert float(got.max()) == pytest.approx(2.0)  # the padding: (1 - 0.5) / 0.25
     assert not torch.allclose(got, (x.float() / 255 - 0.5) / 0.25)

@@ -270,8 +270,8 @@ class DeviceAugment:
     normalised) batch to that scale first and normalises after, so a stage's ``fill`` (0-255) means the same pixel
     value as on the host and colour stages see the range they are written for. The draws come from torch's CPU
     generator (kornia samples its parameters there; an accelerator's generator is forked and seeded too), seeded
-    by (seed, global step) inside ``torch.random.fork_rng``: the same step gives the same batch, a resumed run
-    augments as the uninterrupted one did, and the caller's random state is left as it was.
+    by (seed, global step, process rank) inside ``torch.random.fork_rng``: the same step gives the same batch, a
+    resumed run augments as the uninterrupted one did, and the caller's random state is left as it was.
 
     Raises:
         UsageError: (when first used, and from :func:`check_device_stages` in ``recipe.validate``) a stage with no
@@ -301,10 +301,11 @@ class DeviceAugment:
             self._built = built
         return self._built
 
-    def __call__(self, x: torch.Tensor, step: int) -> torch.Tensor:
-        """``x`` (float (N, C, H, W), pixels in [0, 1]) through every stage, the draws fixed by (seed, ``step``)."""
+    def __call__(self, x: torch.Tensor, step: int, rank: int = 0) -> torch.Tensor:
+        """``x`` (float (N, C, H, W), pixels in [0, 1]) through every stage, the draws fixed by (seed, ``step``,
+        ``rank``): each process of a distributed run draws its own parameters for its own images."""
         transforms = self.transforms()
-        seed = sample_seed(self.seed, step, "device")
+        seed = sample_seed(self.seed, step, f"device-{int(rank)}")
         accelerators = [x.device.index or 0] if x.device.type == "cuda" else []
         state = random.getstate()
         with torch.random.fork_rng(devices=accelerators):

@@ -245,7 +245,7 @@ def _jitter_device(ctx: StageContext, brightness: float, contrast: float, satura
 
 
 def _hsl_device(ctx: StageContext, h: float = 0, s: float = 0, l: float = 0):  # noqa: E741
-    h, s, l = _number(h, "h", 0, 180), _number(s, "s", 0, 255), _number(l, "l", 0, 255)
+    h, s, l = _number(h, "h", 0, 180), _number(s, "s", 0, 255), _number(l, "l", 0, 255)  # noqa: E741 - MXNet's names
     return _jitter_device(ctx, l / 255, 0.0, s / 255, min(h / 180, 0.5))
 
 
