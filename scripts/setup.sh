@@ -18,7 +18,7 @@ here=$(pwd -P)
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && "$PY" -I - "$here" <<'PYCHECK' 2>/dev/null; then
 import importlib.util, os, sys
 import lit_imgcls
-assert all(importlib.util.find_spec(m) for m in ("ffcv", "timm", "torchvision", "lightning", "pytest"))
+assert all(importlib.util.find_spec(m) for m in ("ffcv", "timm", "torchvision", "kornia", "lightning", "pytest"))
 sys.exit(0 if os.path.realpath(lit_imgcls.__file__).startswith(sys.argv[1] + os.sep) else 1)
 PYCHECK
   exit 0
@@ -45,6 +45,6 @@ fi
 echo "setup: installing lit-imgcls and its pinned dependencies"
 # torch is named in the same command so that nothing that depends on it can pull another build.
 "$PY" -m pip install --quiet --disable-pip-version-check -c constraints.txt "${torch_pins[@]}" pillow -e '.[all,dev]'
-"$PY" -c "import lit_imgcls, ffcv, timm, torchvision" 
+"$PY" -c "import lit_imgcls, ffcv, timm, torchvision, kornia"
 echo "$want" > "$stamp"
 echo "setup: done ($("$PY" -c 'import torch; print("torch", torch.__version__)'))"
