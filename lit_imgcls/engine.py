@@ -22,7 +22,7 @@ from lit_imgcls.checkpoints import (check_fresh_prefix, epoch_of, epoch_path, ex
 from lit_imgcls.data.checks import check_batch_norm, check_classes, check_described_data, check_training_samples
 from lit_imgcls.errors import NonFiniteLoss, RemoteUnavailable, RunFailed, RunStopped, UsageError
 from lit_imgcls.ranks import is_global_zero
-from lit_imgcls.recipe import Recipe, dataset_keys, validate
+from lit_imgcls.recipe import Recipe, dataset_keys, train_resolution, validate
 from lit_imgcls.resume_changes import OTHER_NETWORK_HINT, check_resumable
 from lit_imgcls.registry import datasets, strategies
 from lit_imgcls.schedules import parse_epochs
@@ -182,6 +182,7 @@ def build_module(recipe: Recipe, spec: DataSpec):
         evaluation=EvalConfig.from_recipe(recipe),
         batch_augment=_batch_augment(recipe, spec),
         device_augment=_device_augment(recipe, spec),
+        train_resolution=train_resolution(recipe, (h, w)),
     )
     # One image of the input the network is built for: with it Lightning's model summary at the start of fit
     # counts the network's real FLOPs and shows its input and output sizes (without it, a column of zeros and
@@ -536,12 +537,49 @@ def fit(recipe: Recipe, datamodule=None, allow_any_class: bool = False, overwrit
     check_training_samples(counts, datamodule.class_names, recipe.batch_size * recipe.accumulate_grad_batches,
                            count * num_nodes(count), where)
     check_batch_norm(module.net, recipe.batch_size, recipe.network)
+    check_train_sizes(module, recipe)
     rank_zero = is_global_zero()
     # One run at a time under a prefix, from before it looks at the checkpoints there to its end (rank 0 holds it
     # for a multi-process run: the others write none).
     with prefix_held(recipe.model_prefix if rank_zero else None), \
             step_batches(datamodule, recipe.accumulate_grad_batches, recipe.dataset):
         return _fit_holding_prefix(recipe, datamodule, module, where, allow_any_class, overwrite, rank_zero, start)
+
+
+def check_train_sizes(module, recipe: Recipe) -> None:
+    """Refuses progressive resizing (``min_res``/``max_res``) for a network that cannot take the sizes it
+    trains at: one forward pass of a zero image at each distinct training size of the run, in eval mode and
+    without gradients (weights, buffers and random state untouched), before anything is written. lenet and mlp
+    fail it (their linear layers are sized for image_shape); networks with global pooling pass.
+
+    Raises:
+        UsageError: naming the network, the size it refused and the flags.
+    """
+    import torch
+
+    schedule = module.train_resolution
+    if schedule is None:
+        return
+    c, h, w = module.example_input_array.shape[1:]
+    net = module.net
+    was_training = net.training
+    net.eval()
+    try:
+        for side in schedule.sides(recipe.num_epochs):
+            size = schedule.scale(side, h, w)
+            try:
+                with torch.no_grad():
+                    out = net(torch.zeros(1, c, *size))
+                ok, why = tuple(out.shape) == (1, module.hparams.num_classes), f"output of shape {tuple(out.shape)}"
+            except Exception as exc:  # noqa: BLE001 - any failure of the network on that size is the answer
+                ok, why = False, _first_line(exc)
+            if not ok:
+                raise UsageError(f"network {recipe.network} cannot train at {size[0]}x{size[1]} px (min_res "
+                                 f"{schedule.min_res}, max_res {schedule.max_res}; its input is {h}x{w}): {why}; use a "
+                                 "network that takes any size (global pooling: resnet18, resnet50, timm's), or "
+                                 "unset --min-res and --max-res")
+    finally:
+        net.train(was_training)
 
 
 def check_accumulation(recipe: Recipe, workers: int) -> None:

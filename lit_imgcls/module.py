@@ -12,7 +12,7 @@ from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
 from lit_imgcls.checkpoint_meta import POSITION_KEY  # checkpoint entry: epoch, steps into it, steps per epoch
-from lit_imgcls.schedules import LRSchedule
+from lit_imgcls.schedules import LRSchedule, ResolutionSchedule
 from lit_imgcls.training_options import EMA_KEY, RAW_WEIGHTS_KEY, EvalConfig, OptimConfig, WeightEMA
 
 
@@ -49,6 +49,11 @@ class ImageClassifier(L.LightningModule):
         device_augment: the recipe's per-image stages with ``augment_device: true`` (a
             :class:`~lit_imgcls.data.augment.DeviceAugment`), run on each training batch on the training device,
             before ``batch_augment``; its random draws come from (seed, global step, rank).
+        train_resolution: progressive resizing (FFCV's ``min_res``/``max_res``/``start_ramp``/``end_ramp``, a
+            :class:`~lit_imgcls.schedules.ResolutionSchedule`): each training batch is resized on the training
+            device, after its uint8 transfer, ``device_augment`` and normalisation, before ``batch_augment``, to
+            the side of the current epoch (bilinear, antialiased: torch's ``F.interpolate``); validation, test and
+            prediction keep the input size. Default: none, batches train at the size they arrive in.
 
     Raises:
         ValueError: ``optim`` holds a value out of range.
@@ -79,6 +84,7 @@ class ImageClassifier(L.LightningModule):
         evaluation: EvalConfig | None = None,
         batch_augment: Callable | None = None,
         device_augment: Callable | None = None,
+        train_resolution: ResolutionSchedule | None = None,
     ) -> None:
         super().__init__()
         # Manual optimization: the same zero_grad/backward/step/schedule sequence as automatic optimization,
@@ -89,7 +95,8 @@ class ImageClassifier(L.LightningModule):
         self.net = net
         # optim is a config object: checkpoints hold plain values only (they are loaded with weights_only), and the
         # recipe in self.meta already records it.
-        self.save_hyperparameters(ignore=["net", "optim", "evaluation", "batch_augment", "device_augment"])
+        self.save_hyperparameters(ignore=["net", "optim", "evaluation", "batch_augment", "device_augment",
+                                          "train_resolution"])
         self.optim = (optim or OptimConfig()).check()
         self.evaluation = evaluation or EvalConfig()
         self._ema: WeightEMA | None = None  # made when training starts, on the network's device
@@ -97,6 +104,8 @@ class ImageClassifier(L.LightningModule):
         self._ema_swapped = False  # the network holds the EMA weights (during validation)
         self.batch_augment = batch_augment or None
         self.device_augment = device_augment or None
+        self.train_resolution = train_resolution
+        self._announced_size: tuple[int, int] | None = None  # the training size the log last named
         self.hparams["lr_step_epochs"] = list(lr_step_epochs)
         self.val_acc = MulticlassAccuracy(num_classes, average="micro")
         self.test_acc = MulticlassAccuracy(num_classes, average="micro")
@@ -136,6 +145,9 @@ class ImageClassifier(L.LightningModule):
         target = y
         if self.device_augment is not None:
             x = self._augment_on_device(x)
+        if self.train_resolution is not None:
+            # After the per-image stages (written for the input size) and normalisation, before mixing.
+            x = self.resize_for_training(x, self.trainer.current_epoch)
         if self.batch_augment is not None:
             # Drawn from (seed, global step): a resumed run mixes its batches as the uninterrupted one did.
             x, target = self.batch_augment(x, y, self.trainer.global_step)
@@ -244,6 +256,40 @@ class ImageClassifier(L.LightningModule):
 
     def on_train_epoch_start(self) -> None:
         self._epoch_start_step = self.trainer.global_step
+
+    def train_size(self, epoch: int, height: int, width: int) -> tuple[int, int]:
+        """(H, W) the network trains on in ``epoch`` (0-based) when batches arrive as ``height`` x ``width``."""
+        if self.train_resolution is None:
+            return height, width
+        return self.train_resolution.size(epoch, height, width)
+
+    def resize_for_training(self, x: torch.Tensor, epoch: int) -> torch.Tensor:
+        """A normalised training batch (N, C, H, W) resized to epoch ``epoch``'s training size
+        (:attr:`train_resolution`), on its own device: bilinear with antialiasing (torch's ``F.interpolate``),
+        so a downscaled batch matches what a decoder producing that size would give, as FFCV's
+        ``RandomResizedCropRGBImageDecoder`` does at the ramp's size. Unchanged when the size is already right."""
+        size = self.train_size(epoch, x.shape[-2], x.shape[-1])
+        if size != self._announced_size:
+            self._announced_size = size
+            self._announce_train_size(epoch, size, tuple(x.shape[-2:]))
+        if size == tuple(x.shape[-2:]):
+            return x
+        channels_last = x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
+        out = F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=True)
+        return out.contiguous(memory_format=torch.channels_last) if channels_last else out
+
+    def _announce_train_size(self, epoch: int, size: tuple[int, int], arrived: tuple[int, int]) -> None:
+        """One log line when the training size changes (the first epoch's included), on the reporting worker:
+        ``Epoch[E] Train-resolution=HxW (...)``, as the Speedometer's lines (and between them, not inside a bar)."""
+        if self._trainer is None or not self.trainer.is_global_zero:
+            return
+        text = (f"Epoch[{epoch}] Train-resolution={size[0]}x{size[1]} (progressive resizing of the "
+                f"{arrived[0]}x{arrived[1]} batches; evaluation keeps their size)")
+        bar = self.trainer.progress_bar_callback
+        if bar is not None:
+            bar.print(text)
+        else:
+            print(text, flush=True)
 
     def _continue_schedule(self) -> None:
         """After a resume, the new recipe's LR schedule and optimizer settings, at the position reached.

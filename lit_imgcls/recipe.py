@@ -33,7 +33,19 @@ class Recipe:
         data_train: training data (a folder for the folder dataset).
         data_val: validation data.
         data_cache: local folder keeping sha256-checked copies of remote packed shards (s3://, http(s)://).
-        image_shape: network input as "C,H,W"; default: the dataset's.
+        image_shape: network input as "C,H,W"; default: the dataset's. With min_res/max_res, the evaluation input
+            (validation, test, score, predict) only: training images are resized to the epoch's side.
+        min_res: training image side in pixels at the start (FFCV's progressive resizing; the shorter side when
+            image_shape is not square); default: image_shape's, i.e. off. Each training batch is resized on the
+            training device (bilinear, antialiased) after it is normalised, on every data path; training below the
+            evaluation side (min_res 160, max_res 192, image_shape 3,224,224) is FixRes's train/test discrepancy
+            put to use (Touvron et al. 2019). The network must take any input size (global pooling: resnet,
+            timm's); lenet and mlp cannot.
+        max_res: training side from epoch end_ramp on (>= min_res); default: image_shape's.
+        start_ramp: the last epoch (0-based) trained at min_res; needed when min_res and max_res differ.
+        end_ramp: the first epoch trained at max_res (>= start_ramp, <= num_epochs); in between the side grows
+            linearly, rounded to the nearest multiple of 32 px, as FFCV's (160 -> 192 over 65-76: 192 from
+            epoch 71).
         rgb_mean: per-channel mean subtracted from the pixels, on MXNet's 0-255 scale, comma-separated like
             "123.68,116.779,103.939" (one value for all channels, or one per channel); default: the dataset's.
             Stored as mean / 255 in checkpoints, which predict and score apply.
@@ -71,8 +83,9 @@ class Recipe:
         ema_decay: keep an exponential moving average of the weights, updated after every optimizer step
             (ema = decay * ema + (1 - decay) * weights), e.g. 0.999; 0 = off. Validation, the saved checkpoints
             and so predict, validate and score then use the EMA weights (their output says so).
-        lr_schedule: constant, step, multistep, cosine or onecycle; default: step if lr_factor_epoch is set,
-            multistep if lr_step_epochs is set, else constant.
+        lr_schedule: constant, step, multistep, cosine, onecycle or linear (straight down to 0 at the last step;
+            with warmup_epochs, FFCV's triangular schedule); default: step if lr_factor_epoch is set, multistep if
+            lr_step_epochs is set, else constant.
         lr_factor: LR multiplier at each decay of step and multistep.
         lr_factor_epoch: epochs between two decays of step (fractions allowed, applied per iteration).
         lr_step_epochs: epochs of the decays of multistep, like "30,60".
@@ -165,6 +178,10 @@ class Recipe:
     data_val: Optional[str] = None
     data_cache: Optional[str] = None
     image_shape: Optional[str] = None
+    min_res: Optional[int] = None
+    max_res: Optional[int] = None
+    start_ramp: Optional[int] = None
+    end_ramp: Optional[int] = None
     rgb_mean: Optional[str] = None
     rgb_std: Optional[str] = None
     num_classes: Optional[int] = None
@@ -183,7 +200,7 @@ class Recipe:
     clip_gradient: float = 0.0
     clip_gradient_algorithm: Literal["norm", "value"] = "norm"
     ema_decay: float = 0.0
-    lr_schedule: Optional[Literal["constant", "step", "multistep", "cosine", "onecycle"]] = None
+    lr_schedule: Optional[Literal["constant", "step", "multistep", "cosine", "onecycle", "linear"]] = None
     lr_factor: float = 0.1
     lr_factor_epoch: Optional[float] = None
     lr_step_epochs: Optional[str] = None
@@ -524,6 +541,7 @@ def _validate(recipe: Recipe, allow_any_class: bool, here: bool) -> Recipe:
         parse_epochs(recipe.lr_step_epochs)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
+    train_resolution(recipe, parse_image_shape(recipe.image_shape)[1:] if recipe.image_shape else None)
     if recipe.image_shape:
         width = parse_image_shape(recipe.image_shape)[2]
         need(not recipe.tta_flip or width >= 2, f"tta_flip mirrors images left to right, but image_shape "
@@ -556,6 +574,68 @@ def _validate(recipe: Recipe, allow_any_class: bool, here: bool) -> Recipe:
             exc.key = exc.key or key
             raise
     return recipe
+
+
+RES_KEYS = ("min_res", "max_res", "start_ramp", "end_ramp")  # the progressive-resizing keys (FFCV's names)
+
+
+def train_resolution(recipe: Any, image_hw: tuple[int, int] | None) -> Any:
+    """The training-resolution schedule of ``recipe`` (:class:`~lit_imgcls.schedules.ResolutionSchedule`), or None
+    when training images keep the evaluation size (min_res and max_res unset or both the image's shorter side).
+
+    Args:
+        recipe: a Recipe (or an object with its keys).
+        image_hw: (H, W) of the evaluation input; None when not known yet (``validate`` without image_shape): then
+            only the checks that need no image size are made, and None is returned.
+
+    Raises:
+        UsageError: a side or an epoch out of range, min_res > max_res, start_ramp > end_ramp, end_ramp past
+            num_epochs, ramp epochs without a ramp or a ramp without them; naming the keys.
+    """
+    from lit_imgcls.data.preprocess import MAX_SIDE
+    from lit_imgcls.schedules import ResolutionSchedule
+
+    lo, hi, start, end = (getattr(recipe, k, None) for k in RES_KEYS)
+    for key, value in (("min_res", lo), ("max_res", hi)):
+        if value is not None and not 1 <= value <= MAX_SIDE:
+            raise UsageError(f"{key} must be a side in pixels in [1, {MAX_SIDE}] (unset: image_shape's), got {value}")
+    for key, value in (("start_ramp", start), ("end_ramp", end)):
+        if value is not None and value < 0:
+            raise UsageError(f"{key} must be an epoch >= 0 (0-based, as FFCV's), got {value}")
+    if (start is None) != (end is None):
+        raise UsageError(f"start_ramp and end_ramp go together (the epochs where the training side leaves min_res "
+                         f"and reaches max_res); got start_ramp {start}, end_ramp {end}")
+    if start is not None and start > end:
+        raise UsageError(f"start_ramp {start} is after end_ramp {end}: the ramp from min_res to max_res starts at "
+                         "start_ramp and ends at end_ramp")
+    if end is not None and end > recipe.num_epochs:
+        raise UsageError(f"end_ramp {end} is past num_epochs {recipe.num_epochs}: the run would end before its "
+                         "images reach max_res; lower --end-ramp or raise --num-epochs")
+    if lo is not None and hi is not None and lo > hi:
+        raise UsageError(f"min_res {lo} exceeds max_res {hi}: the training side grows from min_res to max_res "
+                         "(FFCV's 160 -> 192)")
+    if lo is None and hi is None:
+        if start is not None:
+            raise UsageError(f"start_ramp and end_ramp are set ({start}, {end}) but min_res and max_res are not: "
+                             "there is no ramp; give --min-res and --max-res, or unset the ramp epochs")
+        return None
+    if image_hw is None and (lo is None or hi is None):
+        return None  # the image's side fills in the other one: checked again when the data is known
+    side = min(image_hw) if image_hw is not None else None
+    lo, hi = (lo if lo is not None else side), (hi if hi is not None else side)
+    if lo > hi:
+        which = "max_res" if getattr(recipe, "max_res", None) is None else "min_res"
+        raise UsageError(f"min_res {lo} exceeds max_res {hi} ({which} unset: the image_shape side {side}): the "
+                         "training side grows from min_res to max_res; set both")
+    if lo != hi and start is None:
+        raise UsageError(f"min_res {lo} and max_res {hi} differ: give --start-ramp and --end-ramp, the epochs where "
+                         "the training side leaves min_res and reaches max_res (FFCV's rn50 88-epoch recipe: 65, 76)")
+    if lo == hi and start is not None:
+        raise UsageError(f"start_ramp and end_ramp are set ({start}, {end}) but min_res and max_res are both {lo}: "
+                         "there is no ramp; unset the ramp epochs, or give different sides")
+    if lo == hi == side:
+        return None
+    return ResolutionSchedule(lo, hi, start or 0, end or 0)
 
 
 def check_paths_exist(recipe: Recipe) -> None:

@@ -74,3 +74,14 @@ def test_schedule_is_applied_per_iteration_in_training(tmp_path):
     for step, lr in lrs.items():
         assert lr == pytest.approx(0.2 * 0.5 ** ((step - 1) // 5)), (step, lr)
     assert len(lrs) == 20
+
+
+def test_linear_falls_straight_to_zero_after_its_warmup():
+    """FFCV's triangular LR (ffcv-imagenet's cyclic): linear warm-up, then a straight line to 0 at the end."""
+    s = LRSchedule("linear", steps_per_epoch=10, total_steps=110, warmup_epochs=1)
+    assert s(0) == pytest.approx(0.1) and s(9) == pytest.approx(1.0)  # warm-up: (step + 1) / 10
+    assert s(10) == pytest.approx(1.0)  # the peak
+    assert s(60) == pytest.approx(0.5)  # half of the 100 falling steps
+    assert s(109) == pytest.approx(0.01) and s(110) == 0.0
+    plain = LRSchedule("linear", steps_per_epoch=10, total_steps=100)
+    assert [plain(k) for k in (0, 25, 99)] == pytest.approx([1.0, 0.75, 0.01])
