@@ -53,7 +53,7 @@ def _cases(t: Path) -> list[tuple[list[str], list[str]]]:
         (["fit", "--lr-schedul", "cosine"], ["unknown flag '--lr-schedul'", "did you mean --lr-schedule"]),
         (["fit", "--recipe", r("typo")], ["unknown recipe key 'lr_schedul'", "did you mean lr_schedule"]),
         (["fit", "--recipe", r("optimizer")], [f"optimizer in recipe {r('optimizer')}", "one of sgd, adamw"]),
-        (["fit", "--recipe", r("schedule")], [f"lr_schedule in recipe {r('schedule')}", "cosine, onecycle or null",
+        (["fit", "--recipe", r("schedule")], [f"lr_schedule in recipe {r('schedule')}", "cosine, onecycle, linear or null",
                                              "did you mean cosine"]),
         (["fit", "--recipe", r("epochs")], [f"num_epochs in recipe {r('epochs')} must be a whole number", "'many'"]),
         (["fit", "--recipe", r("callbacks")], ["callbacks in recipe", "a list of mappings or null", "got 3"]),

@@ -94,11 +94,11 @@ def test_recipe_on_a_fresh_checkout_runs_or_names_the_command_that_prepares_it(p
 
 
 def test_print_recipe_shows_the_schedule_in_force(capsys):
-    """--print-recipe prints what the run uses: lr_schedule multistep for imagenet.yaml's lr_step_epochs, not null."""
-    for name, schedule in (("imagenet", "multistep"), ("mnist-mlp", "step"), ("mnist", "onecycle")):
+    """--print-recipe prints what the run uses: lr_schedule step for mnist-mlp.yaml's lr_factor_epoch, not null."""
+    for name, schedule in (("imagenet", "linear"), ("mnist-mlp", "step"), ("mnist", "onecycle")):
         code, out, err = _main(capsys, "fit", "--recipe", name, "--print-recipe")
         assert code == 0 and yaml.safe_load(out)["lr_schedule"] == schedule, (name, err)
-    code, out, _ = _main(capsys, "fit", "--recipe", "imagenet", "--lr-step-epochs", "null", "--print-recipe")
+    code, out, _ = _main(capsys, "fit", "--recipe", "mnist-mlp", "--lr-factor-epoch", "null", "--print-recipe")
     assert code == 0 and yaml.safe_load(out)["lr_schedule"] == "constant"
 
 

@@ -224,11 +224,11 @@ def test_a_schedule_chosen_on_the_command_line_drops_the_files_other_keys(tmp_pa
 
     err = io.StringIO()
     with redirect_stdout(io.StringIO()) as out, redirect_stderr(err):
-        code = main(["fit", "--recipe", str(Path(__file__).parents[1] / "recipes/imagenet.yaml"), "--lr-schedule",
+        code = main(["fit", "--recipe", str(Path(__file__).parents[1] / "recipes/mnist-mlp.yaml"), "--lr-schedule",
                      "cosine", "--print-recipe"])
     assert code == 0, err.getvalue()
-    assert "lr_step_epochs '30,60' from the recipe is dropped: lr_schedule cosine does not read it" in err.getvalue()
-    assert "lr_step_epochs: null" in out.getvalue()
+    assert "lr_factor_epoch 1.0 from the recipe is dropped: lr_schedule cosine does not read it" in err.getvalue()
+    assert "lr_factor_epoch: null" in out.getvalue()
 
 
 def test_overwrite_cannot_go_with_a_resume(tmp_path):

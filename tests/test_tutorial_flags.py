@@ -29,9 +29,10 @@ TUTORIAL = [
      {"batch_size": 128, "lr": 0.1, "lr_factor": 0.94, "num_epochs": 50, "lr_schedule": "step", "lr_factor_epoch": 1.0}),
     ("train_imagenet.py", "--batch-size 144 --lr 0.05 --lr-factor .94 --gpus 0,1,2,3 --num-epoch 60 "
      "--network inception-bn --data-dir ilsvrc12/ --model-prefix model/ilsvrc12",
-     # the recipe's own schedule (multistep at 30, 60) multiplies by lr_factor already: kept
+     # the recipe's own schedule (linear, FFCV's) never multiplies by lr_factor: --lr-factor alone is the older
+     # tutorial's decay every epoch, as with train_cifar10.py's line above
      {"batch_size": 144, "lr": 0.05, "lr_factor": 0.94, "gpus": "0,1,2,3", "num_epochs": 60, "network": "inception-bn",
-      "data_dir": "ilsvrc12/", "model_prefix": "model/ilsvrc12", "lr_schedule": "multistep", "lr_step_epochs": "30,60"}),
+      "data_dir": "ilsvrc12/", "model_prefix": "model/ilsvrc12", "lr_schedule": "step", "lr_factor_epoch": 1.0}),
     ("train_imagenet.py", "--batch-size 144 --lr 0.05 --lr-factor .94 --gpus 0,1,2,3 --num-epoch 60 "
      "--network inception-bn --kv-store dist_sync --data-dir s3://dmlc/ilsvrc12/ --model-prefix s3://dmlc/model/ilsvrc12",
      {"num_epochs": 60, "kv_store": "dist_sync", "data_dir": "s3://dmlc/ilsvrc12/",
