@@ -50,6 +50,13 @@ def test_recipe_parses_and_builds_its_model(path: Path):
     with torch.no_grad():
         out = net.eval()(torch.randn(1, c, h, w))
     assert out.shape == (1, classes)
+    # progressive resizing (imagenet.yaml): the network also takes each training size of the run
+    from lit_imgcls.recipe import train_resolution
+
+    schedule = train_resolution(recipe, (h, w))
+    for side in schedule.sides(recipe.num_epochs) if schedule else ():
+        with torch.no_grad():
+            assert net(torch.randn(1, c, *schedule.scale(side, h, w))).shape == (1, classes)
 
 
 def _main(capsys, *args: str) -> tuple[int, str, str]:
