@@ -72,7 +72,11 @@ def _recipe(tmp: Path, **changes) -> Recipe:
     return Recipe(**base)
 
 
-def test_a_fit_trains_each_epoch_at_its_scheduled_size_and_validates_at_the_input_size(tmp_path, capsys, monkeypatch):
+@pytest.mark.parametrize("device_stages", [False, True], ids=["plain", "augment_device"])
+def test_a_fit_trains_each_epoch_at_its_scheduled_size_and_validates_at_the_input_size(tmp_path, capsys, monkeypatch,
+                                                                                         device_stages):
+    """With augment_device too: its stages run at the input size (a 2-pixel shift of 28 x 28 images), then the
+    batch is resized."""
     from lit_imgcls import engine
 
     seen: list[_Sizes] = []
@@ -84,7 +88,11 @@ def test_a_fit_trains_each_epoch_at_its_scheduled_size_and_validates_at_the_inpu
         return module
 
     monkeypatch.setattr(engine, "build_module", build_and_watch)
-    result = engine.fit(_recipe(tmp_path), datamodule=_data())
+    dm = _data()
+    stages = dict(augment=[{"name": "random_crop", "pad": 2}, "mirror"], augment_device=True) if device_stages else {}
+    if device_stages:
+        dm.augment_on_device = True  # what build_datamodule sets for a recipe's own dataset
+    result = engine.fit(_recipe(tmp_path, **stages), datamodule=dm)
     steps = N_TRAIN // 32
     # epoch 0 (= start_ramp) at min_res 16, epoch 1 (= end_ramp) at max_res 28: the 28 px batches as they came
     assert seen[0].train == [(0, (16, 16))] * steps + [(1, (28, 28))] * steps
