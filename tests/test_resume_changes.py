@@ -22,6 +22,7 @@ KINDS = {
     "multistep": {"lr_factor": 0.1, "lr_step_epochs": "3"},
     "cosine": {"warmup_epochs": 0.5},
     "onecycle": {},
+    "linear": {"warmup_epochs": 0.5},  # recipes/imagenet.yaml's (FFCV's triangular LR)
 }
 
 
