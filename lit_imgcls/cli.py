@@ -30,6 +30,7 @@ COMMANDS: dict[str, str] = {
     "test": "lit_imgcls.commands.test:test",
     "predict": "lit_imgcls.commands.predict:predict",
     "score": "lit_imgcls.commands.score:score",
+    "export": "lit_imgcls.commands.export:export",
     "list": "lit_imgcls.commands.list_plugins:list_plugins",
     "dataset pack": "lit_imgcls.commands.dataset_pack:pack",
     "dataset inspect": "lit_imgcls.commands.dataset_inspect:inspect_pack",

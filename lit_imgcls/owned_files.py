@@ -1,7 +1,8 @@
 """Files lit-imgcls writes into a folder it shares with the user, replaced only while they are still ours.
 
 ``dataset pack --list`` writes ``train.lst``, ``val.lst``, ``test.lst`` and ``classes.txt`` into a folder that
-may hold a user's own files of those names (an im2rec list written by hand or by im2rec). Beside them it keeps a
+may hold a user's own files of those names (an im2rec list written by hand or by im2rec); ``export --overwrite``
+replaces a model file only while it is one ``export`` wrote there. Beside them it keeps a
 record, a small JSON object naming each file it wrote and the sha256 of what it wrote::
 
     {"written_by": "lit-imgcls", "record_version": 1, "files": {"train.lst": ["<sha256>"], ...}}
@@ -24,7 +25,7 @@ import stat
 from pathlib import Path
 
 from lit_imgcls.errors import UsageError
-from lit_imgcls.io import atomic_write_text
+from lit_imgcls.io import atomic_write, atomic_write_text
 
 RECORD_VERSION = 1
 _MAX_RECORD_BYTES = 1 << 20  # a record names a handful of files: anything larger is not one of ours
@@ -85,52 +86,71 @@ def _plain_name(name: str) -> bool:
     return bool(name) and name not in (".", "..") and "/" not in name and "\\" not in name and "\0" not in name
 
 
-def write_owned(folder: Path, files: dict[str, str], record: str) -> list[Path]:
-    """Writes ``files`` (name -> text) into ``folder``, replacing only files of ours, and removes files of ours
-    the record names that ``files`` leaves out.
+def check_owned(folder: Path, names: list[str], record: str, elsewhere: str) -> dict[str, set[str]]:
+    """Refuses, before anything is written, to replace a file of one of ``names`` in ``folder`` that is not ours
+    and unchanged (see :func:`write_owned`); returns the record's contents.
+
+    Args:
+        elsewhere: what to do instead, in the caller's words ("write the lists into another folder").
+
+    Raises:
+        UsageError: a file of one of those names that the record does not show as ours and unchanged; a link,
+            folder or special file in its place; a record lit-imgcls did not write.
+    """
+    old = read_record(folder, record)
+    for name in names:
+        path = folder / name
+        kind = _kind(path)
+        if kind is not None:
+            raise UsageError(f"{path} is {kind}, not a file lit-imgcls wrote; move it away or {elsewhere}")
+        if not path.exists():
+            continue
+        if name not in old:
+            raise UsageError(f"{path} is not a file lit-imgcls wrote (its record {record} does not name it); "
+                             f"move it away or {elsewhere}")
+        if _sha256(path) not in old[name]:
+            raise UsageError(f"{path} was changed since lit-imgcls wrote it; move it away (or delete it) if the "
+                             f"changes can go, or {elsewhere}")
+    return old
+
+
+def write_owned(folder: Path, files: dict[str, str | bytes], record: str, prune: bool = True,
+                elsewhere: str = "write the lists into another folder") -> list[Path]:
+    """Writes ``files`` (name -> text or bytes) into ``folder``, replacing only files of ours, and (``prune``)
+    removes files of ours the record names that ``files`` leaves out.
 
     Args:
         folder: an existing folder.
-        files: plain file names (no folders) -> their whole text (UTF-8).
+        files: plain file names (no folders) -> their whole text (UTF-8) or bytes.
         record: the record's file name in ``folder`` (a hidden name of the caller's).
+        prune: remove the record's other files (a set written together, like ``--list``'s); False keeps them and
+            their entries (files written one at a time, like ``export``'s).
+        elsewhere: what to do instead of replacing a file that is not ours, in the caller's words.
 
     Returns:
         The paths written, in the order of ``files``.
 
     Raises:
-        UsageError: (before anything is written) a file of one of those names that the record does not show as
-            ours and unchanged; a link, folder or special file in its place; a record lit-imgcls did not write.
+        UsageError: (before anything is written) see :func:`check_owned`.
         OSError: the disk fails while writing (each file is then either its old or its new self).
     """
-    old = read_record(folder, record)
-    new = {name: hashlib.sha256(text.encode("utf-8")).hexdigest() for name, text in files.items()}
-    for name in files:
-        path = folder / name
-        kind = _kind(path)
-        if kind is not None:
-            raise UsageError(f"{path} is {kind}, not a file lit-imgcls wrote; move it away or write the lists into "
-                             "another folder")
-        if not path.exists():
-            continue
-        if name not in old:
-            raise UsageError(f"{path} is not a file lit-imgcls wrote (its record {record} does not name it); "
-                             "move it away or write the lists into another folder")
-        if _sha256(path) not in old[name]:
-            raise UsageError(f"{path} was changed since lit-imgcls wrote it; move it away (or delete it) if the "
-                             "changes can go, or write the lists into another folder")
+    old = check_owned(folder, list(files), record, elsewhere)
+    data = {name: text.encode("utf-8") if isinstance(text, str) else bytes(text) for name, text in files.items()}
+    new = {name: hashlib.sha256(blob).hexdigest() for name, blob in data.items()}
     # Ours from a run before that this one does not write: removed if unchanged, else left (theirs now).
-    stale = [name for name in old if name not in files and _plain_name(name) and _kind(folder / name) is None
+    stale = [name for name in old if prune and name not in files and _plain_name(name) and _kind(folder / name) is None
              and (folder / name).exists() and _sha256(folder / name) in old[name]]
-    during = {name: sorted(old.get(name, set()) | {digest}) for name, digest in new.items()}
+    kept = {} if prune else {name: sorted(digests) for name, digests in old.items() if name not in files}
+    during = {**kept, **{name: sorted(old.get(name, set()) | {digest}) for name, digest in new.items()}}
     during.update({name: sorted(old[name]) for name in stale})
     _write_record(folder / record, during)
     written = []
-    for name, text in files.items():
-        atomic_write_text(folder / name, text)
+    for name, blob in data.items():
+        atomic_write(folder / name, lambda f, blob=blob: f.write(blob))
         written.append(folder / name)
     for name in stale:
         (folder / name).unlink(missing_ok=True)
-    _write_record(folder / record, {name: [digest] for name, digest in new.items()})
+    _write_record(folder / record, {**kept, **{name: [digest] for name, digest in new.items()}})
     return written
 
 

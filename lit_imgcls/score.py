@@ -12,7 +12,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -83,13 +83,20 @@ def resolve_recipe(meta, overrides: dict[str, Any]):
     return recipe
 
 
-def score(checkpoint: str, overrides: dict[str, Any] | None = None, top_k: int = 5) -> ScoreResult:
+def score(checkpoint: str, overrides: dict[str, Any] | None = None, top_k: int = 5,
+          observe: Callable[[Any, Any, Any, Any], None] | None = None) -> ScoreResult:
     """Evaluates ``checkpoint`` on the validation split of its recipe's dataset (or of ``overrides``' dataset).
 
     Args:
         checkpoint: a PREFIX-NNNN.ckpt written by fit.
         overrides: recipe keys replacing the saved recipe's (dataset, data_val, batch_size, gpus, ...).
         top_k: also measure top-k accuracy (at most the class count; < 2 turns it off).
+        observe: called with each batch's images as the loader delivered them (uint8 (N, C, H, W), or the
+            normalised floats of in-memory arrays), its labels, the checkpoint's probabilities (N, classes) and
+            the DataModule: ``export --check`` scores an exported file on the very same batches.
+
+    Raises:
+        UsageError: an unusable checkpoint, recipe key or data set (one line).
     """
     import torch
 
@@ -136,6 +143,8 @@ def score(checkpoint: str, overrides: dict[str, Any] | None = None, top_k: int =
             confusion += torch.bincount((y * len(names) + pred).cpu(), minlength=len(names) ** 2)
             if k:
                 topk_hits += int((logits.topk(k, dim=1).indices == y[:, None]).any(dim=1).sum())
+            if observe is not None:
+                observe(batch[0], y, logits, datamodule)
             bar.update(len(y))
     seconds = time.perf_counter() - start
     matrix = confusion.view(len(names), len(names)).numpy()
