@@ -40,6 +40,19 @@ ONNX_MAX_BYTES = 2 * 1024**3 - 64 * 1024**2  # protobuf's 2 GiB bound on one ONN
 _TRACE_BATCH = 2  # the example batch traced; N stays dynamic (checked at two other sizes by the tests)
 
 
+def _need(module: str) -> None:
+    """Refuses in one line when the ``export`` extra is not installed (a plain ``pip install lit-imgcls``).
+
+    Raises:
+        UsageError: naming the install command.
+    """
+    import importlib.util
+
+    if importlib.util.find_spec(module) is None:
+        raise UsageError(f"ONNX export and checks need {module}: pip install 'lit-imgcls[export]' (onnx, onnxscript, "
+                         "onnxruntime)")
+
+
 def _network_class():
     import torch
 
@@ -156,6 +169,7 @@ def to_bytes(model, meta, fmt: str) -> bytes:
     if size > ONNX_MAX_BYTES:
         raise UsageError(f"the network's weights take {size / 1024**3:.1f} GiB, more than one ONNX file holds "
                          "(2 GiB); use --format torchscript")
+    _need("onnxscript")  # torch's exporter imports it (and onnx) itself, deep inside
     batch = torch.export.Dim("batch", min=1)
     try:
         with warnings.catch_warnings():
@@ -231,6 +245,7 @@ class ExportedModel:
 
     @classmethod
     def _onnx(cls, path: Path) -> ExportedModel:
+        _need("onnxruntime")
         import onnxruntime as ort
 
         try:
