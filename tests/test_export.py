@@ -1,0 +1,204 @@
+"""`lit-imgcls export` (issue 18, item 1): ONNX and TorchScript files that score what their checkpoint scores.
+
+Three networks: LeNet trained one epoch on a few hundred MNIST digits, and a timm ResNet (resnet10t) and the seed's
+inception_bn_small with random weights. Each is exported in both formats with --check, loaded back with the
+runtimes themselves (onnxruntime.InferenceSession, torch.jit.load: not through lit-imgcls), and compared with the
+checkpoint's own probabilities on the same uint8 images at two batch sizes. A wrong normalisation in an exported
+file fails --check-file with one line.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import ckpt_factory
+from conftest import quick_args, run_cli
+from lit_imgcls.cli import main
+
+pytest.importorskip("onnxruntime")
+
+# network -> (input shape, mean, std); the random-weight ones are checked on an .npz of MNIST digits made to shape
+NETWORKS = {
+    "lenet": ((1, 28, 28), [0.1307], [0.3081]),
+    "resnet10t": ((3, 32, 32), [0.5] * 3, [0.25] * 3),
+    "inception_bn_small": ((1, 28, 28), [0.1307], [0.3081]),
+}
+
+
+def _npz(path: Path, arrays, shape, mean, std, train: int, val: int) -> Path:
+    """MNIST digits as uint8 (N, H, W, C) of ``shape`` (padded and repeated to RGB 32 x 32 for the ResNet)."""
+    c, h, w = shape
+
+    def fit(x):
+        x = np.pad(x, ((0, 0), ((h - 28) // 2,) * 2, ((w - 28) // 2,) * 2))
+        return np.repeat(x[..., None], c, axis=3)
+
+    np.savez(path, x_train=fit(arrays["train_images"][:train]), y_train=arrays["train_labels"][:train],
+             x_val=fit(arrays["test_images"][:val]), y_val=arrays["test_labels"][:val],
+             mean=np.array(mean, np.float32), std=np.array(std, np.float32))
+    return path
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory, mnist_arrays):
+    """network -> a checkpoint whose recipe reads an .npz of 256 validation digits: LeNet trained 1 epoch on 320,
+    the others written as fit writes them, with fresh weights."""
+    tmp = tmp_path_factory.mktemp("export")
+    keys = set(mnist_arrays)
+    assert {"train_images", "train_labels", "test_images", "test_labels"} <= keys, keys
+    out = {}
+    for network, (shape, mean, std) in NETWORKS.items():
+        data = _npz(tmp / f"{network}.npz", mnist_arrays, shape, mean, std, train=320, val=256)
+        if network == "lenet":
+            assert main(["fit", *quick_args(tmp / "lenet", dataset="npz", data_train=data, batch_size=32)]) == 0
+            out[network] = tmp / "lenet" / "model" / "mnist-0001.ckpt"
+            continue
+        ckpt = ckpt_factory.checkpoint(network, shape=shape)
+        ckpt["lit_imgcls"]["recipe"].update(dataset="npz", data_train=str(data), batch_size=64)
+        out[network] = ckpt_factory.write(tmp / network / f"{network}-0001.ckpt", ckpt)
+    return out
+
+
+def _uint8_batch(n: int, shape, seed: int) -> np.ndarray:
+    c, h, w = shape
+    return np.random.default_rng(seed).integers(0, 256, (n, h, w, c), dtype=np.uint8)
+
+
+def _checkpoint_probs(ckpt: Path, images: np.ndarray) -> np.ndarray:
+    """The checkpoint's probabilities as predict computes them (its module's normalisation and network)."""
+    import torch
+
+    from lit_imgcls.checkpoint_meta import load_module
+
+    module, _ = load_module(ckpt)
+    with torch.inference_mode():
+        x = module.normalize(torch.from_numpy(images).permute(0, 3, 1, 2))
+        return module.class_probs(x).numpy()
+
+
+@pytest.mark.parametrize("network", [
+    "lenet", pytest.param("resnet10t", marks=pytest.mark.slow), pytest.param("inception_bn_small", marks=pytest.mark.slow)])
+def test_both_formats_score_what_the_checkpoint_scores(checkpoints, network, capsys):
+    import onnxruntime as ort
+    import torch
+
+    ckpt = checkpoints[network]
+    shape = NETWORKS[network][0]
+    for fmt in ("onnx", "torchscript"):
+        assert main(["export", "--checkpoint", str(ckpt), "--format", fmt, "--check"]) == 0, capsys.readouterr().err
+        out = capsys.readouterr().out
+        assert "check: 256 images of npz" in out and out.rstrip().endswith("passed"), out
+    onnx_file = ckpt.with_name(f"{ckpt.stem}.onnx")
+    ts_file = ckpt.with_name(f"{ckpt.stem}.torchscript.pt")
+    session = ort.InferenceSession(str(onnx_file), providers=["CPUExecutionProvider"])
+    (inp,), (outp,) = session.get_inputs(), session.get_outputs()
+    assert (inp.name, inp.type, inp.shape[1:]) == ("images", "tensor(uint8)", [shape[1], shape[2], shape[0]])
+    assert isinstance(inp.shape[0], str)  # a dynamic batch
+    props = session.get_modelmeta().custom_metadata_map
+    extra = {"class_names": "", "preprocessing": ""}
+    scripted = torch.jit.load(str(ts_file), _extra_files=extra)
+    for meta in (props, extra):
+        assert json.loads(meta["class_names"]) == [str(i) for i in range(10)]
+        pre = json.loads(meta["preprocessing"])
+        assert pre["input_size"] == list(shape) and pre["mean"] == pytest.approx(NETWORKS[network][1])
+    for n, seed in ((1, 0), (7, 1)):
+        images = _uint8_batch(n, shape, seed)
+        want = _checkpoint_probs(ckpt, images)
+        got_onnx = session.run([outp.name], {inp.name: images})[0]
+        with torch.inference_mode():
+            got_ts = scripted(torch.from_numpy(images)).numpy()
+        for got in (got_onnx, got_ts):
+            assert got.shape == (n, 10)
+            np.testing.assert_allclose(got, want, atol=1e-5, rtol=0)
+            assert (got.argmax(1) == want.argmax(1)).all()
+    # both files are recorded as export's, so --overwrite may replace them and nothing else
+    record = json.loads((ckpt.parent / ".lit-imgcls-exports").read_text())
+    assert {onnx_file.name, ts_file.name} <= set(record["files"])
+
+
+def _one_line(capsys, *needles: str) -> str:
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("lit-imgcls: error: ") and "Traceback" not in err, err
+    for needle in needles:
+        assert needle in err, err
+    return err
+
+
+def test_a_wrong_mean_in_the_exported_file_fails_the_check(checkpoints, tmp_path, capsys):
+    """The deliberately wrong preprocessing: each format's normalisation constant for the mean is shifted by
+    20 grey levels in a copy of the file; --check-file then fails in one line (exit 2) after printing the figures."""
+    import onnx
+    import torch
+    from onnx import numpy_helper
+
+    ckpt = checkpoints["lenet"]
+    onnx_file, ts_file = ckpt.with_name(f"{ckpt.stem}.onnx"), ckpt.with_name(f"{ckpt.stem}.torchscript.pt")
+    if not onnx_file.exists() or not ts_file.exists():  # test order under -k or xdist
+        for fmt in ("onnx", "torchscript"):
+            assert main(["export", "--checkpoint", str(ckpt), "--format", fmt, "--out",
+                         str(onnx_file if fmt == "onnx" else ts_file)]) == 0
+    model = onnx.load(str(onnx_file))
+    (mean,) = [t for t in model.graph.initializer if "pixel_mean" in t.name]
+    mean.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(mean) + 20, mean.name))
+    bad_onnx = tmp_path / "bad.onnx"
+    onnx.save(model, str(bad_onnx))
+    extra = {"class_names": "", "preprocessing": ""}
+    scripted = torch.jit.load(str(ts_file), _extra_files=extra)
+    scripted.pixel_mean += 20
+    bad_ts = tmp_path / "bad.torchscript.pt"
+    torch.jit.save(scripted, str(bad_ts), _extra_files=extra)
+    for bad in (bad_onnx, bad_ts):
+        assert main(["export", "--checkpoint", str(ckpt), "--check-file", str(bad)]) == 2
+        out = capsys.readouterr()
+        assert "FAILED" in out.out and "largest probability difference" in out.out, out.out
+        err = out.err.strip()
+        assert len(err.splitlines()) == 1 and err.startswith("lit-imgcls: error: export check failed"), err
+    # the untouched file still passes, with a tighter top-1 tolerance than the default
+    assert main(["export", "--checkpoint", str(ckpt), "--check-file", str(onnx_file), "--tol-top1", "0"]) == 0
+    assert "passed" in capsys.readouterr().out
+
+
+def test_bad_inputs_are_one_line_and_nothing_is_replaced(checkpoints, tmp_path, capsys):
+    ckpt = str(checkpoints["lenet"])
+    mine = tmp_path / "mine.onnx"
+    mine.write_bytes(b"a user's own file")
+    cases = [
+        (["--checkpoint", str(tmp_path / "none.ckpt"), "--format", "onnx"], ("checkpoint not found",)),
+        (["--checkpoint", ckpt, "--format", "tflite"], ("--format", "onnx", "torchscript")),
+        (["--checkpoint", ckpt], ("--format onnx or --format torchscript",)),
+        (["--format", "onnx"], ("--checkpoint",)),
+        (["--checkpoint", ckpt, "--format", "onnx", "--out", str(mine)], ("exists", "--overwrite")),
+        (["--checkpoint", ckpt, "--format", "onnx", "--out", str(mine), "--overwrite"], ("not a file lit-imgcls wrote",)),
+        (["--checkpoint", ckpt, "--check-file", str(mine)], ("neither a TorchScript nor an ONNX model",)),
+        (["--checkpoint", ckpt, "--check-file", ckpt], ("not a TorchScript model",)),
+        (["--checkpoint", ckpt, "--check-file", str(tmp_path / "gone.onnx")], ("exported model not found",)),
+        (["--checkpoint", ckpt, "--format", "onnx", "--tol-prob", "-1"], ("--tol-prob",)),
+        (["--checkpoint", ckpt, "--format", "onnx", "--out", "s3://bucket/m.onnx"], ("local file",)),
+    ]
+    for args, needles in cases:
+        assert main(["export", *args]) == 2, args
+        _one_line(capsys, *needles)
+    assert mine.read_bytes() == b"a user's own file"
+    # a file export wrote is replaced with --overwrite, and refused without it
+    ours = tmp_path / "ours.torchscript.pt"
+    assert main(["export", "--checkpoint", ckpt, "--format", "torchscript", "--out", str(ours)]) == 0
+    assert main(["export", "--checkpoint", ckpt, "--format", "torchscript", "--out", str(ours)]) == 2
+    _one_line(capsys, "exists")
+    assert main(["export", "--checkpoint", ckpt, "--format", "torchscript", "--out", str(ours), "--overwrite"]) == 0
+    # ... unless it was changed since
+    ours.write_bytes(ours.read_bytes() + b"\0")
+    assert main(["export", "--checkpoint", ckpt, "--format", "torchscript", "--out", str(ours), "--overwrite"]) == 2
+    _one_line(capsys, "was changed since")
+
+
+def test_a_missing_checkpoint_in_a_real_process(tmp_path):
+    res = run_cli("export", "--checkpoint", str(tmp_path / "none.ckpt"), "--format", "onnx", cwd=tmp_path)
+    assert res.returncode == 2, res.stderr
+    lines = [line for line in res.stderr.splitlines() if line.strip()]
+    assert lines == [f"lit-imgcls: error: checkpoint not found: {tmp_path / 'none.ckpt'}"], res.stderr
+    assert not list(tmp_path.iterdir())
