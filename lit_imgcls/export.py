@@ -126,6 +126,8 @@ def check_out(out: str | Path, overwrite: bool) -> Path:
     if is_url(str(out)):
         raise UsageError(f"--out must be a local file, got {out}; export here, then copy it")
     out = Path(out).expanduser()
+    if out.is_dir():
+        raise UsageError(f"--out {out} is a folder; give the file to write, like {out / 'model.onnx'}")
     if (out.exists() or out.is_symlink()) and not overwrite:
         raise UsageError(f"{out} exists; give --overwrite to replace it (only a file lit-imgcls exported there and "
                          "nobody changed since), or another --out")
@@ -299,6 +301,9 @@ def as_uint8_images(x, datamodule) -> np.ndarray:
     if x.dtype == torch.uint8:
         return x.permute(0, 2, 3, 1).contiguous().cpu().numpy()
     c = x.shape[1]
+    if getattr(datamodule, "mean", None) is None or getattr(datamodule, "std", None) is None:
+        raise UsageError(f"dataset {type(datamodule).__name__} delivers float images without saying their mean/std; "
+                         "an exported model takes uint8 images: check it on a pack or folder with --data-val")
     mean = torch.tensor(datamodule.mean, dtype=torch.float64).view(1, c, 1, 1)
     std = torch.tensor(datamodule.std, dtype=torch.float64).view(1, c, 1, 1)
     pixels = (x.detach().cpu().double() * std + mean) * 255

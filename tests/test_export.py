@@ -179,6 +179,7 @@ def test_bad_inputs_are_one_line_and_nothing_is_replaced(checkpoints, tmp_path, 
         (["--checkpoint", ckpt, "--check-file", str(tmp_path / "gone.onnx")], ("exported model not found",)),
         (["--checkpoint", ckpt, "--format", "onnx", "--tol-prob", "-1"], ("--tol-prob",)),
         (["--checkpoint", ckpt, "--format", "onnx", "--out", "s3://bucket/m.onnx"], ("local file",)),
+        (["--checkpoint", ckpt, "--format", "onnx", "--out", str(tmp_path)], ("is a folder",)),
     ]
     for args, needles in cases:
         assert main(["export", *args]) == 2, args
