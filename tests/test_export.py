@@ -10,7 +10,6 @@ file fails --check-file with one line.
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +29,9 @@ NETWORKS = {
 }
 
 
+VAL = {"lenet": 256, "resnet10t": 64, "inception_bn_small": 64}  # validation images --check scores
+
+
 def _npz(path: Path, arrays, shape, mean, std, train: int, val: int) -> Path:
     """MNIST digits as uint8 (N, H, W, C) of ``shape`` (padded and repeated to RGB 32 x 32 for the ResNet)."""
     c, h, w = shape
@@ -46,14 +48,17 @@ def _npz(path: Path, arrays, shape, mean, std, train: int, val: int) -> Path:
 
 @pytest.fixture(scope="module")
 def checkpoints(tmp_path_factory, mnist_arrays):
-    """network -> a checkpoint whose recipe reads an .npz of 256 validation digits: LeNet trained 1 epoch on 320,
-    the others written as fit writes them, with fresh weights."""
+    """network -> a checkpoint whose recipe reads an .npz of validation digits (256 for LeNet, trained 1 epoch on
+    320; 64 for the others, written as fit writes them with fresh weights, seeded)."""
+    import torch
+
+    torch.manual_seed(0)
     tmp = tmp_path_factory.mktemp("export")
     keys = set(mnist_arrays)
     assert {"train_images", "train_labels", "test_images", "test_labels"} <= keys, keys
     out = {}
     for network, (shape, mean, std) in NETWORKS.items():
-        data = _npz(tmp / f"{network}.npz", mnist_arrays, shape, mean, std, train=320, val=256)
+        data = _npz(tmp / f"{network}.npz", mnist_arrays, shape, mean, std, train=320, val=VAL[network])
         if network == "lenet":
             assert main(["fit", *quick_args(tmp / "lenet", dataset="npz", data_train=data, batch_size=32)]) == 0
             out[network] = tmp / "lenet" / "model" / "mnist-0001.ckpt"
@@ -81,44 +86,54 @@ def _checkpoint_probs(ckpt: Path, images: np.ndarray) -> np.ndarray:
         return module.class_probs(x).numpy()
 
 
-@pytest.mark.parametrize("network", [
-    "lenet", pytest.param("resnet10t", marks=pytest.mark.slow), pytest.param("inception_bn_small", marks=pytest.mark.slow)])
-def test_both_formats_score_what_the_checkpoint_scores(checkpoints, network, capsys):
-    import onnxruntime as ort
+def _load_back(path: Path, fmt: str):
+    """The file as its runtime loads it (not through lit-imgcls): (uint8 images -> probabilities, metadata,
+    the input's name, type and shape)."""
     import torch
 
+    if fmt == "onnx":
+        import onnxruntime as ort
+
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        (inp,), (outp,) = session.get_inputs(), session.get_outputs()
+        return (lambda images: session.run([outp.name], {inp.name: images})[0],
+                session.get_modelmeta().custom_metadata_map, (inp.name, inp.type, inp.shape))
+    extra = {"class_names": "", "preprocessing": ""}
+    scripted = torch.jit.load(str(path), _extra_files=extra)
+
+    def run(images):
+        with torch.inference_mode():
+            return scripted(torch.from_numpy(images)).numpy()
+
+    return run, extra, None
+
+
+@pytest.mark.parametrize("network", [
+    "lenet", pytest.param("resnet10t", marks=pytest.mark.slow), pytest.param("inception_bn_small", marks=pytest.mark.slow)])
+@pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
+def test_the_export_scores_what_the_checkpoint_scores(checkpoints, network, fmt, capsys):
     ckpt = checkpoints[network]
     shape = NETWORKS[network][0]
-    for fmt in ("onnx", "torchscript"):
-        assert main(["export", "--checkpoint", str(ckpt), "--format", fmt, "--check"]) == 0, capsys.readouterr().err
-        out = capsys.readouterr().out
-        assert "check: 256 images of npz" in out and out.rstrip().endswith("passed"), out
-    onnx_file = ckpt.with_name(f"{ckpt.stem}.onnx")
-    ts_file = ckpt.with_name(f"{ckpt.stem}.torchscript.pt")
-    session = ort.InferenceSession(str(onnx_file), providers=["CPUExecutionProvider"])
-    (inp,), (outp,) = session.get_inputs(), session.get_outputs()
-    assert (inp.name, inp.type, inp.shape[1:]) == ("images", "tensor(uint8)", [shape[1], shape[2], shape[0]])
-    assert isinstance(inp.shape[0], str)  # a dynamic batch
-    props = session.get_modelmeta().custom_metadata_map
-    extra = {"class_names": "", "preprocessing": ""}
-    scripted = torch.jit.load(str(ts_file), _extra_files=extra)
-    for meta in (props, extra):
-        assert json.loads(meta["class_names"]) == [str(i) for i in range(10)]
-        pre = json.loads(meta["preprocessing"])
-        assert pre["input_size"] == list(shape) and pre["mean"] == pytest.approx(NETWORKS[network][1])
+    assert main(["export", "--checkpoint", str(ckpt), "--format", fmt, "--check"]) == 0, capsys.readouterr().err
+    out = capsys.readouterr().out
+    assert f"check: {VAL[network]} images of npz" in out and out.rstrip().endswith("passed"), out
+    path = ckpt.with_name(ckpt.stem + {"onnx": ".onnx", "torchscript": ".torchscript.pt"}[fmt])
+    run, meta, signature = _load_back(path, fmt)
+    if signature is not None:
+        name, kind, dims = signature
+        assert (name, kind, dims[1:]) == ("images", "tensor(uint8)", [shape[1], shape[2], shape[0]])
+        assert isinstance(dims[0], str)  # a dynamic batch
+    assert json.loads(meta["class_names"]) == [str(i) for i in range(10)]
+    pre = json.loads(meta["preprocessing"])
+    assert pre["input_size"] == list(shape) and pre["mean"] == pytest.approx(NETWORKS[network][1])
     for n, seed in ((1, 0), (7, 1)):
         images = _uint8_batch(n, shape, seed)
-        want = _checkpoint_probs(ckpt, images)
-        got_onnx = session.run([outp.name], {inp.name: images})[0]
-        with torch.inference_mode():
-            got_ts = scripted(torch.from_numpy(images)).numpy()
-        for got in (got_onnx, got_ts):
-            assert got.shape == (n, 10)
-            np.testing.assert_allclose(got, want, atol=1e-5, rtol=0)
-            assert (got.argmax(1) == want.argmax(1)).all()
-    # both files are recorded as export's, so --overwrite may replace them and nothing else
-    record = json.loads((ckpt.parent / ".lit-imgcls-exports").read_text())
-    assert {onnx_file.name, ts_file.name} <= set(record["files"])
+        want, got = _checkpoint_probs(ckpt, images), run(images)
+        assert got.shape == (n, 10)
+        np.testing.assert_allclose(got, want, atol=1e-5, rtol=0)
+        assert (got.argmax(1) == want.argmax(1)).all()
+    # recorded as export's, so --overwrite may replace it and nothing else
+    assert path.name in json.loads((ckpt.parent / ".lit-imgcls-exports").read_text())["files"]
 
 
 def _one_line(capsys, *needles: str) -> str:
