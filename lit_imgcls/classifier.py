@@ -112,7 +112,8 @@ class Classifier:
         """Builds the network a checkpoint was trained with and loads its weights (``weights_only``: no code runs).
 
         Args:
-            checkpoint: a ``PREFIX-NNNN.ckpt`` written by ``lit-imgcls fit``.
+            checkpoint: a ``PREFIX-NNNN.ckpt`` written by ``lit-imgcls fit``, or a file ``lit-imgcls export`` wrote
+                (ONNX or TorchScript: an :class:`ExportedClassifier`, on the CPU).
             device: "cpu", "cuda", "cuda:1", ...
             max_pixels: refuse images with more pixels (default: PIL's decompression-bomb limit, 89,478,485).
 
@@ -122,7 +123,10 @@ class Classifier:
         import torch
 
         from lit_imgcls.checkpoint_meta import load_module
+        from lit_imgcls.export import exported_format
 
+        if exported_format(checkpoint):
+            return ExportedClassifier.load_exported(checkpoint, device, max_pixels)
         module, meta = load_module(checkpoint)
         try:
             dev = torch.device(device)
@@ -226,3 +230,41 @@ class Classifier:
                 yield from flush()
         if pending:
             yield from flush()
+
+
+class ExportedClassifier(Classifier):
+    """A file ``lit-imgcls export`` wrote, used as :class:`Classifier` is: images prepared by the file's own
+    ``preprocessing`` metadata (the checkpoint's DataConfig), probabilities from the file itself (onnxruntime, or
+    TorchScript), on the CPU.
+
+    Args:
+        model: the loaded file (:class:`lit_imgcls.export.ExportedModel`).
+        max_pixels: larger images are refused (decompression-bomb guard), in pixels.
+    """
+
+    def __init__(self, model, max_pixels: int | None = None) -> None:
+        from lit_imgcls.checkpoint_meta import CheckpointMeta
+
+        self.model = model
+        super().__init__(None, CheckpointMeta({}, list(model.class_names), model.data_config, {}), "cpu", max_pixels)
+
+    @classmethod
+    def load_exported(cls, path: str | Path, device: str = "cpu", max_pixels: int | None = None) -> ExportedClassifier:
+        """Loads an exported file (see :class:`lit_imgcls.export.ExportedModel`).
+
+        Raises:
+            UsageError: not an export, or a device other than the CPU.
+        """
+        from lit_imgcls.export import ExportedModel
+
+        if str(device) != "cpu":
+            raise UsageError(f"{path} is an exported model, which lit-imgcls runs on the CPU: leave --gpus out "
+                             f"(device {device}), or predict with its checkpoint")
+        return cls(ExportedModel.load(path), max_pixels)
+
+    def probabilities(self, pixels: Sequence[np.ndarray]):
+        """Softmax over the classes for preprocessed images (H, W, C): an (N, classes) float32 tensor."""
+        import torch
+
+        images = np.stack([p if p.ndim == 3 else p[:, :, None] for p in pixels])
+        return torch.from_numpy(np.array(self.model.probabilities(images), dtype=np.float32))

@@ -200,6 +200,30 @@ def write(out: Path, data: bytes, overwrite: bool) -> Path:
     return out
 
 
+def exported_format(path: str | Path) -> str | None:
+    """"onnx" or "torchscript" for a local file that looks like an export (told by its content: a TorchScript
+    archive holding export's ``class_names`` metadata; a protobuf starting with an ONNX model's first field, or a
+    ``.onnx`` name), None for anything else (a checkpoint, a URL). ``predict`` and ``score`` ask it which way to go.
+    """
+    import zipfile
+
+    from lit_imgcls.storage import is_url
+
+    p = Path(path)
+    if is_url(str(path)) or not p.is_file():
+        return None
+    try:
+        with open(p, "rb") as f:
+            head = f.read(4)
+        if head.startswith(b"PK"):  # torch.save's checkpoints are zip archives too, without code or extra/
+            with zipfile.ZipFile(p) as z:
+                return "torchscript" if any(n.endswith("/extra/class_names") for n in z.namelist()) else None
+    except (OSError, zipfile.BadZipFile):
+        return None
+    # An ONNX ModelProto starts with field 1 (ir_version, a varint: tag 0x08); a pickled checkpoint with 0x80.
+    return "onnx" if head[:1] == b"\x08" or p.suffix.lower() == ".onnx" else None
+
+
 class ExportedModel:
     """An exported file, loaded to run: ONNX through onnxruntime, TorchScript through ``torch.jit.load`` (a
     TorchScript file is a program: load only files you trust, such as your own exports).

@@ -88,7 +88,8 @@ def score(checkpoint: str, overrides: dict[str, Any] | None = None, top_k: int =
     """Evaluates ``checkpoint`` on the validation split of its recipe's dataset (or of ``overrides``' dataset).
 
     Args:
-        checkpoint: a PREFIX-NNNN.ckpt written by fit.
+        checkpoint: a PREFIX-NNNN.ckpt written by fit, or a file ``lit-imgcls export`` wrote (ONNX or TorchScript,
+            run on the CPU; ``overrides`` must then name the dataset, since such a file holds no recipe).
         overrides: recipe keys replacing the saved recipe's (dataset, data_val, batch_size, gpus, ...).
         top_k: also measure top-k accuracy (at most the class count; < 2 turns it off).
         observe: called with each batch's images as the loader delivered them (uint8 (N, C, H, W), or the
@@ -106,9 +107,27 @@ def score(checkpoint: str, overrides: dict[str, Any] | None = None, top_k: int =
     from lit_imgcls.io import load_checkpoint
     from lit_imgcls.recipe import validate
 
-    ckpt = load_checkpoint(checkpoint)
-    meta = read_meta(ckpt, checkpoint)
-    recipe = resolve_recipe(meta, dict(overrides or {}))
+    from lit_imgcls.export import exported_format
+
+    overrides = dict(overrides or {})
+    exported = None
+    if exported_format(checkpoint):
+        from lit_imgcls.checkpoint_meta import CheckpointMeta
+        from lit_imgcls.export import ExportedModel
+
+        # An exported file holds the class names and preprocessing, no recipe: the data is named here.
+        if "dataset" not in overrides:
+            raise UsageError(f"{checkpoint} is an exported model, which holds no recipe: give its validation data "
+                             "with --dataset (and --data-val or --data-dir), or score its checkpoint")
+        if overrides.get("gpus") or overrides.get("tta_flip"):
+            raise UsageError(f"{checkpoint} is an exported model, scored on the CPU without test-time flip "
+                             "averaging: leave --gpus and --tta-flip out")
+        exported = ExportedModel.load(checkpoint)
+        ckpt, meta = None, CheckpointMeta({}, list(exported.class_names), exported.data_config, {})
+    else:
+        ckpt = load_checkpoint(checkpoint)
+        meta = read_meta(ckpt, checkpoint)
+    recipe = resolve_recipe(meta, overrides)
     recipe.top_k = 0  # top-k is measured here, for any k; the module needs none
     validate(recipe)
     prepare_process(recipe)
@@ -122,10 +141,23 @@ def score(checkpoint: str, overrides: dict[str, Any] | None = None, top_k: int =
     loader = datamodule.val_dataloader()
     if loader is None or (isinstance(loader, (list, tuple)) and not loader):  # packed streams have no len()
         raise UsageError(f"dataset {recipe.dataset} has no validation split here; give one with --data-val")
-    # a --network of another is refused
-    module, _ = load_module(checkpoint, ckpt, recipe.network, recipe.num_layers, "leave --network out to use the checkpoint's")
-    module.to(device).eval()
-    module.evaluation = EvalConfig(tta_flip=bool(recipe.tta_flip))  # this command's choice, not the training's
+    if exported is not None:
+        from lit_imgcls.export import as_uint8_images
+
+        def probs_of(images):  # the file does its own normalisation, on the uint8 pixels
+            return torch.from_numpy(np.array(exported.probabilities(as_uint8_images(images, datamodule)),
+                                             dtype=np.float32))
+    else:
+        # a --network of another is refused
+        module, _ = load_module(checkpoint, ckpt, recipe.network, recipe.num_layers,
+                                "leave --network out to use the checkpoint's")
+        module.to(device).eval()
+        module.evaluation = EvalConfig(tta_flip=bool(recipe.tta_flip))  # this command's choice, not the training's
+
+        def probs_of(images):
+            x = images.to(device, non_blocking=True)
+            x = module.on_after_batch_transfer((x, None), 0)[0]  # packed loaders deliver uint8: normalise as fit did
+            return module.class_probs(x)
     k = min(top_k, len(names)) if top_k > 1 else 0
     confusion = torch.zeros(len(names) * len(names), dtype=torch.long)
     topk_hits = 0
@@ -135,10 +167,8 @@ def score(checkpoint: str, overrides: dict[str, Any] | None = None, top_k: int =
     # A bar on a terminal's stderr, a line every few seconds in a log (a long run only); the report is on stdout.
     with torch.inference_mode(), progress(None, "scoring", leave=False) as bar:
         for batch in loader:
-            x, y = batch[0], batch[1]
-            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-            x = module.on_after_batch_transfer((x, y), 0)[0]  # packed loaders deliver uint8: normalise as fit did
-            logits = module.class_probs(x)  # probabilities (argmax and top-k as of the logits)
+            y = batch[1].to(device, non_blocking=True)
+            logits = probs_of(batch[0]).to(y.device)  # probabilities (argmax and top-k as of the logits)
             pred = logits.argmax(dim=1)
             confusion += torch.bincount((y * len(names) + pred).cpu(), minlength=len(names) ** 2)
             if k:
@@ -155,18 +185,22 @@ def score(checkpoint: str, overrides: dict[str, Any] | None = None, top_k: int =
         checkpoint=str(checkpoint), dataset=recipe.dataset, class_names=names, confusion=matrix,
         top1=float(np.trace(matrix)) / count, top_k=k, topk=topk_hits / count if k else None,
         seconds=seconds, images_per_sec=count / seconds if seconds > 0 else float("inf"), ema=meta.ema,
-        tta_flip=bool(recipe.tta_flip),
+        tta_flip=bool(recipe.tta_flip) and exported is None,
     )
 
 
 def default_png(checkpoint: str | Path) -> Path:
-    """``CKPT-STEM-confusion.png`` beside a local checkpoint; for one at a URL (s3://...), in the current folder."""
+    """``CKPT-STEM-confusion.png`` beside a local checkpoint (``NAME-confusion.png`` beside an exported file); for
+    one at a URL (s3://...), in the current folder."""
     from lit_imgcls.storage import basename, is_url, local
 
     if is_url(str(checkpoint)):
         return Path(f"{Path(basename(str(checkpoint))).stem}-confusion.png")
     p = Path(local(str(checkpoint)))
-    return p.with_name(f"{p.stem}-confusion.png")
+    from lit_imgcls.export import exported_format
+
+    # An export is named after its checkpoint (mnist-0001.onnx): its own name keeps the checkpoint's PNG.
+    return p.with_name(f"{p.name if exported_format(p) else p.stem}-confusion.png")
 
 
 def report(result: ScoreResult, max_matrix_classes: int = 20) -> str:

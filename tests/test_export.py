@@ -136,6 +136,51 @@ def test_the_export_scores_what_the_checkpoint_scores(checkpoints, network, fmt,
     assert path.name in json.loads((ckpt.parent / ".lit-imgcls-exports").read_text())["files"]
 
 
+def _exported(ckpt: Path, fmt: str) -> Path:
+    """The file export writes by default for ``ckpt``, written now if an earlier test did not (a -k selection)."""
+    path = ckpt.with_name(ckpt.stem + {"onnx": ".onnx", "torchscript": ".torchscript.pt"}[fmt])
+    if not path.exists():
+        assert main(["export", "--checkpoint", str(ckpt), "--format", fmt]) == 0
+    return path
+
+
+def test_predict_and_score_take_the_exported_file(checkpoints, tmp_path, capsys):
+    """Both formats predict what the checkpoint predicts (images prepared by the file's own metadata) and score
+    its top-1 on the same data (named on the command line: an export holds no recipe)."""
+    from PIL import Image
+
+    ckpt = checkpoints["lenet"]
+    data = ckpt.parents[2] / "lenet.npz"
+    folder = tmp_path / "digits"
+    folder.mkdir()
+    for i, digit in enumerate(np.load(data)["x_val"][:4, :, :, 0]):
+        Image.fromarray(digit).resize((40, 40)).save(folder / f"{i}.png")  # resized by predict to 28 x 28
+
+    def predictions(model: Path):
+        assert main(["predict", "--checkpoint", str(model), "--format", "json", "--top-k", "3", str(folder)]) == 0
+        return {r["input"]: r["predictions"] for r in json.loads(capsys.readouterr().out)}
+
+    def top1(model: Path, *extra: str) -> str:
+        assert main(["score", "--checkpoint", str(model), "--top-k", "0", "--confusion-png",
+                     str(tmp_path / "c.png"), *extra]) == 0, capsys.readouterr().err
+        return next(line for line in capsys.readouterr().out.splitlines() if line.startswith("top-1"))
+
+    files = {fmt: _exported(ckpt, fmt) for fmt in ("onnx", "torchscript")}
+    capsys.readouterr()
+    want, want_top1 = predictions(ckpt), top1(ckpt)
+    for fmt in ("onnx", "torchscript"):
+        got = predictions(files[fmt])
+        assert got.keys() == want.keys()
+        for name, preds in got.items():
+            assert [p["class"] for p in preds] == [p["class"] for p in want[name]]
+            assert [p["probability"] for p in preds] == pytest.approx([p["probability"] for p in want[name]], abs=1e-5)
+        assert top1(files[fmt], "--dataset", "npz", "--data-train", str(data)) == want_top1
+    assert main(["score", "--checkpoint", str(files["onnx"])]) == 2
+    _one_line(capsys, "holds no recipe", "--dataset")
+    assert main(["predict", "--checkpoint", str(files["onnx"]), "--gpus", "0", str(folder)]) == 2
+    _one_line(capsys, "runs on the CPU", "--gpus")
+
+
 def _one_line(capsys, *needles: str) -> str:
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and err.startswith("lit-imgcls: error: ") and "Traceback" not in err, err
@@ -152,11 +197,7 @@ def test_a_wrong_mean_in_the_exported_file_fails_the_check(checkpoints, tmp_path
     from onnx import numpy_helper
 
     ckpt = checkpoints["lenet"]
-    onnx_file, ts_file = ckpt.with_name(f"{ckpt.stem}.onnx"), ckpt.with_name(f"{ckpt.stem}.torchscript.pt")
-    if not onnx_file.exists() or not ts_file.exists():  # test order under -k or xdist
-        for fmt in ("onnx", "torchscript"):
-            assert main(["export", "--checkpoint", str(ckpt), "--format", fmt, "--out",
-                         str(onnx_file if fmt == "onnx" else ts_file)]) == 0
+    onnx_file, ts_file = _exported(ckpt, "onnx"), _exported(ckpt, "torchscript")
     model = onnx.load(str(onnx_file))
     (mean,) = [t for t in model.graph.initializer if "pixel_mean" in t.name]
     mean.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(mean) + 20, mean.name))

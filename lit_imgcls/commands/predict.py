@@ -29,7 +29,8 @@ def predict(
 
     Args:
         inputs: images, folders, globs, URLs or packs to predict.
-        checkpoint: the checkpoint (PREFIX-NNNN.ckpt written by fit).
+        checkpoint: the checkpoint (PREFIX-NNNN.ckpt written by fit), or a model file `lit-imgcls export` wrote (ONNX or
+            TorchScript; run on the CPU, images prepared by the file's own preprocessing metadata).
         top_k: classes reported per image.
         format: table (aligned, for people), json (one document) or csv (input,rank,class,probability).
         batch_size: images per forward pass.

@@ -9,7 +9,7 @@ import docstring_parser
 from lit_imgcls.recipe import Recipe
 
 _OWN = {
-    "checkpoint": (str | None, "the checkpoint to score (PREFIX-NNNN.ckpt written by fit); required."),
+    "checkpoint": (str | None, "the checkpoint to score (PREFIX-NNNN.ckpt written by fit), or a model file `lit-imgcls export` wrote (ONNX or TorchScript: run on the CPU, with --dataset and its data given, as the file holds no recipe); required."),
     "confusion_png": (str | None, "where to write the confusion matrix PNG; default CKPT-STEM-confusion.png beside it (in the current folder for a checkpoint at a URL)."),
 }
 _TOP_K_DOC = "also report top-k accuracy (default 5, at most the class count; 0 or 1 turns it off)."
