@@ -83,6 +83,32 @@ def resolve_recipe(meta, overrides: dict[str, Any]):
     return recipe
 
 
+def load_scored(checkpoint: str, overrides: dict[str, Any]):
+    """What ``score`` scores: (the loaded checkpoint, its CheckpointMeta, None), or for a file ``lit-imgcls export``
+    wrote (None, a CheckpointMeta of its class names and preprocessing and no recipe, its ExportedModel).
+
+    Raises:
+        UsageError: an unreadable file; an export without ``dataset`` in ``overrides`` (it holds no recipe), or
+            with ``gpus`` or ``tta_flip`` (it runs on the CPU, without flip averaging).
+    """
+    from lit_imgcls.checkpoint_meta import CheckpointMeta, read_meta
+    from lit_imgcls.export import ExportedModel, exported_format
+    from lit_imgcls.io import load_checkpoint
+
+    if not exported_format(checkpoint):
+        ckpt = load_checkpoint(checkpoint)
+        return ckpt, read_meta(ckpt, checkpoint), None
+    # An exported file holds the class names and preprocessing, no recipe: the data is named here.
+    if "dataset" not in overrides:
+        raise UsageError(f"{checkpoint} is an exported model, which holds no recipe: give its validation data "
+                         "with --dataset (and --data-val or --data-dir), or score its checkpoint")
+    if overrides.get("gpus") or overrides.get("tta_flip"):
+        raise UsageError(f"{checkpoint} is an exported model, scored on the CPU without test-time flip "
+                         "averaging: leave --gpus and --tta-flip out")
+    exported = ExportedModel.load(checkpoint)
+    return None, CheckpointMeta({}, list(exported.class_names), exported.data_config, {}), exported
+
+
 def score(checkpoint: str, overrides: dict[str, Any] | None = None, top_k: int = 5,
           observe: Callable[[Any, Any, Any, Any], None] | None = None) -> ScoreResult:
     """Evaluates ``checkpoint`` on the validation split of its recipe's dataset (or of ``overrides``' dataset).
@@ -101,32 +127,13 @@ def score(checkpoint: str, overrides: dict[str, Any] | None = None, top_k: int =
     """
     import torch
 
-    from lit_imgcls.checkpoint_meta import load_module, read_meta
+    from lit_imgcls.checkpoint_meta import load_module
     from lit_imgcls.training_options import EvalConfig
     from lit_imgcls.engine import build_datamodule, data_where, devices, match_checkpoint, prepare_process
-    from lit_imgcls.io import load_checkpoint
     from lit_imgcls.recipe import validate
 
-    from lit_imgcls.export import exported_format
-
     overrides = dict(overrides or {})
-    exported = None
-    if exported_format(checkpoint):
-        from lit_imgcls.checkpoint_meta import CheckpointMeta
-        from lit_imgcls.export import ExportedModel
-
-        # An exported file holds the class names and preprocessing, no recipe: the data is named here.
-        if "dataset" not in overrides:
-            raise UsageError(f"{checkpoint} is an exported model, which holds no recipe: give its validation data "
-                             "with --dataset (and --data-val or --data-dir), or score its checkpoint")
-        if overrides.get("gpus") or overrides.get("tta_flip"):
-            raise UsageError(f"{checkpoint} is an exported model, scored on the CPU without test-time flip "
-                             "averaging: leave --gpus and --tta-flip out")
-        exported = ExportedModel.load(checkpoint)
-        ckpt, meta = None, CheckpointMeta({}, list(exported.class_names), exported.data_config, {})
-    else:
-        ckpt = load_checkpoint(checkpoint)
-        meta = read_meta(ckpt, checkpoint)
+    ckpt, meta, exported = load_scored(checkpoint, overrides)
     recipe = resolve_recipe(meta, overrides)
     recipe.top_k = 0  # top-k is measured here, for any k; the module needs none
     validate(recipe)

@@ -175,6 +175,9 @@ def test_predict_and_score_take_the_exported_file(checkpoints, tmp_path, capsys)
             assert [p["class"] for p in preds] == [p["class"] for p in want[name]]
             assert [p["probability"] for p in preds] == pytest.approx([p["probability"] for p in want[name]], abs=1e-5)
         assert top1(files[fmt], "--dataset", "npz", "--data-train", str(data)) == want_top1
+    assert main(["score", "--checkpoint", str(files["onnx"]), "--dataset", "npz", "--data-train", str(data),
+                 "--print-recipe"]) == 0
+    assert "image_shape: 1,28,28" in capsys.readouterr().out  # the file's input, beside the data named here
     assert main(["score", "--checkpoint", str(files["onnx"])]) == 2
     _one_line(capsys, "holds no recipe", "--dataset")
     assert main(["predict", "--checkpoint", str(files["onnx"]), "--gpus", "0", str(folder)]) == 2

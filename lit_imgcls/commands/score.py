@@ -41,11 +41,10 @@ def _options_class() -> type:
         """The recipe score would use (--print-recipe)."""
         if not self.checkpoint:
             return Recipe(**self.given()).to_yaml()
-        from lit_imgcls.checkpoint_meta import read_meta
-        from lit_imgcls.io import load_checkpoint
-        from lit_imgcls.score import resolve_recipe
+        from lit_imgcls.score import load_scored, resolve_recipe
 
-        return resolve_recipe(read_meta(load_checkpoint(self.checkpoint), self.checkpoint), self.given()).to_yaml()
+        given = self.given()
+        return resolve_recipe(load_scored(self.checkpoint, given)[1], given).to_yaml()
 
     cls = dataclasses.make_dataclass("ScoreOptions", fields, namespace={"__doc__": doc, "given": given, "to_yaml": to_yaml})
     cls.__module__ = __name__
