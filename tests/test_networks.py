@@ -15,7 +15,8 @@ from lit_imgcls.networks import create_network, load_pretrained
 @pytest.mark.parametrize(
     "name, chans, size, classes",
     [("lenet", 1, 28, 10), ("lenet", 3, 32, 10), ("mlp", 1, 28, 10), ("inception-bn-small", 3, 32, 10),
-     ("inception_bn_small", 1, 28, 10), ("inception-bn", 3, 224, 1000), ("resnet18", 3, 32, 10), ("vgg11", 3, 32, 7)],
+     ("inception_bn_small", 1, 28, 10), ("inception-bn", 3, 224, 1000), ("resnet18", 3, 32, 10), ("vgg11", 3, 32, 7),
+     ("resnet9", 3, 32, 10), ("resnet9", 1, 28, 10), ("resnet9-small", 3, 64, 14), ("resnet9_small", 1, 7, 2)],
 )
 def test_network_builds_and_outputs_logits(name, chans, size, classes):
     net = create_network(name, num_classes=classes, in_chans=chans, img_size=size)
@@ -87,3 +88,54 @@ def test_pretrained_file_that_runs_code_is_refused(tmp_path):
     with pytest.raises(UsageError, match="holds Python objects besides tensors and plain data.*runs no code from a file"):
         create_network("lenet", num_classes=10, in_chans=1, img_size=28, pretrained=str(tmp_path / "evil.pt"))
     assert not (tmp_path / "marker").exists()
+
+
+def test_resnet9_layout_width_and_refusals():
+    """ResNet-9 (lit_imgcls.networks.resnet9): the records' 64-128-256-512 channels and 6.57 M parameters at width 1,
+    a quarter of the channels for resnet9_small, logits scaled by 1/8, and a bad option refused in one line."""
+    from lit_imgcls.networks.resnet9 import ResNet9
+
+    full = create_network("resnet9", num_classes=10, in_chans=3)
+    small = create_network("resnet9_small", num_classes=10, in_chans=3)
+    assert isinstance(full, ResNet9) and sum(p.numel() for p in full.parameters()) == 6_573_120
+    assert sum(p.numel() for p in small.parameters()) == 412_944 and small.num_features == 128
+    assert [m.out_channels for m in full.modules() if isinstance(m, torch.nn.Conv2d)] == [64, 128, 128, 128, 256, 512,
+                                                                                            512, 512]
+    x = torch.randn(3, 3, 32, 32)
+    with torch.no_grad():
+        full.eval()
+        assert torch.allclose(full(x), full.head(full.pool(full.forward_features(x)).flatten(1)) / 8)
+    assert create_network("resnet9", num_classes=10, width=0.5, pool="avg").num_features == 256
+    full.reset_classifier(4)
+    assert full.get_classifier().out_features == 4 and full(x).shape == (3, 4)
+    for bad, says in (({"width": 0}, "width must be > 0"), ({"pool": "median"}, "pool must be one of max, avg")):
+        with pytest.raises(UsageError, match=f"network 'resnet9' cannot be built for this data: resnet9 {says}"):
+            create_network("resnet9", num_classes=10, **bad)
+
+
+def test_resnet9_trains_one_epoch_and_is_listed(tmp_path, capsys, mnist_arrays):
+    """A one-epoch fit of resnet9_small on 384 MNIST digits (with the pad-2 crop of recipes/mnist-augment.yaml) learns
+    and saves a checkpoint of the network; `list networks` names both ResNet-9 entries and where they come from."""
+    import numpy as np
+
+    from lit_imgcls.cli import main
+    from lit_imgcls.io import load_checkpoint
+
+    np.savez(tmp_path / "digits.npz", x_train=mnist_arrays["train_images"][:384],
+             y_train=mnist_arrays["train_labels"][:384], x_val=mnist_arrays["test_images"][:200],
+             y_val=mnist_arrays["test_labels"][:200])
+    prefix = tmp_path / "m"
+    args = dict(network="resnet9_small", dataset="npz", data_train=str(tmp_path / "digits.npz"), batch_size=32,
+                lr=0.2, lr_schedule="onecycle", threads=1, progress_bar=False, model_prefix=str(prefix),
+                run_dir=str(tmp_path / "runs"), num_epochs=2, augment="[{name: random_crop, pad: 2}]")
+    capsys.readouterr()
+    assert main(["fit", *[f"--{k.replace('_', '-')}={v}" for k, v in args.items()]]) == 0
+    out = capsys.readouterr().out
+    acc = float(out.split("Validation-accuracy=")[-1].split()[0])
+    assert acc > 0.3, out[-2000:]  # chance is 0.1
+    state = load_checkpoint(f"{prefix}-0002.ckpt")["state_dict"]
+    assert state["net.features.0.0.weight"].shape == (16, 1, 3, 3) and "net.features.3.4.body.0.weight" in state
+    assert main(["list", "networks"]) in (0, None)
+    listed = dict(line.split("\t", 1) for line in capsys.readouterr().out.splitlines() if "\t" in line)
+    assert "lit_imgcls.networks.resnet9:resnet9)" in listed["resnet9"]
+    assert "lit_imgcls.networks.resnet9:resnet9_small)" in listed["resnet9_small"]
