@@ -22,7 +22,7 @@ RECIPES = sorted((REPO / "recipes").glob("*.yaml"))
 
 def test_there_are_recipes():
     names = {p.stem for p in RECIPES}
-    assert {"mnist", "mnist-mlp", "cifar10", "imagenet"} <= names
+    assert {"mnist", "mnist-mlp", "mnist-augment", "cifar10", "imagenet"} <= names
 
 
 @pytest.mark.parametrize("path", RECIPES, ids=lambda p: p.stem)
@@ -96,7 +96,7 @@ def test_recipe_on_a_fresh_checkout_runs_or_names_the_command_that_prepares_it(p
             name = " ".join(words[1:3]) if " ".join(words[1:3]) in COMMANDS else words[1]
             build_parser(name, _resolve(COMMANDS[name])).parse_args(words[1 + len(name.split()):])
     else:
-        assert path.stem in ("mnist", "mnist-mlp", "cifar10"), f"{path.name} needs nothing prepared?"
+        assert path.stem in ("mnist", "mnist-mlp", "mnist-augment", "cifar10"), f"{path.name} needs nothing prepared?"
     assert not any(tmp_path.iterdir())  # checking made nothing
 
 
