@@ -128,6 +128,8 @@ def check_out(out: str | Path, overwrite: bool) -> Path:
     out = Path(out).expanduser()
     if out.is_dir():
         raise UsageError(f"--out {out} is a folder; give the file to write, like {out / 'model.onnx'}")
+    if out.name == RECORD:  # the record's own name: refused by the ownership rule before "exists" is said
+        check_owned(out.parent, [out.name], RECORD, "give another --out")
     if (out.exists() or out.is_symlink()) and not overwrite:
         raise UsageError(f"{out} exists; give --overwrite to replace it (only a file lit-imgcls exported there and "
                          "nobody changed since), or another --out")
@@ -307,8 +309,20 @@ class ExportedModel:
         return cls(path, "torchscript", run, meta)
 
     def probabilities(self, images: np.ndarray) -> np.ndarray:
-        """Class probabilities (N, classes), float32, of uint8 images (N, H, W, C) at the input size."""
-        return self._run(np.ascontiguousarray(images, dtype=np.uint8))
+        """Class probabilities (N, classes), float32, of uint8 images (N, H, W, C) at the input size.
+
+        Raises:
+            UsageError: the file gave probabilities that are not finite numbers in [0, 1] summing to 1 (a file
+                damaged after export still loads when only its weights changed; its output then gives it away).
+        """
+        probs = np.asarray(self._run(np.ascontiguousarray(images, dtype=np.uint8)), dtype=np.float32)
+        if probs.ndim != 2 or probs.shape[1] != len(self.class_names):
+            raise UsageError(f"{self.path} gave output of shape {probs.shape}, not (N, {len(self.class_names)}): "
+                             "it is damaged; export it again")
+        if probs.size and not (np.isfinite(probs).all() and np.allclose(probs.sum(axis=1), 1, atol=1e-3)):
+            raise UsageError(f"{self.path} gave probabilities that are not finite or do not sum to 1: it is damaged "
+                             "(its weights changed after export); export it again")
+        return probs
 
 
 def as_uint8_images(x, datamodule) -> np.ndarray:

@@ -95,11 +95,14 @@ def check_owned(folder: Path, names: list[str], record: str, elsewhere: str) -> 
 
     Raises:
         UsageError: a file of one of those names that the record does not show as ours and unchanged; a link,
-            folder or special file in its place; a record lit-imgcls did not write.
+            folder or special file in its place; a record lit-imgcls did not write; a name that is the record's.
     """
     old = read_record(folder, record)
     for name in names:
         path = folder / name
+        if name == record:  # writing there would put the file in the record's place, and the record over it
+            raise UsageError(f"{path} is the name of lit-imgcls's own record of the files it wrote in {folder}; "
+                             f"{elsewhere}")
         kind = _kind(path)
         if kind is not None:
             raise UsageError(f"{path} is {kind}, not a file lit-imgcls wrote; move it away or {elsewhere}")

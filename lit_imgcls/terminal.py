@@ -91,3 +91,23 @@ def progress(total: int | None, desc: str, unit: str = "img", noun: str = "image
 
     return tqdm(total=total, desc=desc, unit=unit, file=file, dynamic_ncols=True, leave=leave,
                 disable=not is_terminal(file))
+
+
+WRITE_CHUNK = 8192
+"""Characters per write of :func:`write_stdout`: no more than the stream's buffer (io.DEFAULT_BUFFER_SIZE)."""
+
+
+def write_stdout(text: str) -> None:
+    """Writes ``text`` (a command's whole output) to stdout in pieces of :data:`WRITE_CHUNK` characters.
+
+    Why not one ``sys.stdout.write``: on CPython 3.11 a single write larger than the stream's buffer into a pipe
+    whose reader stops (``lit-imgcls predict ... | head -1``) writes part of the text and then raises nothing; the
+    rest is dropped and the command would exit 0. Written in pieces, the next piece meets the closed pipe and
+    raises :class:`BrokenPipeError`, which :func:`lit_imgcls.cli.main` turns into exit 141 (128 + SIGPIPE).
+
+    Raises:
+        BrokenPipeError: the reader of stdout went away.
+    """
+    for start in range(0, len(text), WRITE_CHUNK):
+        sys.stdout.write(text[start:start + WRITE_CHUNK])
+    sys.stdout.flush()

@@ -254,6 +254,36 @@ def test_bad_inputs_are_one_line_and_nothing_is_replaced(checkpoints, tmp_path, 
     ours.write_bytes(ours.read_bytes() + b"\0")
     assert main(["export", "--checkpoint", ckpt, "--format", "torchscript", "--out", str(ours), "--overwrite"]) == 2
     _one_line(capsys, "was changed since")
+    # the folder's own record of what export wrote is never an --out: it would hold the model and lose the record
+    record = tmp_path / ".lit-imgcls-exports"
+    before = record.read_bytes()
+    for extra in ([], ["--overwrite"]):
+        assert main(["export", "--checkpoint", ckpt, "--format", "onnx", "--out", str(record), *extra]) == 2
+        _one_line(capsys, "record")
+    assert record.read_bytes() == before
+    fresh = tmp_path / "fresh"
+    fresh.mkdir()
+    assert main(["export", "--checkpoint", ckpt, "--format", "onnx", "--out", str(fresh / ".lit-imgcls-exports")]) == 2
+    _one_line(capsys, "record")
+    assert not list(fresh.iterdir())
+
+
+def test_an_export_damaged_in_its_weights_is_refused_not_scored(checkpoints, tmp_path, capsys):
+    """Bytes overwritten in the middle of an ONNX file land in its weights: onnxruntime still loads it, and it
+    gave NaN for every class while predict and score exited 0. Its output now gives it away, in one line."""
+    good = _exported(checkpoints["lenet"], "onnx")
+    bad = tmp_path / "damaged.onnx"
+    blob = bytearray(good.read_bytes())
+    mid = len(blob) // 2
+    blob[mid:mid + 64] = b"\xff" * 64  # 0xffffffff is a float32 NaN
+    bad.write_bytes(bytes(blob))
+    image = tmp_path / "digit.png"
+    from PIL import Image
+
+    Image.fromarray(np.zeros((28, 28), np.uint8)).save(image)
+    assert main(["predict", "--checkpoint", str(bad), str(image)]) == 2
+    _one_line(capsys, "damaged")
+    assert main(["predict", "--checkpoint", str(good), str(image)]) == 0
 
 
 def test_a_missing_checkpoint_in_a_real_process(tmp_path):

@@ -62,6 +62,7 @@ def predict(
     from lit_imgcls.inputs import expand_inputs
     from lit_imgcls.predictions import FORMATS
     from lit_imgcls.printable import printable
+    from lit_imgcls.terminal import write_stdout
 
     clf = Classifier.load(checkpoint, device=f"cuda:{ids[0]}" if ids else "cpu", max_pixels=max_pixels)
     if clf.meta.ema:  # on stderr: json and csv on stdout stay machine-readable
@@ -89,8 +90,7 @@ def predict(
     finally:
         if bar is not None:
             bar.close()
-    sys.stdout.write(FORMATS[format](results))
-    sys.stdout.flush()
+    write_stdout(FORMATS[format](results))
     failed = [r for r in results if r.error is not None]
     if failed:
         if format == "csv":  # csv has no place for them; table and json carry them in the output
