@@ -45,3 +45,12 @@ def save(name: str, payload: dict) -> Path:
         rev = ""
     print(f"saved {out} (commit {rev or '?'})")
     return out
+
+
+def print_medians(median: dict[str, float], what: str) -> None:
+    """One line per variant: its median ``what`` ("test accuracy") and, beside all but ``none``, the lift over
+    ``none`` in percentage points."""
+    base = median.get("none")
+    for name, value in median.items():
+        lift = f"  {100 * (value - base):+.2f} points" if base is not None and name != "none" else ""
+        print(f"{name:8s} median {what} {value:.4f}{lift}")

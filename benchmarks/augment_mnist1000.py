@@ -23,7 +23,7 @@ import time
 from lit_imgcls.engine import fit
 from lit_imgcls.recipe import Recipe
 
-from _common import save
+from _common import print_medians, save
 
 MXNET = [{"name": "random_crop", "pad": 2}, {"name": "rotate", "degrees": 10}]
 VARIANTS: dict[str, dict] = {
@@ -67,10 +67,7 @@ def main() -> None:
                "seeds": args.seeds, "median_test_acc": median, "runs": runs,
                "variants": {n: VARIANTS[n] for n in names}}
     path = save("augment_mnist1000", payload)
-    base = median.get("none")
-    for name in names:
-        lift = f"  {100 * (median[name] - base):+.2f} points" if base is not None and name != "none" else ""
-        print(f"{name:8s} median test accuracy {median[name]:.4f}{lift}")
+    print_medians(median, "test accuracy")
     print(f"saved {path}")
 
 

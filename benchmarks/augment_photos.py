@@ -28,7 +28,7 @@ from pathlib import Path
 from lit_imgcls.engine import fit
 from lit_imgcls.recipe import Recipe
 
-from _common import save
+from _common import print_medians, save
 
 MXNET = [{"name": "random_resized_crop"}, {"name": "mirror"}]
 VARIANTS: dict[str, dict] = {
@@ -118,10 +118,7 @@ def main() -> None:
                "median_val_acc": median, "runs": runs, "variants": {n: VARIANTS[n] for n in names}}
     tail = "" if args.variants == parser.get_default("variants") else "_" + "-".join(names)
     path = save(f"augment_photos_{args.size}px_{args.epochs}ep{tail}", payload)
-    base = median.get("none")
-    for name in names:
-        lift = f"  {100 * (median[name] - base):+.2f} points" if base is not None and name != "none" else ""
-        print(f"{name:8s} median val accuracy {median[name]:.4f}{lift}")
+    print_medians(median, "val accuracy")
     print(f"saved {path}")
 
 

@@ -20,12 +20,13 @@ gets the same pixels on every data path, in every worker process, and after a re
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import hashlib
 import inspect
 import random
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import torch
 
@@ -62,6 +63,26 @@ def sample_seed(seed: int, epoch: int, index: int | str) -> int:
     """A 63-bit seed that is a pure function of (seed, epoch, index): the augmentation of one image in one epoch."""
     digest = hashlib.blake2b(f"{int(seed)}/{int(epoch)}/{index}".encode(), digest_size=8).digest()
     return int.from_bytes(digest, "little") & (2**63 - 1)
+
+
+@contextlib.contextmanager
+def seeded(seed: int, device: torch.device | None = None) -> Iterator[None]:
+    """Inside the block, torch's CPU generator (and ``device``'s, when it is a CUDA device) and Python's ``random``
+    are seeded with ``seed``; the callers' states are restored after it, whatever happens inside.
+
+    The CPU generator alone unless ``device`` is CUDA: torch.manual_seed would also seed every accelerator's
+    (lazily, at about 1 ms a call), and host stages draw on the CPU."""
+    accelerators = [device.index or 0] if device is not None and device.type == "cuda" else []
+    state = random.getstate()
+    with torch.random.fork_rng(devices=accelerators):
+        torch.default_generator.manual_seed(seed)
+        if accelerators:
+            torch.cuda.manual_seed(seed)
+        random.seed(seed)
+        try:
+            yield
+        finally:
+            random.setstate(state)
 
 
 def parse_stages(value: Any, key: str = "augment") -> list[dict[str, Any]]:
@@ -178,17 +199,9 @@ class Pipeline:
         """``image`` (uint8 (C, H, W)) through every stage, the random draws fixed by ``seed`` (see
         :func:`sample_seed`); the callers' own torch and Python random states are left as they were."""
         transforms = self.transforms()
-        state = random.getstate()
-        with torch.random.fork_rng(devices=[]):
-            # The CPU generator alone: torch.manual_seed would also seed every accelerator's (lazily, at about
-            # 1 ms a call), and the stages draw on the CPU.
-            torch.default_generator.manual_seed(seed)
-            random.seed(seed)
-            try:
-                for t in transforms:
-                    image = t(image)
-            finally:
-                random.setstate(state)
+        with seeded(seed):
+            for t in transforms:
+                image = t(image)
         return image
 
     def stack(self, images: torch.Tensor, seeds: list[int]) -> torch.Tensor:
@@ -306,16 +319,7 @@ class DeviceAugment:
         ``rank``): each process of a distributed run draws its own parameters for its own images."""
         transforms = self.transforms()
         seed = sample_seed(self.seed, step, f"device-{int(rank)}")
-        accelerators = [x.device.index or 0] if x.device.type == "cuda" else []
-        state = random.getstate()
-        with torch.random.fork_rng(devices=accelerators):
-            torch.default_generator.manual_seed(seed)
-            if accelerators:
-                torch.cuda.manual_seed(seed)
-            random.seed(seed)
-            try:
-                for t in transforms:
-                    x = t(x)
-            finally:
-                random.setstate(state)
+        with seeded(seed, x.device):
+            for t in transforms:
+                x = t(x)
         return x
