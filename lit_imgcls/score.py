@@ -40,6 +40,8 @@ class ScoreResult:
     images_per_sec: float
     ema: bool = False  # the checkpoint's weights are the EMA of the trained ones
     tta_flip: bool = False  # each image scored with its mirror (test-time flip averaging)
+    labels: np.ndarray | None = None  # int64 (N,): each image's true class, in loader order
+    probs: np.ndarray | None = None  # float32 (N, C): each image's class probabilities (the report, calibration)
 
     @property
     def count(self) -> int:
@@ -168,6 +170,8 @@ def score(checkpoint: str, overrides: dict[str, Any] | None = None, top_k: int =
     k = min(top_k, len(names)) if top_k > 1 else 0
     confusion = torch.zeros(len(names) * len(names), dtype=torch.long)
     topk_hits = 0
+    all_labels: list[np.ndarray] = []
+    all_probs: list[np.ndarray] = []
     from lit_imgcls.terminal import progress
 
     start = time.perf_counter()
@@ -180,6 +184,8 @@ def score(checkpoint: str, overrides: dict[str, Any] | None = None, top_k: int =
             confusion += torch.bincount((y * len(names) + pred).cpu(), minlength=len(names) ** 2)
             if k:
                 topk_hits += int((logits.topk(k, dim=1).indices == y[:, None]).any(dim=1).sum())
+            all_labels.append(y.cpu().numpy().astype(np.int64))
+            all_probs.append(logits.float().cpu().numpy())
             if observe is not None:
                 observe(batch[0], y, logits, datamodule)
             bar.update(len(y))
@@ -193,6 +199,7 @@ def score(checkpoint: str, overrides: dict[str, Any] | None = None, top_k: int =
         top1=float(np.trace(matrix)) / count, top_k=k, topk=topk_hits / count if k else None,
         seconds=seconds, images_per_sec=count / seconds if seconds > 0 else float("inf"), ema=meta.ema,
         tta_flip=bool(recipe.tta_flip) and exported is None,
+        labels=np.concatenate(all_labels), probs=np.concatenate(all_probs),
     )
 
 
