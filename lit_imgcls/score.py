@@ -286,3 +286,28 @@ def save_confusion_png(result: ScoreResult, path: str | Path) -> Path:
     fig.tight_layout()
     atomic_write(path, lambda f: fig.savefig(f, format="png"))
     return Path(path)
+
+
+#: The ``format`` field of the JSON ``score --report`` writes beside its page; the TUI finds reports by it.
+REPORT_FORMAT = "lit-imgcls score report"
+REPORT_VERSION = 1
+
+
+def report_data(result: ScoreResult, top_k: int | None = None) -> dict[str, Any]:
+    """The JSON document of ``score --report``: :func:`lit_imgcls.evaluation.summarize` of the scored images plus
+    ``format`` (:data:`REPORT_FORMAT`), ``version``, ``checkpoint``, ``dataset``, ``images_per_sec``, ``seconds``,
+    ``ema`` and ``tta_flip``. Plain JSON types only (no NaN).
+
+    Raises:
+        ValueError: a result without per-image labels and probabilities.
+    """
+    from lit_imgcls.evaluation import summarize
+
+    if result.labels is None or result.probs is None:
+        raise ValueError("this ScoreResult kept no per-image labels and probabilities")
+    data = {"format": REPORT_FORMAT, "version": REPORT_VERSION, "checkpoint": result.checkpoint,
+            "dataset": result.dataset, "images_per_sec": float(result.images_per_sec), "seconds": result.seconds,
+            "ema": bool(result.ema), "tta_flip": bool(result.tta_flip)}
+    data.update(summarize(result.labels, result.probs, result.class_names,
+                          top_k=result.top_k if top_k is None else top_k))
+    return data
