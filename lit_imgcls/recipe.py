@@ -380,7 +380,7 @@ def resolve_augment_flags(recipe: Any) -> Any:
     that the recipe printed and saved says what runs. A flag of 0 adds nothing.
 
     Raises:
-        UsageError: a negative value, naming its key.
+        UsageError: a negative value, or a switch (random_mirror, random_crop) other than 0 or 1, naming its key.
     """
     flags = {k: getattr(recipe, k, None) for k in AUGMENT_FLAGS}
     given = {k: v for k, v in flags.items() if v is not None and not isinstance(v, bool) and
@@ -388,6 +388,8 @@ def resolve_augment_flags(recipe: Any) -> Any:
     for key, value in given.items():
         if value < 0:
             raise UsageError(f"{key} must be >= 0 (0: off), got {value}")
+        if key in ("random_mirror", "random_crop") and value != 1:  # MXNet's switches: 0 or 1, nothing else
+            raise UsageError(f"{key} must be 0 (off) or 1 (on), got {value}")
     scale_given = any(k in given and given[k] != 1 for k in ("min_random_scale", "max_random_scale"))
     if not given or (set(given) <= {"min_random_scale", "max_random_scale"} and not scale_given):
         for key in flags:

@@ -250,9 +250,12 @@ def test_mxnet_flags_add_the_stages_they_name(flags, stages, capsys):
     ("[{name: auto_augment, policy: mnist}]", ["policy must be one of imagenet, cifar10, svhn"]),
     ("[{pad: 4}]", ["augment stage 1 must be a stage name or a mapping with a name"]),
     ("{name: rotate}", ["--augment must be a list"]),
+    ("--random-mirror=2", ["random_mirror must be 0 (off) or 1 (on), got 2"]),
+    ("--random-crop=3", ["random_crop must be 0 (off) or 1 (on), got 3"]),
 ])
 def test_a_bad_stage_is_one_line_naming_it(value, needles, capsys, tmp_path):
-    assert main(["fit", *quick_args(tmp_path), "--augment", value]) == 2
+    flags = [value] if value.startswith("--") else ["--augment", value]  # MXNet's switches take 0 or 1 only
+    assert main(["fit", *quick_args(tmp_path), *flags]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and err.startswith("lit-imgcls: error: ") and "Traceback" not in err
     for needle in needles:
