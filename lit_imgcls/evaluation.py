@@ -16,6 +16,8 @@ import numpy as np
 #: Equal-width confidence bins of the expected calibration error: 15, as in Guo et al. 2017 ("On Calibration of
 #: Modern Neural Networks", ICML), whose figures the field quotes.
 ECE_BINS = 15
+#: How many most confident mistakes :func:`summarize` lists (and ``score --report`` shows as thumbnails).
+MISTAKES = 16
 
 
 def _checked(labels: np.ndarray, probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -145,7 +147,7 @@ def fit_temperature(labels: np.ndarray, probs: np.ndarray) -> float:
 
 
 def summarize(labels: np.ndarray, probs: np.ndarray, class_names: list[str], top_k: int = 5,
-              bins: int = ECE_BINS, mistakes: int = 16, confusions: int = 10) -> dict[str, Any]:
+              bins: int = ECE_BINS, mistakes: int = MISTAKES, confusions: int = 10) -> dict[str, Any]:
     """Everything ``score --report`` shows, as JSON-ready data (only str, int, float, None, lists and dicts).
 
     Args:

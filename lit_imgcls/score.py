@@ -295,7 +295,8 @@ REPORT_VERSION = 1
 
 def report_data(result: ScoreResult, top_k: int | None = None) -> dict[str, Any]:
     """The JSON document of ``score --report``: :func:`lit_imgcls.evaluation.summarize` of the scored images plus
-    ``format`` (:data:`REPORT_FORMAT`), ``version``, ``checkpoint``, ``dataset``, ``images_per_sec``, ``seconds``,
+    ``format`` (:data:`REPORT_FORMAT`), ``version``, ``checkpoint``, ``dataset``, ``images_per_sec`` (None when not
+    measurable), ``seconds``,
     ``ema`` and ``tta_flip``. Plain JSON types only (no NaN).
 
     Raises:
@@ -306,7 +307,10 @@ def report_data(result: ScoreResult, top_k: int | None = None) -> dict[str, Any]
     if result.labels is None or result.probs is None:
         raise ValueError("this ScoreResult kept no per-image labels and probabilities")
     data = {"format": REPORT_FORMAT, "version": REPORT_VERSION, "checkpoint": result.checkpoint,
-            "dataset": result.dataset, "images_per_sec": float(result.images_per_sec), "seconds": result.seconds,
+            "dataset": result.dataset,
+            # None when the pass took no measurable time (images/s is then infinite, which JSON cannot hold)
+            "images_per_sec": float(result.images_per_sec) if np.isfinite(result.images_per_sec) else None,
+            "seconds": result.seconds,
             "ema": bool(result.ema), "tta_flip": bool(result.tta_flip)}
     data.update(summarize(result.labels, result.probs, result.class_names,
                           top_k=result.top_k if top_k is None else top_k))

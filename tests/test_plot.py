@@ -75,7 +75,9 @@ class ProxyTrap:
         self.sock.close()
 
 
-def _dump_dom(url: str, proxy_port: int, profile: Path) -> str:
+def _dump_dom(url: str, proxy_port: int, profile: Path, console: list[str] | None = None) -> str:
+    """The DOM of ``url`` after its scripts ran, in headless Chromium with every request sent to the trap at
+    ``proxy_port``; ``console`` (a list) receives the page's console messages (errors, CSP refusals, logs)."""
     cmd = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
            "--disable-background-networking", "--disable-component-update", "--disable-sync",
            "--disable-extensions", "--disable-default-apps", "--no-pings", "--disable-domain-reliability",
@@ -84,8 +86,12 @@ def _dump_dom(url: str, proxy_port: int, profile: Path) -> str:
            # No name resolves; the trap's address is exempt, or the browser could not reach even the trap.
            "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
            f"--proxy-server=http://127.0.0.1:{proxy_port}", "--virtual-time-budget=3000", "--dump-dom", url]
+    if console is not None:
+        cmd[1:1] = ["--enable-logging=stderr", "--v=0"]  # console messages as INFO:CONSOLE lines on stderr
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
     assert proc.returncode == 0, proc.stderr[-2000:]
+    if console is not None:
+        console += [line for line in proc.stderr.splitlines() if ":CONSOLE" in line]
     return proc.stdout
 
 

@@ -11,12 +11,13 @@ from lit_imgcls.recipe import Recipe
 _OWN = {
     "checkpoint": (str | None, "the checkpoint to score (PREFIX-NNNN.ckpt written by fit), or a model file `lit-imgcls export` wrote (ONNX or TorchScript: run on the CPU, with --dataset and its data given, as the file holds no recipe); required."),
     "confusion_png": (str | None, "where to write the confusion matrix PNG; default CKPT-STEM-confusion.png beside it (in the current folder for a checkpoint at a URL)."),
+    "report": (str | None, "also write an evaluation report: PATH.html (one self-contained offline page: per-class precision/recall/F1, balanced accuracy, the confusion matrix, the worst confusions, the most confident mistakes as thumbnails, top-k accuracy, expected calibration error with a reliability diagram) and the same numbers as PATH.json beside it. A file of either name that lit-imgcls did not write there is refused."),
 }
 _TOP_K_DOC = "also report top-k accuracy (default 5, at most the class count; 0 or 1 turns it off)."
 
 
 def _options_class() -> type:
-    """ScoreOptions: --checkpoint, --confusion-png, and every recipe key, each None (= the checkpoint's) unless given.
+    """ScoreOptions: --checkpoint, --confusion-png, --report, and every recipe key, each None (= the checkpoint's) unless given.
 
     The dispatcher hands a command that takes a dataclass nothing but that dataclass, filled from --recipe FILE and
     the flags; every key being None until given is what lets the checkpoint's saved recipe fill in the rest.
@@ -58,14 +59,16 @@ def score(options: ScoreOptions) -> None:
     """Evaluate a checkpoint on a validation split (MXNet's score.py): accuracy, per class too, and confusions.
 
     Prints top-1 and top-k accuracy, images/s, accuracy per class and the confusion matrix, and saves the matrix
-    as a PNG.
+    as a PNG. --report PATH.html also writes an evaluation report page (per-class precision/recall/F1, balanced
+    accuracy, confusions, the most confident mistakes as thumbnails, calibration) and its numbers as PATH.json.
 
-    Example: lit-imgcls score --checkpoint model/mnist-0001.ckpt --top-k 3
+    Example: lit-imgcls score --checkpoint model/mnist-0001.ckpt --top-k 3 --report report.html
     The dataset is the one the checkpoint was trained with (its saved recipe); recipe flags or --recipe FILE
     replace any of its keys, e.g. --dataset wds --data-val packs/val, or --gpus 0 to run on a GPU.
 
     Args:
-        options: --checkpoint CKPT, --confusion-png PATH, --top-k K, and recipe keys overriding the checkpoint's.
+        options: --checkpoint CKPT, --confusion-png PATH, --report PATH.html, --top-k K, and recipe keys
+            overriding the checkpoint's.
     """
     from lit_imgcls.errors import UsageError
     from lit_imgcls.score import default_png, report, save_confusion_png
@@ -76,6 +79,19 @@ def score(options: ScoreOptions) -> None:
     top_k = 5 if options.top_k is None else options.top_k
     if top_k < 0:
         raise UsageError(f"top_k must be >= 0, got {top_k}")
-    result = run_score(options.checkpoint, options.given(), top_k=top_k)
+    pages = thumbnails = None
+    if options.report:  # refused before minutes of scoring: a bad name, or files there that are not ours
+        from lit_imgcls.report import MistakeThumbnails, report_paths
+
+        pages = report_paths(options.report)
+        thumbnails = MistakeThumbnails()
+    result = run_score(options.checkpoint, options.given(), top_k=top_k, observe=thumbnails)
     png = save_confusion_png(result, options.confusion_png or default_png(options.checkpoint))
     print(report(result) + f"confusion matrix PNG: {png}", flush=True)
+    if pages:
+        from lit_imgcls.printable import printable
+        from lit_imgcls.report import write_report
+        from lit_imgcls.score import report_data
+
+        page, data = write_report(report_data(result), *pages, thumbnails)
+        print(f"report: {printable(str(page))}\nreport data: {printable(str(data))}", flush=True)
