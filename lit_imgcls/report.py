@@ -84,6 +84,8 @@ class MistakeThumbnails:
         confidence, predicted = p.max(axis=1), p.argmax(axis=1)
         chosen = [i for i in np.flatnonzero(predicted != y)
                   if len(self.heap) < self.keep or (float(confidence[i]), -(start + i)) > self.heap[0][:2]]
+        # At most ``keep`` of one batch can stay: only those are made into thumbnails.
+        chosen = sorted(chosen, key=lambda i: (float(confidence[i]), -i), reverse=True)[:self.keep]
         if not chosen:
             return
         try:
@@ -118,6 +120,11 @@ def thumbnail_png(image: np.ndarray) -> bytes:
         pic = pic.resize((pic.width * factor, pic.height * factor), Image.Resampling.NEAREST)
     elif side > THUMB_SIDE:
         pic.thumbnail((THUMB_SIDE, THUMB_SIDE), Image.Resampling.LANCZOS)
+    return _png(pic)
+
+
+def _png(pic) -> bytes:
+    """A PIL image as PNG bytes."""
     buf = io.BytesIO()
     pic.save(buf, format="PNG", optimize=True)
     return buf.getvalue()
@@ -204,9 +211,7 @@ def confusion_png(confusion: np.ndarray) -> bytes:
     pic = Image.fromarray(_blues(_row_shares(confusion)), "RGB")
     if factor > 1:
         pic = pic.resize((n * factor, n * factor), Image.Resampling.NEAREST)
-    buf = io.BytesIO()
-    pic.save(buf, format="PNG", optimize=True)
-    return buf.getvalue()
+    return _png(pic)
 
 
 def reliability_svg(table: list[dict[str, Any]]) -> str:
@@ -235,7 +240,8 @@ def reliability_svg(table: list[dict[str, Any]]) -> str:
         acc, conf = row["accuracy"], row["confidence"]
         tip = (f"confidence {row['lower']:.3f}–{row['upper']:.3f}: {row['count']} images, accuracy {acc:.3f}, "
                f"mean confidence {conf:.3f}")
-        out.append(f'<rect class="bar" x="{x0:.1f}" width="{x1 - x0:.1f}" y="{y(acc):.1f}" height="{y(0) - y(acc):.1f}" '
+        out.append(f'<rect class="bar" x="{x0:.1f}" width="{x1 - x0:.1f}" y="{y(acc):.1f}" '
+                   f'height="{y(0) - y(acc):.1f}" '
                    f'data-bin="{b}" data-count="{row["count"]}" data-accuracy="{acc:.6f}"><title>{tip}</title></rect>')
         out.append(f'<rect class="gap" x="{x0:.1f}" width="{x1 - x0:.1f}" y="{y(max(acc, conf)):.1f}" '
                    f'height="{abs(y(acc) - y(conf)):.1f}"><title>{tip}</title></rect>')
@@ -244,8 +250,10 @@ def reliability_svg(table: list[dict[str, Any]]) -> str:
                    f'text-anchor="middle">{row["count"]}</text>')
     out.append(f'<line class="diag" x1="{x(0)}" y1="{y(0)}" x2="{x(1)}" y2="{y(1)}"/>')
     out.append(f'<path class="frame" d="M{x(0)} {y(1)}V{y(0)}H{x(1)}" fill="none"/>')
-    out.append(f'<text class="axis" x="{x(0.5)}" y="{h - 6}" text-anchor="middle">confidence (top-1 probability)</text>')
-    out.append(f'<text class="axis" transform="translate(12,{y(0.5)}) rotate(-90)" text-anchor="middle">accuracy</text>')
+    out.append(f'<text class="axis" x="{x(0.5)}" y="{h - 6}" text-anchor="middle">'
+               'confidence (top-1 probability)</text>')
+    out.append(f'<text class="axis" transform="translate(12,{y(0.5)}) rotate(-90)" text-anchor="middle">'
+               'accuracy</text>')
     out.append("</svg>")
     return "".join(out)
 
@@ -267,7 +275,8 @@ def render(data: dict[str, Any], thumbnails: dict[int, bytes] | None = None,
     facts += [("balanced accuracy", _pct(data["balanced_accuracy"]), "balanced_accuracy"),
               ("macro F1", _num(data["macro_f1"]), "macro_f1"),
               (f"ECE ({cal['bins']} bins)", _num(cal["ece"]), "ece")]
-    notes = [n for n, on in (("EMA weights", data.get("ema")), ("test-time flip averaging", data.get("tta_flip"))) if on]
+    notes = [n for n, on in (("EMA weights", data.get("ema")), ("test-time flip averaging", data.get("tta_flip")))
+             if on]
     if data.get("images_per_sec") is not None:
         notes.append(f"{data['images_per_sec']:.0f} images/s")
     head = "".join(f'<div class="fact" data-key="{key}"><span>{label}</span><b>{value}</b></div>'
@@ -275,7 +284,8 @@ def render(data: dict[str, Any], thumbnails: dict[int, bytes] | None = None,
 
     rows = []
     for i, c in enumerate(data["classes"]):
-        cells = [f'<td class="n">{i}</td>', f'<td class="name">{_e(c["name"])}</td>', f'<td class="n">{c["support"]}</td>']
+        cells = [f'<td class="n">{i}</td>', f'<td class="name">{_e(c["name"])}</td>',
+                 f'<td class="n">{c["support"]}</td>']
         for key in ("precision", "recall", "f1"):
             v = c[key]
             sort = "" if v is None else f' data-v="{v:.6f}"'
@@ -416,8 +426,15 @@ document.querySelectorAll("table.sortable").forEach(table => {
     rows.forEach(r => body.appendChild(r));
   }));
 });
-// What the page showed, for a headless browser's DOM dump: the script ran, and how many images decoded.
+// What the page showed, for a headless browser's DOM dump: the script ran, and how many images decoded; with
+// #selftest, the class column's order after a click on the F1 heading (twice: descending, then ascending).
 document.body.setAttribute("data-ready", "1");
+if (location.hash === "#selftest") {
+  const table = document.getElementById("classes"), f1 = table.querySelectorAll("th")[5], order = [];
+  const names = () => Array.from(table.tBodies[0].rows).map(r => r.cells[0].textContent);
+  f1.click(); order.push(names()); f1.click(); order.push(names());
+  document.body.setAttribute("data-sorted", JSON.stringify(order));
+}
 window.addEventListener("load", () => document.body.setAttribute("data-images-shown",
   String(Array.from(document.images).filter(i => i.complete && i.naturalWidth > 0).length)));
 """

@@ -9,7 +9,6 @@ import io
 import json
 import re
 from html import unescape
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -84,7 +83,7 @@ def test_report_numbers_agree_with_score_and_with_predicts_path(scored):
 
 def test_report_page_renders_offline_without_console_errors(scored):
     if CHROMIUM is None:
-        pytest.skip("chromium is not installed (apt-get install chromium, or scripts/setup.sh): the page was not opened")
+        pytest.skip("chromium is not installed (apt-get install chromium): the page was not opened")
     tmp, _, _, _ = scored
     page = tmp / "out" / "report.html"
     report = json.loads((tmp / "out" / "report.json").read_text())
@@ -94,16 +93,25 @@ def test_report_page_renders_offline_without_console_errors(scored):
     assert set(re.findall(r'src="([a-z]+):', text)) == {"data"}
     trap, console = ProxyTrap(), []
     try:
-        dom = _dump_dom(page.resolve().as_uri(), trap.port, tmp / "profile", console)
+        dom = _dump_dom(page.resolve().as_uri() + "#selftest", trap.port, tmp / "profile", console)
         page_requests = trap.page_hosts()
     finally:
         trap.close()
     assert page_requests == [] and console == [], (page_requests, console)
-    body = dict(re.findall(r'([\w-]+)="([^"]*)"', re.search(r"<body([^>]*)>", dom).group(1)))
+    body = {k: unescape(v) for k, v in re.findall(r'([\w-]+)="([^"]*)"', re.search(r"<body([^>]*)>", dom).group(1))}
     assert body["data-ready"] == "1"
+    # The F1 heading sorts the table: highest first, undefined last; a second click lowest first, undefined last.
+    f1 = {i: c["f1"] for i, c in enumerate(report["classes"])}
+    defined = sorted((i for i in f1 if f1[i] is not None), key=lambda i: (f1[i], -i))
+    undefined = [str(i) for i in f1 if f1[i] is None]
+    down, up = json.loads(body["data-sorted"])
+    assert down[len(defined):] == undefined
+    assert [f1[int(v)] for v in down[:len(defined)]] == sorted((f1[i] for i in defined), reverse=True)
+    assert [f1[int(v)] for v in up[:len(defined)]] == sorted(f1[i] for i in defined) and up[len(defined):] == undefined
     assert body["data-images-shown"] == str(len(report["confident_mistakes"]))  # every thumbnail decoded
     rows = re.search(r'<table id="classes".*?<tbody>(.*?)</tbody>', dom, re.S).group(1)
     cells = [[unescape(c) for c in re.findall(r"<td[^>]*>(.*?)</td>", r)] for r in rows.split("</tr>") if "<td" in r]
+    cells.sort(key=lambda c: int(c[0]))  # the self-test left the rows sorted by F1
     assert [c[1] for c in cells] == [str(i) for i in range(10)]
     for c, want in zip(cells, report["classes"]):
         assert int(c[2]) == want["support"]
