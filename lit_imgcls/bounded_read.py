@@ -39,6 +39,7 @@ LIMITS: dict[str, int] = {
     "hostfile": 1 * MiB,
     "list": 2 * GiB,  # an im2rec .lst or a path,label .csv
     "class map": 64 * MiB,  # classes.txt beside a list
+    "class weights": 1 * MiB,  # fit --class-weights FILE: one weight per class
     "manifest": 64 * MiB,  # a pack's manifest.json, local or remote
     "IDX file": 1 * GiB,  # MNIST images or labels, after gunzip
     "checksum file": 64 * 1024,  # the sha256sum line beside a checkpoint

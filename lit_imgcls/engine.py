@@ -19,6 +19,7 @@ from typing import Any
 from lit_imgcls import __version__
 from lit_imgcls.checkpoints import (check_fresh_prefix, epoch_of, epoch_path, existing_epochs, newest_readable,
                                    prefix_held, resume_path)
+from lit_imgcls.data.balance import check_sampler, resolve_class_weights
 from lit_imgcls.data.checks import check_batch_norm, check_classes, check_described_data, check_training_samples
 from lit_imgcls.errors import NonFiniteLoss, RemoteUnavailable, RunFailed, RunStopped, UsageError
 from lit_imgcls.ranks import is_global_zero
@@ -119,11 +120,13 @@ def _apply_rgb(recipe: Recipe, dm) -> None:
     dm.set_normalization(*(per_channel(v, c) if v is not None else None for v in stats.values()))
 
 
-def build_module(recipe: Recipe, spec: DataSpec):
+def build_module(recipe: Recipe, spec: DataSpec, class_weights: list[float] | None = None):
     """The network from the registry, wrapped in an ImageClassifier with the recipe's optimisation settings.
 
     The network is built for ``spec`` (class count, input channels and size); its meta (saved in every
-    checkpoint) holds the recipe, the class names and the evaluation preprocessing.
+    checkpoint) holds the recipe, the class names, the evaluation preprocessing and ``class_weights`` (the loss's
+    weights per class, resolved from the recipe's ``class_weights`` by :func:`lit_imgcls.data.balance.
+    resolve_class_weights`), so that a resume compares them as data.
     """
     import torch
 
@@ -173,6 +176,7 @@ def build_module(recipe: Recipe, spec: DataSpec):
         warmup_epochs=recipe.warmup_epochs,
         onecycle_pct=recipe.onecycle_pct,
         label_smoothing=recipe.label_smoothing,
+        class_weights=class_weights,
         backbone_lr_mult=recipe.backbone_lr_mult,
         top_k=recipe.top_k,
         class_names=list(spec.class_names),
@@ -197,6 +201,8 @@ def build_module(recipe: Recipe, spec: DataSpec):
         "std": list(config.std),
         "data_config": config.to_dict(),
     }
+    if class_weights is not None:
+        module.meta["class_weights"] = {"source": recipe.class_weights, "weights": list(class_weights)}
     if loaded is not None:
         module.meta["pretrained"] = {"path": loaded.path, "loaded": len(loaded.loaded), "skipped": loaded.skipped,
                                      "new": loaded.new}
@@ -528,14 +534,18 @@ def fit(recipe: Recipe, datamodule=None, allow_any_class: bool = False, overwrit
     datamodule = datamodule if datamodule is not None else build_datamodule(recipe)
     where = data_where(recipe, train=True)
     check_classes(datamodule.class_names, where)
-    module = build_module(recipe, DataSpec.of(datamodule))
-    check_accumulation(recipe, count * num_nodes(count))
+    if recipe.sampler != getattr(datamodule, "sampler", "shuffle"):  # a DataModule handed in, not built here
+        check_sampler(recipe.sampler, type(datamodule).__name__, getattr(datamodule, "draws_balanced", False))
+        datamodule.sampler = recipe.sampler
     counts = datamodule.training_class_counts() if hasattr(datamodule, "training_class_counts") else None
     reads = dataset_keys(type(datamodule))
     check_described_data(recipe.num_classes, recipe.num_examples, reads is None or "num_examples" in reads,
                          datamodule.class_names, counts, where)
     check_training_samples(counts, datamodule.class_names, recipe.batch_size * recipe.accumulate_grad_batches,
                            count * num_nodes(count), where)
+    weights = resolve_class_weights(recipe.class_weights, datamodule.class_names, counts, where)
+    module = build_module(recipe, DataSpec.of(datamodule), weights)
+    check_accumulation(recipe, count * num_nodes(count))
     check_batch_norm(module.net, recipe.batch_size, recipe.network)
     check_train_sizes(module, recipe)
     rank_zero = is_global_zero()

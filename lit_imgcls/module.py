@@ -34,6 +34,12 @@ class ImageClassifier(L.LightningModule):
         warmup_epochs: linear LR warm-up.
         onecycle_pct: fraction of steps rising in onecycle.
         label_smoothing: cross-entropy label smoothing.
+        class_weights: one weight per class (float, K), for imbalanced classes (the recipe's ``class_weights``):
+            the training loss is ``mean_i sum_c w_c t_ic (-log q_ic)`` over the batch's N images, t the target
+            distribution (one-hot, smoothed, or mixup/cutmix's soft labels) and q the softmax: each image's
+            cross-entropy weighted by its target classes' weights and divided by N, the same rule for hard and
+            soft targets (torch's weighted mean of hard targets would divide by the batch's weights instead).
+            Validation loss stays unweighted. Default: none, every class 1.
         backbone_lr_mult: LR multiplier of every parameter outside ``net.get_classifier()`` (fine-tuning).
         top_k: also report top-k accuracy when > 1 (MXNet's ``--top-k``).
         class_names: names of the classes, saved in checkpoints for prediction.
@@ -75,6 +81,7 @@ class ImageClassifier(L.LightningModule):
         warmup_epochs: float = 0.0,
         onecycle_pct: float = 0.25,
         label_smoothing: float = 0.0,
+        class_weights: Sequence[float] | None = None,
         backbone_lr_mult: float = 1.0,
         top_k: int = 0,
         class_names: Sequence[str] | None = None,
@@ -120,6 +127,12 @@ class ImageClassifier(L.LightningModule):
         s = torch.tensor(std if std is not None else (1 / 255,), dtype=torch.float32).view(1, -1, 1, 1) * 255
         self.register_buffer("pixel_mean", m, persistent=False)
         self.register_buffer("pixel_std", s, persistent=False)
+        # Not persistent: the state_dict stays the network's; the weights travel in hparams and the meta.
+        weight = torch.tensor(class_weights, dtype=torch.float32) if class_weights is not None else None
+        if weight is not None and (weight.shape != (num_classes,) or not bool(torch.isfinite(weight).all()) or
+                                   not bool((weight > 0).all())):
+            raise ValueError(f"class_weights must be {num_classes} finite positive numbers, got {class_weights}")
+        self.register_buffer("class_weight", weight, persistent=False)
         self.meta: dict[str, Any] = {}  # saved into checkpoints (recipe, class names, version)
         self._synchronous_workers = False
         self._restored_position: dict[str, Any] | None = None
@@ -175,7 +188,11 @@ class ImageClassifier(L.LightningModule):
         ``target``: ``y``, or the soft labels (N, K) of a mixed batch; accuracy counts against ``y``."""
         logits = self.net(x)
         # Soft targets (N, K) or class indices (N,): F.cross_entropy smooths either the same way.
-        loss = F.cross_entropy(logits, target, label_smoothing=self.hparams.label_smoothing)
+        if self.class_weight is None:
+            loss = F.cross_entropy(logits, target, label_smoothing=self.hparams.label_smoothing)
+        else:  # per image, then / N: one rule for hard and soft targets (see class_weights)
+            loss = F.cross_entropy(logits, target, weight=self.class_weight, reduction="none",
+                                   label_smoothing=self.hparams.label_smoothing).mean()
         self._check_finite(loss, opt)
         scaled = loss if weight == 1.0 else loss * weight
         if self._plain_backward:

@@ -76,6 +76,16 @@ class Recipe:
         nesterov: Nesterov momentum for SGD.
         wd: weight decay (not applied to biases and norm layers).
         label_smoothing: cross-entropy label smoothing in [0, 1).
+        class_weights: per-class weights of the training loss, for imbalanced classes: "auto" (inverse class
+            frequency of the training split, w_c = N / (K * n_c) for N images, K classes, n_c images of class c:
+            they average 1 over the images) or a file of one weight per class by class name (JSON object, or
+            NAME,WEIGHT lines; read as data). Works with label_smoothing, mixup and cutmix, on every dataset;
+            validation loss stays unweighted. Default: unset, every class weighs 1.
+        sampler: the training order: shuffle (each sample once per epoch, in an order fixed by seed and epoch) or
+            balanced (samples drawn with replacement so that every class comes equally often; the epoch keeps
+            its length, the draw is fixed by seed and epoch, so a resume is exact and every worker gets as many
+            batches). balanced works on mnist, cifar10, npz, folder and ffcv; wds streams its shards and refuses
+            it.
         clip_gradient: bound on the gradients before each optimizer step, as MXNet's --clip-gradient; 0 = off.
             clip_gradient_algorithm norm scales all gradients together to a total 2-norm of at most this; value
             clamps each gradient element to [-clip_gradient, clip_gradient].
@@ -197,6 +207,8 @@ class Recipe:
     nesterov: bool = False
     wd: float = 0.0001
     label_smoothing: float = 0.0
+    class_weights: Optional[str] = None
+    sampler: Literal["shuffle", "balanced"] = "shuffle"
     clip_gradient: float = 0.0
     clip_gradient_algorithm: Literal["norm", "value"] = "norm"
     ema_decay: float = 0.0
@@ -335,7 +347,8 @@ def check_scalars(recipe: Recipe) -> None:
 
 
 # Keys that name a file or folder on this machine: ~ and $VAR in them are expanded once, here (see userpaths).
-PATH_KEYS = ("model_prefix", "run_dir", "data_dir", "data_url", "data_train", "data_val", "data_cache", "pretrained")
+PATH_KEYS = ("model_prefix", "run_dir", "data_dir", "data_url", "data_train", "data_val", "data_cache", "pretrained",
+             "class_weights")
 
 
 def expand_paths(recipe: Any) -> Any:
@@ -489,6 +502,9 @@ def _validate(recipe: Recipe, allow_any_class: bool, here: bool) -> Recipe:
     need(0 <= recipe.mom < 1, f"mom must lie in [0, 1), got {recipe.mom}")
     need(recipe.wd >= 0, f"wd must be >= 0, got {recipe.wd}")
     need(0 <= recipe.label_smoothing < 1, f"label_smoothing must lie in [0, 1), got {recipe.label_smoothing}")
+    # The file itself is read by fit alone (score and validate rebuild a checkpoint's recipe, which names it).
+    need(recipe.class_weights is None or bool(str(recipe.class_weights).strip()),
+         "class_weights must be 'auto' or a file of one weight per class (or unset), got ''")
     from lit_imgcls.training_options import OptimConfig
 
     for key, ok, valid in OptimConfig.from_recipe(recipe).problems():
@@ -729,6 +745,9 @@ def check_dataset_keys(recipe: Recipe, cls) -> None:
     Raises:
         UsageError: naming the key, the dataset, and the datasets that do read it.
     """
+    from lit_imgcls.data.balance import check_sampler
+
+    check_sampler(recipe.sampler, recipe.dataset, getattr(cls, "draws_balanced", False))
     reads = dataset_keys(cls)
     if reads is None:
         return

@@ -10,8 +10,11 @@ cannot be honoured and are refused with one line:
   holds other parameter groups);
 - inside an unfinished epoch (a step or stop checkpoint): the keys that decide the epoch's batches, because the run
   continues that epoch's data order at the batch it reached: ``batch_size``, ``accumulate_grad_batches``, ``fused_steps``, ``num_examples``,
-  ``seed``, ``dataset``, ``data_dir``, ``data_url``, ``data_train``, and the number of devices (``gpus``,
+  ``seed``, ``dataset``, ``data_dir``, ``data_url``, ``data_train``, ``sampler``, and the number of devices (``gpus``,
   ``num_processes``). Resume from an epoch checkpoint (``--load-epoch N``) to change them.
+
+The loss's class weights are compared as values too (the checkpoint's meta holds them): a ``class_weights`` file
+whose weights changed under the same name is reported as a change.
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ REFUSED = {
     "freeze_backbone": "the optimizer would hold other parameters than the checkpoint's",
 }
 
-MID_EPOCH_FIXED = ("batch_size", "accumulate_grad_batches", "fused_steps", "num_examples", "seed", "dataset", "data_dir", "data_url", "data_train")
+MID_EPOCH_FIXED = ("batch_size", "accumulate_grad_batches", "fused_steps", "num_examples", "seed", "dataset", "data_dir", "data_url", "data_train", "sampler")
 
 
 def _devices(recipe: dict[str, Any]) -> int:
@@ -80,6 +83,15 @@ def recipe_changes(saved: dict[str, Any], recipe: Any, checkpoint: str, mid_epoc
     return changes
 
 
+def _weights(entry: Any) -> list[float] | None:
+    """The loss's weights per class from a checkpoint meta's ``class_weights`` entry (None: unweighted), rounded
+    to 6 significant digits for comparing and printing."""
+    weights = entry.get("weights") if isinstance(entry, dict) else None
+    if not isinstance(weights, list):
+        return None
+    return [float(f"{float(w):.6g}") for w in weights]
+
+
 def describe(changes: list[tuple[str, Any, Any]]) -> str:
     """``lr 0.05 -> 0.001, num_epochs 2 -> 4``."""
     return ", ".join(f"{key} {old!r} -> {new!r}" for key, old, new in changes)
@@ -107,6 +119,11 @@ def check_resumable(ckpt: str, module, datamodule, recipe: Any, where: str, repo
     else:  # written before lit-imgcls 0.2.1: only epoch checkpoints are known to end an epoch
         mid_epoch = epoch_of(ckpt, recipe.model_prefix) is None
     changes = recipe_changes(meta.recipe, recipe, ckpt, mid_epoch)
+    saved = state.get("lit_imgcls")
+    had = _weights(saved.get("class_weights") if isinstance(saved, dict) else None)
+    have = _weights(getattr(module, "meta", {}).get("class_weights"))
+    if had != have and not any(key == "class_weights" for key, _, _ in changes):
+        changes.append(("class_weights", had, have))  # the same source, other values (an edited file)
     check_same_classes(datamodule.class_names, meta.class_names, where, f"checkpoint {ckpt}")
     # Lightning loads them again; this names a misfit in one line
     load_weights(module, state["state_dict"], ckpt, recipe.network, meta.recipe.get("network"), OTHER_NETWORK_HINT)

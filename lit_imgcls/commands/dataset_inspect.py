@@ -10,6 +10,8 @@ def inspect_pack(out: str) -> None:
     stored bytes) repeat within a split, appear in more than one split (leakage) or carry different labels.
     Duplicates come from the manifest's ``duplicates`` (recorded by ``dataset pack``), else from hashing the
     WebDataset shards; an FFCV-only pack made before they were recorded cannot be checked, and says so.
+    When the train split's largest class has at least 3 times the samples of its smallest, a hint line suggests
+    ``fit --class-weights auto`` or ``--sampler balanced``.
 
     Args:
         out: the pack folder (with manifest.json).
@@ -19,6 +21,7 @@ def inspect_pack(out: str) -> None:
     """
     from pathlib import Path
 
+    from lit_imgcls.data.balance import skew_hint
     from lit_imgcls.data.manifest import read_manifest
     from lit_imgcls.data.pack_report import (class_range, duplicate_warnings, missing_class_warnings,
                                               unshuffled_warning)
@@ -51,6 +54,9 @@ def inspect_pack(out: str) -> None:
         if warning:
             warnings.append(f"{split}: {warning}")
     warnings += missing_class_warnings(m["splits"], names)
+    hint = skew_hint(m["splits"]["train"]["per_class"]) if "train" in m["splits"] else None
+    if hint:
+        say(f"  hint: train: {hint}")
     if dup is None:
         say("  duplicates: not checked (an FFCV-only pack made before lit-imgcls recorded them; re-pack with "
             "`lit-imgcls dataset pack --format both` to check)")

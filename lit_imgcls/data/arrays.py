@@ -87,6 +87,8 @@ class TensorBatches(ResumableEpoch):
     epoch may hold fewer); :class:`~lit_imgcls.module.ImageClassifier` takes one optimizer step per batch.
     A checkpoint saved mid-epoch stores the items handed out; a resumed loader skips them without slicing them,
     drawing their augmentation numbers so the rest of the epoch is the same (:class:`ResumableEpoch`).
+    With ``balanced`` (training), the epoch's indices are drawn with replacement, every class equally likely
+    (:func:`~lit_imgcls.data.balance.balanced_draws`, fixed by (seed, epoch)), as many as a shuffle hands out.
     """
 
     def __init__(
@@ -103,6 +105,7 @@ class TensorBatches(ResumableEpoch):
         channels_last: bool = False,
         fused_steps: int = 1,
         pipeline=None,
+        balanced: bool = False,
     ) -> None:
         if len(x) != len(y):
             raise ValueError(f"{len(x)} images but {len(y)} labels")
@@ -114,6 +117,7 @@ class TensorBatches(ResumableEpoch):
         self.rank, self.world_size = rank, world_size
         self.channels_last = channels_last
         self.fused_steps = max(1, int(fused_steps))
+        self.balanced = balanced  # classes drawn equally often, with replacement (training only)
         self.epoch = 0
         self.sampler = self
         self.batch_sampler = None  # Lightning inspects both, as on a DataLoader
@@ -140,7 +144,15 @@ class TensorBatches(ResumableEpoch):
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         gen = epoch_generator(self.seed, self.epoch)
         n = len(self.x)
-        if self.shuffle:
+        keys = None  # what seeds each image's augmentation: its index, or a repeated draw's own key
+        if self.balanced:
+            from lit_imgcls.data.balance import balanced_draws
+
+            # Drawn from its own generator, so the crop_flip draws below come from gen as under shuffle.
+            order, keys = balanced_draws(self.y, int(self.y.max()) + 1, self.seed, self.epoch,
+                                         self._per_rank() * self.world_size)
+            mine, keys = order[self.rank :: self.world_size], keys[self.rank :: self.world_size]
+        elif self.shuffle:
             order = torch.randperm(n, generator=gen)[: self._per_rank() * self.world_size]
             mine = order[self.rank :: self.world_size]
         else:
@@ -150,13 +162,14 @@ class TensorBatches(ResumableEpoch):
         skip = self.start_epoch()
         for b in range(len(self)):
             idx = mine[b * per_item : min((b + 1) * per_item, end)]
+            seeds = idx if keys is None else keys[b * per_item : min((b + 1) * per_item, end)]
             if b < skip:
                 if self.augment == "crop_flip":
                     crop_flip_draws(len(idx), gen)
                 continue
             if self.pipeline:
                 # One image at a time, each with the seed of (seed, epoch, its index): no draws to replay on resume.
-                xb = self.pipeline.stack(self.x[idx], [sample_seed(self.seed, self.epoch, i) for i in idx.tolist()])
+                xb = self.pipeline.stack(self.x[idx], [sample_seed(self.seed, self.epoch, i) for i in seeds.tolist()])
             else:
                 xb = self.x[idx] if self.shuffle or self.world_size > 1 else self.x[idx[0] : idx[-1] + 1]
             if self.augment == "crop_flip":
@@ -191,7 +204,10 @@ class ArrayDataModule(ImageDataModule):
         image_shape: "C,H,W" the network takes; uint8 images of another size or channel count are converted
             once, at setup, by the rules ``predict`` applies (:func:`~lit_imgcls.data.preprocess.conform_images`);
             default: the images' own.
+        sampler: the training order, "shuffle" or "balanced" (see :class:`TensorBatches`).
     """
+
+    draws_balanced = True
 
     def __init__(
         self,
@@ -211,8 +227,10 @@ class ArrayDataModule(ImageDataModule):
         num_examples: int | None = None,
         fused_steps: int = 1,
         image_shape: str | None = None,
+        sampler: str = "shuffle",
     ) -> None:
         super().__init__()
+        self.sampler = sampler
         self.requested_shape = tuple(int(v) for v in image_shape.split(",")) if image_shape else None
         self.batch_size = batch_size
         self.fused_steps = fused_steps
@@ -325,6 +343,7 @@ class ArrayDataModule(ImageDataModule):
             # DDP syncs gradients once per forward of its wrapper, i.e. once per Lightning batch: one step each.
             fused_steps=self.fused_steps if train and world == 1 else 1,
             pipeline=self.pipeline() if train and self.stages else None,
+            balanced=train and self.sampler == "balanced",
         )
 
     def pipeline(self):
@@ -366,6 +385,7 @@ class CardDataModule(ArrayDataModule):
         fused_steps: training batches handed over together (see :class:`TensorBatches`).
         image_shape: "C,H,W" the network takes (default: the card's); images are converted once at setup.
         augment: the recipe's stages (see :class:`ArrayDataModule`); unset: the card's own (``augment_train``).
+        sampler: the training order, "shuffle" or "balanced" (see :class:`TensorBatches`).
     """
 
     card: str = ""
@@ -382,6 +402,7 @@ class CardDataModule(ArrayDataModule):
         fused_steps: int = 1,
         image_shape: str | None = None,
         augment: list | None = None,
+        sampler: str = "shuffle",
     ) -> None:
         from lit_imgcls.data.cards import load_card
 
@@ -390,6 +411,7 @@ class CardDataModule(ArrayDataModule):
             batch_size=batch_size, class_names=card["classes"], mean=card["mean"], std=card["std"], seed=seed,
             augment=self.augment_train if augment is None else augment, channels_last=channels_last, num_examples=num_examples,
             fused_steps=fused_steps, image_shape=image_shape or ",".join(str(v) for v in card["image_shape"]),
+            sampler=sampler,
         )
         self.data_dir, self.data_url = data_dir, data_url
         self.source = ""

@@ -29,6 +29,11 @@ class ImageDataModule(L.LightningDataModule):
     # training loader delivers uint8 images at the input size without augmentation of its own (the recipe's list,
     # batch stages alone, is what it is given as augment).
     augment_on_device: bool = False
+    # The training order (the recipe's sampler): "shuffle", or "balanced" (classes drawn equally often, with
+    # replacement: lit_imgcls.data.balance.balanced_draws) where the loader can draw single samples at random,
+    # which a DataModule says with draws_balanced.
+    sampler: str = "shuffle"
+    draws_balanced: bool = False
 
     @classmethod
     def from_recipe(cls, recipe: Any) -> "ImageDataModule":

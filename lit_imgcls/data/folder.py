@@ -37,10 +37,14 @@ class EpochShuffle(torch.utils.data.Sampler):
     the pixels of a batch do not depend on which worker decodes it, nor on a resume.
     ``skip`` leaves that many of this rank's first indices out of the next pass only (a resumed epoch); the
     length stays the whole epoch's, as Lightning counts the resumed epoch's batches from the checkpoint's.
+    With ``labels`` (the items' class indices: ``sampler`` balanced) the epoch's indices are drawn with replacement,
+    every class equally likely (:func:`~lit_imgcls.data.balance.balanced_draws`), as many as a shuffle hands out;
+    the key of a sample's r-th draw is ``index + size * r``, so each draw gets its own augmentation.
     """
 
-    def __init__(self, size: int, seed: int = 0, rank: int = 0, world_size: int = 1) -> None:
+    def __init__(self, size: int, seed: int = 0, rank: int = 0, world_size: int = 1, labels=None) -> None:
         self.size, self.seed, self.rank, self.world_size = size, seed, rank, world_size
+        self.labels = labels
         self.epoch = 0
         self.skip = 0
 
@@ -51,7 +55,13 @@ class EpochShuffle(torch.utils.data.Sampler):
         return self.size // self.world_size
 
     def __iter__(self) -> Iterator[tuple[int, int]]:
-        order = torch.randperm(self.size, generator=epoch_generator(self.seed, self.epoch))
+        if self.labels is not None:
+            from lit_imgcls.data.balance import balanced_draws
+
+            order = balanced_draws(self.labels, max(self.labels) + 1, self.seed, self.epoch,
+                                   len(self) * self.world_size)[1]
+        else:
+            order = torch.randperm(self.size, generator=epoch_generator(self.seed, self.epoch))
         skip, self.skip = self.skip, 0
         mine = order[: len(self) * self.world_size][self.rank :: self.world_size][skip:].tolist()
         return iter([(i, self.epoch) for i in mine])
@@ -99,7 +109,8 @@ class EvalLoader(torch.utils.data.DataLoader):
 class FolderImages(torch.utils.data.Dataset):
     """(path, label) items -> (uint8 (H, W, C) image, label).
 
-    Training keys are ``(index, epoch)`` (:class:`EpochShuffle`): a random-resized crop and flip drawn from
+    Training keys are ``(index, epoch)`` (:class:`EpochShuffle`; an index past the items is a repeated draw of
+    item ``index % len``, augmented as its own): a random-resized crop and flip drawn from
     (seed, epoch, index), or, with ``pipeline``, its stages on the decoded image seeded by the same three (then
     brought to the input size by the evaluation rule when the stages leave it another size). Evaluation keys are
     indices: :class:`EvalTransform` of the DataModule's config.
@@ -118,7 +129,7 @@ class FolderImages(torch.utils.data.Dataset):
         from lit_imgcls.data import image, transforms
 
         index, epoch = key if isinstance(key, tuple) else (key, 0)
-        path, label = self.items[index]
+        path, label = self.items[index % len(self.items)]  # a balanced sampler's repeated draw: index + size * r
         try:
             data = read_file(path)
             if not self.train:
@@ -189,10 +200,13 @@ class FolderDataModule(ImageDataModule):
         channels_last: hand batches over in channels-last memory format.
         augment: the recipe's augmentation stages (:mod:`lit_imgcls.data.augment`), run on each decoded training
             image instead of the random-resized crop and flip; [] trains on the evaluation crop.
+        sampler: the training order, "shuffle" or "balanced" (classes drawn equally often: :class:`EpochShuffle`).
 
     Raises:
         UsageError: a missing folder, no class sub-folders, validation classes other than training's.
     """
+
+    draws_balanced = True
 
     def __init__(
         self,
@@ -205,9 +219,12 @@ class FolderDataModule(ImageDataModule):
         seed: int = 0,
         channels_last: bool = False,
         augment: list | None = None,
+        sampler: str = "shuffle",
     ) -> None:
         super().__init__()
         from lit_imgcls.data.augment import split_levels
+
+        self.sampler = sampler
 
         self.stages = None if augment is None else split_levels(augment)[0]
         for key, value in (("data_dir", data_dir), ("data_train", data_train), ("data_val", data_val)):
@@ -288,8 +305,9 @@ class FolderDataModule(ImageDataModule):
                       worker_init_fn=loader_worker_init)
         if train:
             # Only the training loader keeps a state: Lightning saves and restores no other loader's.
-            return ResumableDataLoader(ds, sampler=EpochShuffle(len(ds), self.seed, rank, world), drop_last=True,
-                                       **common)
+            labels = [label for _, label in ds.items] if self.sampler == "balanced" else None
+            return ResumableDataLoader(ds, sampler=EpochShuffle(len(ds), self.seed, rank, world, labels),
+                                       drop_last=True, **common)
         return EvalLoader(ds, shuffle=False, drop_last=False, **common)
 
     def train_dataloader(self):

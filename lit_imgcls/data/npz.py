@@ -46,6 +46,7 @@ class NpzDataModule(ArrayDataModule):
         fused_steps: training batches handed over together, one optimizer step each.
         image_shape: "C,H,W" the network takes (default: the arrays' own); uint8 images are converted at setup.
         augment: the recipe's augmentation stages, run on each uint8 training image (default: none).
+        sampler: the training order, "shuffle" or "balanced" (classes drawn equally often).
     """
 
     def __init__(
@@ -58,6 +59,7 @@ class NpzDataModule(ArrayDataModule):
         fused_steps: int = 1,
         image_shape: str | None = None,
         augment: list | None = None,
+        sampler: str = "shuffle",
     ) -> None:
         if not data_train:
             raise UsageError("the npz dataset needs data_train: a .npz file with x_train and y_train arrays")
@@ -70,4 +72,5 @@ class NpzDataModule(ArrayDataModule):
             class_names=[str(n) for n in names] if names is not None else None,
             mean=arrays["mean"].tolist() if "mean" in arrays else None,
             std=arrays["std"].tolist() if "std" in arrays else None, image_shape=image_shape, augment=augment,
+            sampler=sampler,
         )

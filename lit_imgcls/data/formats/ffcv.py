@@ -75,10 +75,21 @@ def write_beton(work: Path, split: str, shards: list[ShardInfo], locations: list
             "sha256": digest.hexdigest(), "write_mode": mode}
 
 
-def epoch_indices(indices, seed: int, epoch: int, rank: int, world: int, shuffle: bool) -> np.ndarray:
+def epoch_indices(indices, seed: int, epoch: int, rank: int, world: int, shuffle: bool,
+                  labels: np.ndarray | None = None) -> np.ndarray:
     """This rank's sample indices of an epoch, in order: a permutation fixed by (seed, epoch) when shuffling (cut
-    to an equal share per rank), else storage order; rank ``rank`` of ``world`` takes every ``world``-th."""
+    to an equal share per rank), else storage order; rank ``rank`` of ``world`` takes every ``world``-th.
+
+    With ``labels`` (int64, every sample's class in storage order: the ``balanced`` sampler) and ``shuffle``, the
+    same number of indices is drawn with replacement instead, every class equally likely
+    (:func:`~lit_imgcls.data.balance.balanced_draws`, fixed by (seed, epoch))."""
     indices = np.asarray(indices)
+    if shuffle and labels is not None:
+        from lit_imgcls.data.balance import balanced_draws
+
+        labels = np.asarray(labels)
+        drawn = balanced_draws(labels[indices], int(labels.max()) + 1, seed, epoch, len(indices) // world * world)[0]
+        return indices[drawn.numpy()][rank::world]
     if shuffle:
         indices = np.random.default_rng(int(seed) * 1_000_003 + int(epoch)).permutation(indices)
         per = len(indices) // world
@@ -86,8 +97,9 @@ def epoch_indices(indices, seed: int, epoch: int, rank: int, world: int, shuffle
     return indices[rank::world]
 
 
-def _epoch_order(rank: int, world: int, shuffle: bool):
-    """An FFCV traversal order: a permutation fixed by (seed, epoch), cut to an equal share per rank.
+def _epoch_order(rank: int, world: int, shuffle: bool, labels: np.ndarray | None = None):
+    """An FFCV traversal order: a permutation fixed by (seed, epoch), cut to an equal share per rank (with
+    ``labels``: a balanced draw of as many indices, :func:`epoch_indices`).
 
     FFCV 1.0.2's Loader accepts a custom order only as an *instance* of TraversalOrder, which it then calls with
     the loader; so this returns such an instance (made without TraversalOrder's loader-bound __init__) whose
@@ -100,7 +112,7 @@ def _epoch_order(rank: int, world: int, shuffle: bool):
 
         def sample_order(self, epoch: int):
             skip, self.skip = self.skip, 0
-            return epoch_indices(self.indices, self.seed, epoch, rank, world, shuffle)[skip:]
+            return epoch_indices(self.indices, self.seed, epoch, rank, world, shuffle, labels)[skip:]
 
     class Factory(TraversalOrder):
         def __call__(self, loader):
@@ -135,10 +147,11 @@ class FFCVBatches(ResumableEpoch):
         # (uint8 (N, H, W, C) images, int64 (N,) labels) of the whole file, once :meth:`decode_all` ran.
         self.decoded: tuple[np.ndarray, np.ndarray] | None = None
 
-    def decode_all(self, rank: int, world: int, shuffle: bool, seed: int) -> None:
+    def decode_all(self, rank: int, world: int, shuffle: bool, seed: int, balanced: bool = False) -> None:
         """Decodes every sample of the file once, in storage order, with the loader's own pipeline, and keeps
         them: later iterations slice batches from memory in the order :func:`epoch_indices` gives, which is
-        the loader's own (``rank``, ``world``, ``shuffle``, ``seed``: as the loader's order was made).
+        the loader's own (``rank``, ``world``, ``shuffle``, ``seed``, ``balanced``: as the loader's order was
+        made).
 
         Only for pipelines without random draws (small images used whole): their pixels are the same every time.
         """
@@ -156,6 +169,7 @@ class FFCVBatches(ResumableEpoch):
             labels.append(y.view(-1).to(torch.long, copy=True).numpy())
         self.decoded = (np.concatenate(images), np.concatenate(labels))
         self.order, self.batch = (rank, world, shuffle, seed), loader.batch_size
+        self.balanced = balanced
         self.loader = None  # its threads and memory map are not needed again
 
     def _from_memory(self, skip: int):
@@ -163,7 +177,8 @@ class FFCVBatches(ResumableEpoch):
 
         images, labels = self.decoded
         rank, world, shuffle, seed = self.order
-        order = epoch_indices(np.arange(len(images)), seed, self.epoch, rank, world, shuffle)
+        order = epoch_indices(np.arange(len(images)), seed, self.epoch, rank, world, shuffle,
+                              labels if self.balanced else None)
         end = len(order) // self.batch * self.batch if shuffle else len(order)  # drop_last when training
         for start in range(skip * self.batch, end, self.batch):
             idx = order[start : start + self.batch]
@@ -216,6 +231,7 @@ class FFCVDataModule(PackedDataModule):
     # training device instead (augment_device: the training loader then decodes centre crops).
     takes_augment = False
     interpolation = "area"  # FFCV's decoders resize with OpenCV's pixel-area averaging
+    draws_balanced = True  # its Loader reads any index order, repeats included (the balanced sampler)
 
     def check_shape(self) -> None:
         """FFCV's compiled decoders deliver RGB, square centre crops, and small images at their stored size; any
@@ -273,6 +289,11 @@ class FFCVDataModule(PackedDataModule):
 
     def _loader(self, location: str, manifest: dict, split: str, train: bool) -> FFCVBatches:
         path = self._path(location, manifest, split)  # checked before FFCV is even imported
+        labels = None
+        if train and self.sampler == "balanced":
+            from lit_imgcls.data.formats.beton import read_beton
+
+            labels = read_beton(path, len(manifest["class_names"])).labels  # its checked labels, storage order
         from ffcv.fields.decoders import (CenterCropRGBImageDecoder, IntDecoder, RandomResizedCropRGBImageDecoder,
                                           SimpleRGBImageDecoder)
         from ffcv.loader import Loader
@@ -289,7 +310,7 @@ class FFCVDataModule(PackedDataModule):
         rank, world = self.rank_world()
         loader = Loader(
             path, batch_size=self.batch_size, num_workers=max(1, self.workers),
-            order=_epoch_order(rank, world, train), seed=self.seed, drop_last=train, os_cache=True,
+            order=_epoch_order(rank, world, train, labels), seed=self.seed, drop_last=train, os_cache=True,
             pipelines={"image": [*image, ToTensor(), ToTorchImage(channels_last=True)], "label": [IntDecoder(), ToTensor()]},
         )
         count = manifest["splits"][split]["count"]
@@ -297,5 +318,5 @@ class FFCVDataModule(PackedDataModule):
             self.batches_per_rank(count)  # too few samples: a clear error, not 0 batches
         batches = FFCVBatches(loader, self.image_shape[0], self.channels_last)
         if self.keeps_decoded(count):
-            batches.decode_all(rank, world, train, self.seed)
+            batches.decode_all(rank, world, train, self.seed, balanced=labels is not None)
         return batches

@@ -89,6 +89,12 @@ class PackedDataModule(ImageDataModule):
             image instead of the format's own (photos: random-resized crop and flip); formats with
             ``takes_augment`` False refuse the per-image ones (with ``augment_device`` the engine passes the batch
             stages only and sets :attr:`augment_on_device`: the training step runs the rest).
+        sampler: the training order, "shuffle" or "balanced" (classes drawn equally often); formats with
+            ``draws_balanced`` False (a stream of shards, WebDataset) refuse balanced.
+
+    Raises:
+        UsageError: no pack, a pack without this format's files or with other classes, a sampler the format
+            cannot draw, a shape or worker count it cannot deliver.
     """
 
     format_name = ""
@@ -106,8 +112,13 @@ class PackedDataModule(ImageDataModule):
         channels_last: bool = False,
         data_cache: str | None = None,
         augment: list | None = None,
+        sampler: str = "shuffle",
     ) -> None:
         super().__init__()
+        from lit_imgcls.data.balance import check_sampler
+
+        check_sampler(sampler, self.format_name, self.draws_balanced)
+        self.sampler = sampler
         self.data_cache = data_cache
         from lit_imgcls.data.augment import split_levels
 
