@@ -31,7 +31,9 @@ HELP = """\
   k  kill (SIGKILL, nothing saved)    o  show the run folder    a  attach to another folder
 
 [b]Runs[/b]
-  Enter  monitor the run    Space  mark for comparison (two)    c  compare the marked runs    r  refresh
+  Enter  monitor the run    Space  mark two    c  compare the marked runs    r  refresh
+  e  the run's report (score --report): figures, per-class table, confusion matrix; in it:
+     m  make one    n  an older one    click a column header  sort    Esc  back
 
 [b]Pack[/b]
   Ctrl+R  run `lit-imgcls dataset pack` with the fields, its output shown live

@@ -1,4 +1,5 @@
-"""Runs: every run folder under the runs folder, with status, best accuracy and duration; compare two."""
+"""Runs: every run folder under the runs folder, with status, best accuracy and duration; compare two; open one's
+evaluation report."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from textual.widgets import DataTable, Footer, Header, Label, Static
 from textual.worker import get_current_worker
 
 from tui.runs import LIVE, RunState, RunWatch, discover_runs, fmt, fmt_seconds, relative
+from tui.screens.report import ReportScreen
 from tui.widgets.plot import COLOURS, ComparePlot
 
 REFRESH_S = 2.0
@@ -32,6 +34,7 @@ class RunsScreen(Screen):
         Binding("enter", "monitor", "Monitor", show=False),
         Binding("space", "mark", "Mark"),
         Binding("c", "compare", "Compare"),
+        Binding("e", "report", "Report"),
         Binding("r", "refresh", "Refresh"),
     ]
 
@@ -46,7 +49,8 @@ class RunsScreen(Screen):
         with Vertical(id="runs"):
             yield Label("", id="runs-title", classes="section-title")
             yield DataTable(id="runs-table", cursor_type="row", zebra_stripes=True)
-            yield Static("[dim]Enter: monitor   Space: mark two runs   c: compare them[/dim]", id="runs-hint")
+            yield Static("[dim]Enter: monitor   Space: mark two runs   c: compare them   e: evaluation report[/dim]",
+                         id="runs-hint")
         yield Footer()
 
     def on_mount(self) -> None:
@@ -114,6 +118,11 @@ class RunsScreen(Screen):
         if folder is not None:
             launched = next((r for r in self.app.launched if r.folder == folder), None)
             self.app.monitor(folder=folder, launched=launched)
+
+    def action_report(self) -> None:
+        folder = self._current()
+        if folder is not None:
+            self.app.push_screen(ReportScreen(folder, Path(self.app.runs_dir)))
 
     def action_mark(self) -> None:
         folder = self._current()
