@@ -46,6 +46,13 @@ class CheckpointMeta:
         :mod:`lit_imgcls.training_options`)."""
         return self.raw.get("weights") == "ema"
 
+    @property
+    def temperature(self) -> float:
+        """Temperature scaling's T, which ``score --calibrate`` stores in the calibrated checkpoint it writes: the
+        class probabilities are softmax(logits / T) (:func:`lit_imgcls.evaluation.scaled_softmax`); 1.0 for a
+        checkpoint that was not calibrated."""
+        return float(self.raw.get("temperature", 1.0))
+
 
 def read_meta(ckpt: Any, where: str | Path, need_config: bool = True) -> CheckpointMeta:
     """The checked meta of a loaded checkpoint ``ckpt`` (a dict); ``where`` names it in messages.
@@ -55,7 +62,8 @@ def read_meta(ckpt: Any, where: str | Path, need_config: bool = True) -> Checkpo
     takes, by the same parser, and :func:`~lit_imgcls.recipe.check_scalars`), ``class_names`` (1 to
     :data:`MAX_CLASSES` strings), ``data_config`` (:meth:`DataConfig.from_dict`: channels, sides and pixels
     bounded, mean/std one finite number per channel, std > 0), the flat ``image_shape``/``mean``/``std`` copies
-    (the same rules, and equal to ``data_config``'s), ``version``, ``pretrained`` and the resume position.
+    (the same rules, and equal to ``data_config``'s), ``version``, ``pretrained``, the resume position, and a
+    calibrated checkpoint's ``temperature`` (:func:`lit_imgcls.evaluation.temperature_problem`) and ``calibration``.
 
     Args:
         ckpt: the loaded checkpoint.
@@ -88,6 +96,13 @@ def read_meta(ckpt: Any, where: str | Path, need_config: bool = True) -> Checkpo
     if not isinstance(meta.get("pretrained", {}), dict):  # the run's starting weights, kept for the record only
         raise UsageError(f"checkpoint {where}: pretrained must be a mapping (the starting weights' record), got "
                          f"{_kind(meta['pretrained'])}")
+    from lit_imgcls.evaluation import temperature_problem
+
+    if "temperature" in meta and (problem := temperature_problem(meta["temperature"])):  # score --calibrate's T
+        raise UsageError(f"checkpoint {where}: temperature must be {problem}, got {_kind(meta['temperature'])}")
+    if not isinstance(meta.get("calibration", {}), dict):  # how the temperature was fitted, kept for the record only
+        raise UsageError(f"checkpoint {where}: calibration must be a mapping (the temperature fit's record), got "
+                         f"{_kind(meta['calibration'])}")
     _check_position(ckpt.get(POSITION_KEY), where)
     config = DataConfig.from_dict(meta["data_config"], f"checkpoint {where}") if "data_config" in meta else None
     _check_flat_config(meta, config, where)
@@ -324,6 +339,10 @@ def load_module(checkpoint: str | Path, ckpt: dict | None = None, network: str |
     module = build_module(recipe, spec)
     load_weights(module, ckpt["state_dict"], checkpoint, recipe.network)
     module.meta = dict(meta.raw)
+    import dataclasses
+
+    # A calibrated checkpoint's probabilities are its temperature's (ImageClassifier.class_probs).
+    module.evaluation = dataclasses.replace(module.evaluation, temperature=meta.temperature)
     return module.eval(), meta
 
 

@@ -13,6 +13,11 @@ A run with prefix ``P`` writes (MXNet's ``--model-prefix`` scheme, plus two kind
 each checkpoint with a ``.sha256`` beside it (:mod:`lit_imgcls.io`). ``--resume auto`` takes the newest *written*
 readable one of the three kinds (:func:`newest_readable`).
 
+``score --calibrate`` writes ``P-0003-calibrated.ckpt`` beside ``P-0003.ckpt`` (:func:`calibrated_path`): the
+weights with a temperature in their meta, no training state. Every name above ends in ``-NNNN.ckpt``,
+``-step-N.ckpt`` or ``-stop.ckpt`` and one of those is never ``-calibrated.ckpt``, so ``--load-epoch``,
+``--resume auto``, ``--overwrite`` and the newest-checkpoint scans never take a calibrated file for a run's own.
+
 ``P`` may be a URL (``s3://bucket/model/mnist``, :mod:`lit_imgcls.storage`): the same names, as objects. Its
 lock is a local one keyed by the URL, and an ownership marker object ``.P.lit-imgcls.json`` beside the
 checkpoints says lit-imgcls wrote them (:mod:`lit_imgcls.remote_prefix`).
@@ -45,6 +50,24 @@ def step_path(prefix: str, step: int) -> str:
 def stop_path(prefix: str) -> str:
     """``P-stop.ckpt``: the checkpoint a stopped run leaves (without a prefix: ``stop.ckpt`` in the run folder)."""
     return f"{prefix}-stop.ckpt"
+
+
+CALIBRATED_SUFFIX = "-calibrated.ckpt"
+
+
+def calibrated_path(checkpoint: str) -> str:
+    """``P-0003-calibrated.ckpt`` for ``P-0003.ckpt`` (any ``NAME.ckpt``, or ``NAME``, gives
+    ``NAME-calibrated.ckpt``); a name already ending in ``-calibrated.ckpt`` is its own (a caller refuses to write
+    over the file it reads)."""
+    if is_calibrated_name(checkpoint):
+        return checkpoint
+    return (checkpoint[: -len(".ckpt")] if checkpoint.endswith(".ckpt") else checkpoint) + CALIBRATED_SUFFIX
+
+
+def is_calibrated_name(path: str) -> bool:
+    """The name ``score --calibrate`` gives what it writes (``...-calibrated.ckpt``), which no run's own checkpoint
+    name matches."""
+    return basename(str(path)).endswith(CALIBRATED_SUFFIX) and len(basename(str(path))) > len(CALIBRATED_SUFFIX)
 
 
 def recipe_path(prefix: str) -> str:

@@ -151,15 +151,17 @@ class Classifier:
             raise ImageError(f"not a readable image ({' '.join(str(exc).split()) or type(exc).__name__})") from None
 
     def probabilities(self, pixels: Sequence[np.ndarray]):
-        """Softmax over the classes for preprocessed images: an (N, classes) float32 tensor on the CPU."""
+        """Softmax over the classes for preprocessed images: an (N, classes) float32 tensor on the CPU; of the
+        logits divided by the checkpoint's temperature when ``score --calibrate`` wrote it (no flip averaging)."""
         import torch
 
         from lit_imgcls.data.transforms import collate
+        from lit_imgcls.evaluation import scaled_softmax
 
         x, _ = collate([(p, 0) for p in pixels])
         with torch.inference_mode():
             x = self.module.normalize(x.to(self.device))
-            return self.module(x).float().softmax(dim=1).cpu()
+            return scaled_softmax(self.module(x).float(), self.meta.temperature).cpu()
 
     def top(self, probs, top_k: int) -> list[list[tuple[str, float]]]:
         """The ``top_k`` (class name, probability) pairs of each row of ``probs``, most likely first."""

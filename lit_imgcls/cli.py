@@ -146,7 +146,10 @@ def build_parser(command: str, func: Callable[..., Any]):
             group = parser.add_argument_group(f"{hint.__name__} keys (YAML key = flag without dashes)")
             for f in dataclasses.fields(hint):
                 ftype = typing.get_type_hints(hint)[f.name]
-                group.add_argument(*_flags(f.name), dest=f.name, type=ftype, default=f.default, help=field_docs.get(f.name, ""))
+                # A field marked as a switch (score's --calibrate) is on when given alone; true/false still parse.
+                switch = {"nargs": "?", "const": True} if f.metadata.get("switch") else {}
+                group.add_argument(*_flags(f.name), dest=f.name, type=ftype, default=f.default,
+                                   help=field_docs.get(f.name, ""), **switch)
         elif param.default is inspect.Parameter.empty:
             # A required Sequence[str] takes one or more words (``plot RUN_DIR...``); list[str] is the -- tail above.
             many = {"nargs": "+", "type": str} if typing.get_origin(hint) is collections.abc.Sequence else {"type": hint}

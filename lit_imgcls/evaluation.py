@@ -102,6 +102,42 @@ def expected_calibration_error(labels: np.ndarray, probs: np.ndarray, bins: int 
     return reliability(labels, probs, bins)[0]
 
 
+#: The temperatures :func:`fit_temperature` returns and a checkpoint may hold (``score --calibrate``): a set the
+#: model gets all right (or all wrong) drives the fit to 0 (or infinity) with no finite optimum, and float32 logits
+#: divided by a tiny T overflow to infinity, so both ends are bounded.
+TEMPERATURE_RANGE = (0.05, 20.0)
+
+
+def temperature_problem(value: object) -> str | None:
+    """None for a usable temperature (a float or int, not bool, finite, within :data:`TEMPERATURE_RANGE`); else
+    what is valid, for a one-line message. One rule for a checkpoint's and an export's stored temperature."""
+    lo, hi = TEMPERATURE_RANGE
+    # Compared as Python numbers (an int beyond any float compares exactly; NaN fails both bounds).
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and lo <= value <= hi:
+        return None
+    return f"a number in [{lo:g}, {hi:g}] (temperature scaling's T; 1 = uncalibrated)"
+
+
+def scaled_softmax(logits, temperature: float = 1.0):
+    """softmax(logits / T) over dim 1 of a torch tensor (N, C): temperature scaling's calibrated probabilities
+    (Guo et al. 2017). T = 1 divides nothing, so an uncalibrated model's numbers (and exported graph) are the plain
+    softmax's. The one place predict, score and export apply a checkpoint's temperature."""
+    return (logits if temperature == 1 else logits / temperature).softmax(dim=1)
+
+
+def negative_log_likelihood(labels: np.ndarray, probs: np.ndarray) -> float:
+    """Mean -log p(true class) over the images (nats), the loss temperature scaling minimises; probabilities of
+    exactly 0 count as 1e-30.
+
+    Raises:
+        ValueError: no images, mismatched shapes, or labels out of range.
+    """
+    labels, probs = _checked(labels, probs)
+    if not len(labels):
+        raise ValueError("the negative log-likelihood needs at least one image")
+    return float(-np.log(np.clip(probs[np.arange(len(labels)), labels], 1e-30, None)).mean())
+
+
 def apply_temperature(probs: np.ndarray, temperature: float) -> np.ndarray:
     """Probabilities (N, C) float32 of logits divided by ``temperature`` (Guo et al. 2017, temperature scaling).
 
@@ -120,7 +156,8 @@ def fit_temperature(labels: np.ndarray, probs: np.ndarray) -> float:
     """The temperature T > 0 minimising the negative log-likelihood of softmax(log p / T) on these images: Guo et
     al. 2017's temperature scaling, fitted with L-BFGS on log T (so T stays positive) in float64.
 
-    It changes confidences only: the top-1 class of every image, hence accuracy, stays the same.
+    It changes confidences only: the top-1 class of every image, hence accuracy, stays the same. The result lies in
+    :data:`TEMPERATURE_RANGE`.
 
     Raises:
         ValueError: no images, mismatched shapes, or labels out of range.
@@ -142,8 +179,8 @@ def fit_temperature(labels: np.ndarray, probs: np.ndarray) -> float:
         return loss
 
     opt.step(nll)
-    # Bounded: a set the model gets all right (or all wrong) drives T to 0 (or infinity) without a finite optimum.
-    return float(min(max(math.exp(float(log_t.detach())), 0.05), 20.0))
+    lo, hi = TEMPERATURE_RANGE
+    return float(min(max(math.exp(float(log_t.detach())), lo), hi))
 
 
 def summarize(labels: np.ndarray, probs: np.ndarray, class_names: list[str], top_k: int = 5,

@@ -2,14 +2,14 @@
 the file scores what the checkpoint scores.
 
 The exported model is the trained network with the checkpoint's normalisation in front of it and a softmax after
-it: it takes uint8 images (N, H, W, C) at the checkpoint's input size, any N, and gives class probabilities
-(N, classes). The normalisation is the trained module's own arithmetic on its own constants
+it (of the logits divided by the checkpoint's temperature, for one ``score --calibrate`` wrote): it takes uint8
+images (N, H, W, C) at the checkpoint's input size, any N, and gives class probabilities (N, classes). The normalisation is the trained module's own arithmetic on its own constants
 (``ImageClassifier.normalize``: ``(x - 255 mean) / (255 std)`` in float32), so the network sees the numbers it saw
 when the checkpoint was validated. Resizing and cropping to the input size stay the caller's: the checkpoint's
 resize (OpenCV's area interpolation, or PIL's) has no exact equivalent among ONNX's or TorchScript's operators,
 and an inexact one is the very drift between training and serving that the check exists to catch. The file's
 metadata says how (:data:`META_KEYS`): the class names and the checkpoint's ``DataConfig`` (input size, crop mode
-and share, interpolation, mean/std), as JSON.
+and share, interpolation, mean/std), as JSON, and the temperature (1 for an uncalibrated checkpoint).
 
 ONNX goes through torch's exporter (``torch.onnx.export(dynamo=True)``: ``torch.export`` and onnxscript, the
 default and the maintained path since torch 2.9; the TorchScript-based exporter is deprecated) and is run by
@@ -35,7 +35,7 @@ FORMATS = {"onnx": ".onnx", "torchscript": ".torchscript.pt"}  # format -> the d
 INPUT_NAME, OUTPUT_NAME = "images", "probabilities"  # the ONNX graph's input and output
 RECORD = ".lit-imgcls-exports"  # the folder's record of the files export wrote (lit_imgcls.owned_files)
 # The metadata keys (ONNX metadata_props; TorchScript _extra_files), each a string.
-META_KEYS = ("lit_imgcls_version", "class_names", "preprocessing", "input", "output")
+META_KEYS = ("lit_imgcls_version", "class_names", "preprocessing", "input", "output", "temperature")
 ONNX_MAX_BYTES = 2 * 1024**3 - 64 * 1024**2  # protobuf's 2 GiB bound on one ONNX file, less room for the graph
 _TRACE_BATCH = 2  # the example batch traced; N stays dynamic (checked at two other sizes by the tests)
 
@@ -56,23 +56,29 @@ def _need(module: str) -> None:
 def _network_class():
     import torch
 
+    from lit_imgcls.evaluation import scaled_softmax
+
     class ExportedNetwork(torch.nn.Module):
-        """uint8 images (N, H, W, C) -> class probabilities (N, classes): normalisation, network, softmax.
+        """uint8 images (N, H, W, C) -> class probabilities (N, classes): normalisation, network, softmax of the
+        logits divided by ``temperature``.
 
         Args:
             net: the trained network (eval mode).
             pixel_mean, pixel_std: the trained module's (1, C, 1, 1) constants, 255 mean and 255 std.
+            temperature: the checkpoint's temperature scaling T (1: none; a constant of the traced graph).
         """
 
-        def __init__(self, net: torch.nn.Module, pixel_mean: torch.Tensor, pixel_std: torch.Tensor) -> None:
+        def __init__(self, net: torch.nn.Module, pixel_mean: torch.Tensor, pixel_std: torch.Tensor,
+                     temperature: float = 1.0) -> None:
             super().__init__()
             self.net = net
             self.register_buffer("pixel_mean", pixel_mean.detach().clone().float())
             self.register_buffer("pixel_std", pixel_std.detach().clone().float())
+            self.temperature = float(temperature)
 
         def forward(self, images: torch.Tensor) -> torch.Tensor:
             x = images.permute(0, 3, 1, 2).float()
-            return self.net((x - self.pixel_mean) / self.pixel_std).softmax(dim=1)
+            return scaled_softmax(self.net((x - self.pixel_mean) / self.pixel_std), self.temperature)
 
     return ExportedNetwork
 
@@ -98,7 +104,10 @@ def metadata(meta) -> dict[str, str]:
         "input": (f"{INPUT_NAME}: uint8 (N, {h}, {w}, {c}), N any: images already resized and cropped to {h} x {w} "
                   "as 'preprocessing' says (crop_mode, crop_pct, interpolation); the model normalises them itself "
                   "(mean, std)"),
-        "output": f"{OUTPUT_NAME}: float32 (N, {len(meta.class_names)}), softmax over class_names in their order",
+        "output": (f"{OUTPUT_NAME}: float32 (N, {len(meta.class_names)}), softmax over class_names in their order"
+                   + (f" of the logits divided by the temperature {meta.temperature!r} (temperature scaling)"
+                      if meta.temperature != 1 else "")),
+        "temperature": repr(meta.temperature),
     }
 
 
@@ -147,7 +156,7 @@ def build(checkpoint: str):
     from lit_imgcls.checkpoint_meta import load_module
 
     module, meta = load_module(checkpoint)
-    return _network_class()(module.net, module.pixel_mean, module.pixel_std).eval(), meta
+    return _network_class()(module.net, module.pixel_mean, module.pixel_std, meta.temperature).eval(), meta
 
 
 def to_bytes(model, meta, fmt: str) -> bytes:
@@ -254,6 +263,7 @@ class ExportedModel:
             raise UsageError(f"{path}: its metadata's class_names must be a list of strings")
         self.class_names: list[str] = names
         self.data_config = DataConfig.from_dict(config, str(path), name="preprocessing")
+        self.temperature = _temperature(meta.get("temperature", "1.0"), path)
 
     @classmethod
     def load(cls, path: str | Path) -> ExportedModel:
@@ -323,6 +333,25 @@ class ExportedModel:
             raise UsageError(f"{self.path} gave probabilities that are not finite or do not sum to 1: it is damaged "
                              "(its weights changed after export); export it again")
         return probs
+
+
+def _temperature(text: str, path: Path) -> float:
+    """The temperature in an export's metadata (files exported before it was recorded have none: 1). The graph
+    holds it as a constant; this copy is what ``score`` reports.
+
+    Raises:
+        UsageError: not a number within :data:`~lit_imgcls.evaluation.TEMPERATURE_RANGE`.
+    """
+    from lit_imgcls.evaluation import temperature_problem
+    from lit_imgcls.printable import printable
+
+    try:
+        value = float(text)
+    except ValueError:
+        value = None
+    if (problem := temperature_problem(value)) is not None:
+        raise UsageError(printable(f"{path}: its metadata's temperature must be {problem}, got {text[:40]!r}"))
+    return float(value)
 
 
 def as_uint8_images(x, datamodule) -> np.ndarray:

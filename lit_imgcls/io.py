@@ -224,28 +224,38 @@ def _read_url_checkpoint(url: str) -> bytes:
 
 def save_checkpoint(checkpoint: dict[str, Any], path: str | Path) -> None:
     """Writes ``checkpoint`` atomically (at a URL: one whole object), then its checksum file."""
-    import hashlib
-
-    import torch
-
-    # Serialised in memory first, as Lightning does: torch's zip writer turns a failed write into an opaque
-    # RuntimeError, while a plain write of bytes reports "No space left on device" as an OSError with its errno.
-    buffer = io.BytesIO()
-    torch.save(checkpoint, buffer)
-    data = buffer.getbuffer()
+    data = checkpoint_bytes(checkpoint)
     from lit_imgcls.storage import is_url, remove, write_bytes
 
     if is_url(str(path)):
         url = str(path)
         remove(f"{url}.sha256")  # as below: never a stale checksum beside a new object
         write_bytes(url, data)
-        write_bytes(f"{url}.sha256", f"{hashlib.sha256(data).hexdigest()}  {url.rpartition('/')[2]}\n".encode())
+        write_bytes(f"{url}.sha256", checksum_line(data, url.rpartition('/')[2]).encode())
         return
     # An old checksum must not outlive the file it describes: a crash right after the rename below would
     # otherwise make the new, good checkpoint look damaged.
     checksum_path(path).unlink(missing_ok=True)
     atomic_write(path, lambda f: f.write(data))
-    atomic_write_text(checksum_path(path), f"{hashlib.sha256(data).hexdigest()}  {Path(path).name}\n")
+    atomic_write_text(checksum_path(path), checksum_line(data, Path(path).name))
+
+
+def checkpoint_bytes(checkpoint: dict[str, Any]) -> memoryview:
+    """``checkpoint`` as ``torch.save`` writes it, in memory: serialised first, as Lightning does, because torch's
+    zip writer turns a failed write into an opaque RuntimeError, while a plain write of bytes reports "No space
+    left on device" as an OSError with its errno."""
+    import torch
+
+    buffer = io.BytesIO()
+    torch.save(checkpoint, buffer)
+    return buffer.getbuffer()
+
+
+def checksum_line(data: bytes | memoryview, name: str) -> str:
+    """The ``.sha256`` file's text for ``data`` stored as ``name`` (``sha256sum`` format)."""
+    import hashlib
+
+    return f"{hashlib.sha256(data).hexdigest()}  {name}\n"
 
 
 def _atomic_checkpoint_io() -> type:

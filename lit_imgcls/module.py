@@ -12,6 +12,7 @@ from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
 from lit_imgcls.checkpoint_meta import POSITION_KEY  # checkpoint entry: epoch, steps into it, steps per epoch
+from lit_imgcls.evaluation import scaled_softmax
 from lit_imgcls.schedules import LRSchedule, ResolutionSchedule
 from lit_imgcls.training_options import EMA_KEY, RAW_WEIGHTS_KEY, EvalConfig, OptimConfig, WeightEMA
 
@@ -414,11 +415,16 @@ class ImageClassifier(L.LightningModule):
 
     def class_probs(self, x: torch.Tensor) -> torch.Tensor:
         """Class probabilities (N, num_classes) of a normalised batch (N, C, H, W); with ``evaluation.tta_flip``
-        the mean of the softmax of ``x`` and of ``x`` mirrored left to right."""
-        probs = self.net(x).softmax(dim=1)
-        if self.evaluation.tta_flip:
-            probs = (probs + self.net(x.flip(-1)).softmax(dim=1)) / 2
-        return probs
+        the mean of the softmax of ``x`` and of ``x`` mirrored left to right; scaled by ``evaluation.temperature``
+        (:class:`~lit_imgcls.training_options.EvalConfig`: a calibrated checkpoint's)."""
+        temperature = self.evaluation.temperature
+        if not self.evaluation.tta_flip:
+            return scaled_softmax(self.net(x), temperature)
+        probs = (self.net(x).softmax(dim=1) + self.net(x.flip(-1)).softmax(dim=1)) / 2
+        # The average scaled as a whole (log p = logits up to a constant per row, which softmax ignores): the
+        # probabilities score --calibrate fitted T on, so the fit and its use agree.
+        return probs if temperature == 1 else scaled_softmax(probs.clamp_min(torch.finfo(probs.dtype).tiny).log(),
+                                                             temperature)
 
     def validation_step(self, batch, batch_idx: int) -> None:
         self._evaluate(batch, self.val_acc, self.val_topk, "val")
@@ -428,7 +434,7 @@ class ImageClassifier(L.LightningModule):
 
     def predict_step(self, batch, batch_idx: int) -> torch.Tensor:
         x = batch[0] if isinstance(batch, (tuple, list)) else batch
-        return self.net(x).softmax(dim=1)
+        return scaled_softmax(self.net(x), self.evaluation.temperature)
 
     def configure_optimizers(self):
         hp = self.hparams

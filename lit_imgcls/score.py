@@ -42,6 +42,7 @@ class ScoreResult:
     tta_flip: bool = False  # each image scored with its mirror (test-time flip averaging)
     labels: np.ndarray | None = None  # int64 (N,): each image's true class, in loader order
     probs: np.ndarray | None = None  # float32 (N, C): each image's class probabilities (the report, calibration)
+    temperature: float = 1.0  # the temperature they were scored at (a calibrated checkpoint's; 1 = uncalibrated)
 
     @property
     def count(self) -> int:
@@ -112,7 +113,8 @@ def load_scored(checkpoint: str, overrides: dict[str, Any]):
 
 
 def score(checkpoint: str, overrides: dict[str, Any] | None = None, top_k: int = 5,
-          observe: Callable[[Any, Any, Any, Any], None] | None = None) -> ScoreResult:
+          observe: Callable[[Any, Any, Any, Any], None] | None = None,
+          temperature: float | None = None) -> ScoreResult:
     """Evaluates ``checkpoint`` on the validation split of its recipe's dataset (or of ``overrides``' dataset).
 
     Args:
@@ -123,6 +125,8 @@ def score(checkpoint: str, overrides: dict[str, Any] | None = None, top_k: int =
         observe: called with each batch's images as the loader delivered them (uint8 (N, C, H, W), or the
             normalised floats of in-memory arrays), its labels, the checkpoint's probabilities (N, classes) and
             the DataModule: ``export --check`` scores an exported file on the very same batches.
+        temperature: score a checkpoint's probabilities at this temperature instead of its own (a calibrated
+            checkpoint's, else 1): ``score --calibrate`` fits on the raw ones (1.0). Not for an exported file.
 
     Raises:
         UsageError: an unusable checkpoint, recipe key or data set (one line).
@@ -130,7 +134,6 @@ def score(checkpoint: str, overrides: dict[str, Any] | None = None, top_k: int =
     import torch
 
     from lit_imgcls.checkpoint_meta import load_module
-    from lit_imgcls.training_options import EvalConfig
     from lit_imgcls.engine import build_datamodule, data_where, devices, match_checkpoint, prepare_process
     from lit_imgcls.recipe import validate
 
@@ -161,7 +164,10 @@ def score(checkpoint: str, overrides: dict[str, Any] | None = None, top_k: int =
         module, _ = load_module(checkpoint, ckpt, recipe.network, recipe.num_layers,
                                 "leave --network out to use the checkpoint's")
         module.to(device).eval()
-        module.evaluation = EvalConfig(tta_flip=bool(recipe.tta_flip))  # this command's choice, not the training's
+        # Flip averaging is this command's choice, not the training's; the temperature the checkpoint's own.
+        module.evaluation = dataclasses.replace(module.evaluation, tta_flip=bool(recipe.tta_flip),
+                                                temperature=module.evaluation.temperature if temperature is None
+                                                else temperature)
 
         def probs_of(images):
             x = images.to(device, non_blocking=True)
@@ -200,6 +206,7 @@ def score(checkpoint: str, overrides: dict[str, Any] | None = None, top_k: int =
         seconds=seconds, images_per_sec=count / seconds if seconds > 0 else float("inf"), ema=meta.ema,
         tta_flip=bool(recipe.tta_flip) and exported is None,
         labels=np.concatenate(all_labels), probs=np.concatenate(all_probs),
+        temperature=exported.temperature if exported is not None else module.evaluation.temperature,
     )
 
 
@@ -223,7 +230,8 @@ def report(result: ScoreResult, max_matrix_classes: int = 20) -> str:
     names = [printable(n) for n in result.class_names]  # a checkpoint's or a data set's strings: no terminal escapes
     lines = [(f"score: {result.count} images of {result.dataset} (validation split), "
               f"{result.images_per_sec:.0f} images/s ({result.seconds:.1f} s)"
-              + (", EMA weights" if result.ema else "") + (", test-time flip averaging" if result.tta_flip else "")),
+              + (", EMA weights" if result.ema else "") + (", test-time flip averaging" if result.tta_flip else "")
+              + (f", calibrated (temperature {result.temperature:.4f})" if result.temperature != 1 else "")),
              f"top-1 accuracy {result.top1:.6f}"]
     if result.topk is not None:
         lines.append(f"top-{result.top_k} accuracy {result.topk:.6f}")

@@ -78,9 +78,15 @@ class EvalConfig:
         tta_flip: test-time flip averaging: the class probabilities are the mean of the softmax of the image and
             of its horizontal mirror (two forward passes); the loss is the negative log of that mean. Needs
             images at least 2 pixels wide.
+        temperature: temperature scaling's T (Guo et al. 2017), a calibrated checkpoint's (``score --calibrate``;
+            :attr:`~lit_imgcls.checkpoint_meta.CheckpointMeta.temperature`): the probabilities are
+            softmax(logits / T); with ``tta_flip``, softmax(log(mean of the two softmaxes) / T), the flip-averaged
+            probabilities scaled as a whole, which is what ``score --calibrate`` fits T on. 1 = uncalibrated.
+            Top-1 and top-k never change with it. Validation during ``fit`` always uses 1.
     """
 
     tta_flip: bool = False
+    temperature: float = 1.0
 
     @classmethod
     def from_recipe(cls, recipe: Any) -> "EvalConfig":

@@ -60,6 +60,7 @@ MODULES: list[tuple[str, tuple[str, tuple[str, ...]]]] = [
     # what a checkpoint says: read by predict and score, and by fit/validate/test (resume, fine-tune, evaluate)
     ("lit_imgcls/checkpoint_meta.py", ("ALL", ("predict",) + RECIPE)),
     ("lit_imgcls/score.py", ("ALL", ("score",))),
+    ("lit_imgcls/calibrate.py", ("ALL", ("score",))),
     ("lit_imgcls/export.py", ("ALL", ("export",))),
     # the pack side
     ("lit_imgcls/data/pack.py", ("ALL", ("dataset pack",))),

@@ -18,7 +18,7 @@ from lit_imgcls.errors import UsageError
 # Where a value can sit: (section, key); "top" is the checkpoint itself, "meta" its lit_imgcls entry.
 FIELDS = [("top", "state_dict"), ("top", "lit_imgcls_position"), ("top", "lit_imgcls"),
           *[("meta", k) for k in ("recipe", "class_names", "image_shape", "mean", "std", "data_config", "version",
-                                    "pretrained")],
+                                    "pretrained", "temperature")],
           *[("data_config", k) for k in ("input_size", "crop_mode", "crop_pct", "interpolation", "mean", "std",
                                          "resizer")],
           *[("recipe", k) for k in ("network", "num_layers", "lr", "batch_size", "image_shape", "callbacks",
@@ -74,6 +74,7 @@ def test_checkpoint_meta_is_checked_or_refused_in_one_line(changes):
         if key in meta.raw:
             assert list(meta.raw[key]) == list(cfg.input_size if key == "image_shape" else getattr(cfg, key))
     assert isinstance(meta.raw.get("version", ""), str)
+    assert 0.05 <= meta.temperature <= 20  # score --calibrate's range: logits / T stay finite
 
 
 finite = st.floats(min_value=-10, max_value=10, allow_nan=False)

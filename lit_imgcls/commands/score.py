@@ -12,6 +12,8 @@ _OWN = {
     "checkpoint": (str | None, "the checkpoint to score (PREFIX-NNNN.ckpt written by fit), or a model file `lit-imgcls export` wrote (ONNX or TorchScript: run on the CPU, with --dataset and its data given, as the file holds no recipe); required."),
     "confusion_png": (str | None, "where to write the confusion matrix PNG; default CKPT-STEM-confusion.png beside it (in the current folder for a checkpoint at a URL)."),
     "report": (str | None, "also write an evaluation report: PATH.html (one self-contained offline page: per-class precision/recall/F1, balanced accuracy, the confusion matrix, the worst confusions, the most confident mistakes as thumbnails, top-k accuracy, expected calibration error with a reliability diagram) and the same numbers as PATH.json beside it. A file of either name that lit-imgcls did not write there is refused."),
+    "calibrate": (bool | None, "fit temperature scaling (Guo et al. 2017) on the validation split, print the temperature and the ECE (15 bins) and NLL before and after, and write a calibrated checkpoint that predict, score and export use; the checkpoint scored is never changed."),
+    "calibrated_out": (str | None, "where --calibrate writes; default CKPT-STEM-calibrated.ckpt beside the checkpoint (in the current folder for one at a URL). The name must end in -calibrated.ckpt; a file there that lit-imgcls did not write is refused."),
 }
 _TOP_K_DOC = "also report top-k accuracy (default 5, at most the class count; 0 or 1 turns it off)."
 
@@ -26,7 +28,9 @@ def _options_class() -> type:
     docs = {p.arg_name: " ".join((p.description or "").split())
             for p in docstring_parser.parse(Recipe.__doc__ or "").params}
     docs["top_k"] = _TOP_K_DOC
-    fields: list[tuple[str, Any, Any]] = [(n, t, dataclasses.field(default=None)) for n, (t, _) in _OWN.items()]
+    # A bool of our own is a switch (--calibrate alone turns it on; the CLI reads the field's metadata).
+    fields: list[tuple[str, Any, Any]] = [(n, t, dataclasses.field(default=None, metadata={"switch": t == bool | None}))
+                                          for n, (t, _) in _OWN.items()]
     fields += [(f.name, hints[f.name] | None, dataclasses.field(default=None)) for f in dataclasses.fields(Recipe)]
     args = [f"    {n}: {d}" for n, (_, d) in _OWN.items()]
     args += [f"    {f.name}: {docs.get(f.name, '')}" + ("" if f.name == "top_k" else " (default: the checkpoint's)")
@@ -61,14 +65,15 @@ def score(options: ScoreOptions) -> None:
     Prints top-1 and top-k accuracy, images/s, accuracy per class and the confusion matrix, and saves the matrix
     as a PNG. --report PATH.html also writes an evaluation report page (per-class precision/recall/F1, balanced
     accuracy, confusions, the most confident mistakes as thumbnails, calibration) and its numbers as PATH.json.
+    --calibrate also fits a temperature on the split and writes CKPT-STEM-calibrated.ckpt beside it.
 
     Example: lit-imgcls score --checkpoint model/mnist-0001.ckpt --top-k 3 --report report.html
     The dataset is the one the checkpoint was trained with (its saved recipe); recipe flags or --recipe FILE
     replace any of its keys, e.g. --dataset wds --data-val packs/val, or --gpus 0 to run on a GPU.
 
     Args:
-        options: --checkpoint CKPT, --confusion-png PATH, --report PATH.html, --top-k K, and recipe keys
-            overriding the checkpoint's.
+        options: --checkpoint CKPT, --confusion-png PATH, --report PATH.html, --calibrate, --calibrated-out PATH,
+            --top-k K, and recipe keys overriding the checkpoint's.
     """
     from lit_imgcls.errors import UsageError
     from lit_imgcls.score import default_png, report, save_confusion_png
@@ -79,15 +84,28 @@ def score(options: ScoreOptions) -> None:
     top_k = 5 if options.top_k is None else options.top_k
     if top_k < 0:
         raise UsageError(f"top_k must be >= 0, got {top_k}")
-    pages = thumbnails = None
+    calibrated = pages = thumbnails = None
+    if options.calibrate:  # refused before minutes of scoring: an export, a bad name, a file there not ours
+        from lit_imgcls import calibrate
+
+        calibrated = calibrate.target(options.checkpoint, options.calibrated_out)
+    elif options.calibrated_out:
+        raise UsageError("--calibrated-out names the file --calibrate writes: give --calibrate too")
     if options.report:  # refused before minutes of scoring: a bad name, or files there that are not ours
         from lit_imgcls.report import MistakeThumbnails, report_paths
 
         pages = report_paths(options.report)
         thumbnails = MistakeThumbnails()
-    result = run_score(options.checkpoint, options.given(), top_k=top_k, observe=thumbnails)
+    # --calibrate fits on the raw probabilities (temperature 1), also of a checkpoint already calibrated.
+    result = run_score(options.checkpoint, options.given(), top_k=top_k, observe=thumbnails,
+                       temperature=1.0 if calibrated else None)
+    fitted = calibrate.run(result, options.checkpoint, calibrated) if calibrated else None
     png = save_confusion_png(result, options.confusion_png or default_png(options.checkpoint))
     print(report(result) + f"confusion matrix PNG: {png}", flush=True)
+    if fitted:
+        from lit_imgcls.printable import printable_lines
+
+        print(printable_lines(fitted.report()), end="", flush=True)
     if pages:
         from lit_imgcls.printable import printable
         from lit_imgcls.report import write_report
