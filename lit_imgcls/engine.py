@@ -522,6 +522,8 @@ def fit(recipe: Recipe, datamodule=None, allow_any_class: bool = False, overwrit
             :class:`~lit_imgcls.errors.RunStopped` on SIGTERM or Ctrl-C.
     """
     validate(recipe, allow_any_class=allow_any_class)
+    if datamodule is None:  # the sampler is fit's alone (score and validate may read a wds copy of ffcv's data)
+        check_sampler(recipe.sampler, recipe.dataset, getattr(datasets.get(recipe.dataset), "draws_balanced", False))
     if overwrite and (recipe.resume or recipe.load_epoch is not None):
         raise UsageError("--overwrite starts a run from scratch, replacing the prefix's checkpoints; it cannot go "
                          "with --resume auto or --load-epoch, which continue from them")

@@ -745,9 +745,6 @@ def check_dataset_keys(recipe: Recipe, cls) -> None:
     Raises:
         UsageError: naming the key, the dataset, and the datasets that do read it.
     """
-    from lit_imgcls.data.balance import check_sampler
-
-    check_sampler(recipe.sampler, recipe.dataset, getattr(cls, "draws_balanced", False))
     reads = dataset_keys(cls)
     if reads is None:
         return

@@ -237,8 +237,23 @@ def test_ffcv_balanced_order_resumes_exactly_and_wds_refuses_it(skewed_pack, ffc
     assert len(whole) == 6 and 6 <= int(torch.cat([b[1] for b in whole]).sum()) <= 18
     head, tail, _ = _resumed(small.train_dataloader, 2)
     _assert_same(head + tail, whole)  # pixels too: small images are used whole
+    # Made without complaint (score and validate read the pack whatever sampler the recipe names); training refused.
+    wds = WDSDataModule(data_train=str(skewed_pack), batch_size=4, data_nthreads=0, sampler="balanced")
     with pytest.raises(UsageError, match="sampler balanced is not available for dataset wds.*--dataset ffcv"):
-        WDSDataModule(data_train=str(skewed_pack), batch_size=4, data_nthreads=0, sampler="balanced")
+        wds.train_dataloader()
+
+
+def test_fit_refuses_balanced_on_wds_before_reading_data_and_validate_does_not(skewed_pack, tmp_path):
+    """A checkpoint trained with ffcv and sampler balanced is still scored on the pack's wds copy (score and
+    validate rebuild its recipe, sampler included)."""
+    from lit_imgcls.engine import fit
+    from lit_imgcls.recipe import Recipe, validate
+
+    recipe = Recipe(dataset="wds", data_train=str(skewed_pack), sampler="balanced", run_dir=str(tmp_path))
+    validate(recipe)
+    with pytest.raises(UsageError, match="^sampler balanced is not available for dataset wds") as err:
+        fit(recipe)
+    assert err.value.key == "sampler"
 
 
 @pytest.fixture
@@ -258,3 +273,16 @@ def test_inspect_suggests_the_options_for_skewed_classes(skewed_pack, capsys):
             f"{SKEW_HINT_RATIO:g}); consider `fit --class-weights auto`") in out
     assert "`--sampler balanced`" in out
     assert skew_hint([20, 7]) is None and skew_hint([21, 7]) is not None  # the threshold: 3 times
+
+
+def test_a_sampler_change_is_refused_inside_an_epoch_and_reported_at_its_end():
+    import dataclasses
+
+    from lit_imgcls.recipe import Recipe
+    from lit_imgcls.resume_changes import recipe_changes
+
+    saved = dataclasses.asdict(Recipe())
+    with pytest.raises(UsageError, match="sampler 'shuffle' -> 'balanced'"):
+        recipe_changes(saved, Recipe(sampler="balanced"), "m-step-00000010.ckpt", mid_epoch=True)
+    assert recipe_changes(saved, Recipe(sampler="balanced"), "m-0001.ckpt", mid_epoch=False) == [
+        ("sampler", "shuffle", "balanced")]

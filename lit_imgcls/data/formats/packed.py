@@ -90,11 +90,12 @@ class PackedDataModule(ImageDataModule):
             ``takes_augment`` False refuse the per-image ones (with ``augment_device`` the engine passes the batch
             stages only and sets :attr:`augment_on_device`: the training step runs the rest).
         sampler: the training order, "shuffle" or "balanced" (classes drawn equally often); formats with
-            ``draws_balanced`` False (a stream of shards, WebDataset) refuse balanced.
+            ``draws_balanced`` False (a stream of shards, WebDataset) refuse balanced when the training loader is
+            made.
 
     Raises:
-        UsageError: no pack, a pack without this format's files or with other classes, a sampler the format
-            cannot draw, a shape or worker count it cannot deliver.
+        UsageError: no pack, a pack without this format's files or with other classes, a shape or worker count
+            the format cannot deliver.
     """
 
     format_name = ""
@@ -115,10 +116,7 @@ class PackedDataModule(ImageDataModule):
         sampler: str = "shuffle",
     ) -> None:
         super().__init__()
-        from lit_imgcls.data.balance import check_sampler
-
-        check_sampler(sampler, self.format_name, self.draws_balanced)
-        self.sampler = sampler
+        self.sampler = sampler  # checked when training starts: evaluation reads any pack whatever it says
         self.data_cache = data_cache
         from lit_imgcls.data.augment import split_levels
 
@@ -227,7 +225,10 @@ class PackedDataModule(ImageDataModule):
         raise NotImplementedError
 
     def train_dataloader(self):
+        from lit_imgcls.data.balance import check_sampler
+
         self._training_pack()
+        check_sampler(self.sampler, self.format_name, self.draws_balanced)
         return self._loader(self.train_location, self.manifest, self.train_split, True)
 
     def val_dataloader(self):
