@@ -305,7 +305,7 @@ def report_data(result: ScoreResult, top_k: int | None = None) -> dict[str, Any]
     """The JSON document of ``score --report``: :func:`lit_imgcls.evaluation.summarize` of the scored images plus
     ``format`` (:data:`REPORT_FORMAT`), ``version``, ``checkpoint``, ``dataset``, ``images_per_sec`` (None when not
     measurable), ``seconds``,
-    ``ema`` and ``tta_flip``. Plain JSON types only (no NaN).
+    ``ema``, ``tta_flip`` and ``temperature`` (a calibrated checkpoint's T, else 1). Plain JSON types only (no NaN).
 
     Raises:
         ValueError: a result without per-image labels and probabilities.
@@ -319,7 +319,7 @@ def report_data(result: ScoreResult, top_k: int | None = None) -> dict[str, Any]
             # None when the pass took no measurable time (images/s is then infinite, which JSON cannot hold)
             "images_per_sec": float(result.images_per_sec) if np.isfinite(result.images_per_sec) else None,
             "seconds": result.seconds,
-            "ema": bool(result.ema), "tta_flip": bool(result.tta_flip)}
+            "ema": bool(result.ema), "tta_flip": bool(result.tta_flip), "temperature": float(result.temperature)}
     data.update(summarize(result.labels, result.probs, result.class_names,
                           top_k=result.top_k if top_k is None else top_k))
     return data

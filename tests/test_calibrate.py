@@ -21,6 +21,7 @@ import pytest
 import ckpt_factory
 from conftest import quick_args, run_cli
 from lit_imgcls.cli import main
+from test_checkpoint_meta import _one_line_exit_2
 
 
 def _sha(path: Path) -> str:
@@ -28,12 +29,9 @@ def _sha(path: Path) -> str:
 
 
 def _one_line(returncode: int, err: str, *needles: str) -> str:
-    lines = err.strip().splitlines()
-    assert returncode == 2 and len(lines) == 1 and "Traceback" not in err, (returncode, err[-3000:])
-    assert lines[0].startswith("lit-imgcls: error: "), lines
-    for needle in needles:
-        assert needle in lines[0], lines[0]
-    return lines[0]
+    line = _one_line_exit_2(returncode, err)
+    assert line.startswith("lit-imgcls: error: ") and all(needle in line for needle in needles), line
+    return line
 
 
 @pytest.fixture(scope="module")
@@ -94,7 +92,7 @@ def test_runs_never_take_the_calibrated_file_for_their_own(run):
 def test_score_of_the_calibrated_checkpoint(run, capsys):
     """Same images, same top-1 class for each; probabilities the original's at the temperature; ECE no higher."""
     from lit_imgcls.evaluation import apply_temperature, expected_calibration_error
-    from lit_imgcls.score import score
+    from lit_imgcls.score import report_data, score
 
     T = _figures(run["out"])["T"]
     old, new = score(str(run["ckpt"])), score(str(run["calibrated"]))
@@ -102,6 +100,7 @@ def test_score_of_the_calibrated_checkpoint(run, capsys):
     assert (old.probs.argmax(1) == new.probs.argmax(1)).all()
     np.testing.assert_allclose(new.probs, apply_temperature(old.probs, new.temperature), atol=1e-5)
     assert new.temperature == pytest.approx(T, abs=5e-5) and old.temperature == 1
+    assert report_data(new)["temperature"] == new.temperature  # the report's JSON says so too
     assert expected_calibration_error(new.labels, new.probs) <= expected_calibration_error(old.labels, old.probs)
     png = run["tmp"] / "c.png"
     assert main(["score", "--checkpoint", str(run["calibrated"]), "--top-k", "0", "--confusion-png", str(png)]) == 0
@@ -138,6 +137,23 @@ def test_export_of_the_calibrated_checkpoint_matches_it(run, capsys):
     assert model.temperature == clf.meta.temperature != 1
     pixels = [clf.preprocess(d) for d in _digits(run)]
     np.testing.assert_allclose(model.probabilities(np.stack(pixels)), clf.probabilities(pixels).numpy(), atol=1e-5)
+
+
+def test_a_crafted_temperature_in_an_exported_file_is_one_line(run, tmp_path):
+    """The export's metadata copy of T (what score reports; the graph holds its own): checked as a checkpoint's."""
+    onnx = pytest.importorskip("onnx")
+    from lit_imgcls.errors import UsageError
+    from lit_imgcls.export import ExportedModel
+
+    new = run["calibrated"]
+    path = new.with_name(new.stem + ".onnx")
+    if not path.exists():  # a -k selection without the export test
+        assert main(["export", "--checkpoint", str(new), "--format", "onnx"]) == 0
+    model = onnx.load(str(path))
+    next(p for p in model.metadata_props if p.key == "temperature").value = "nan"
+    onnx.save(model, str(tmp_path / "crafted.onnx"))
+    with pytest.raises(UsageError, match=r"crafted\.onnx: its metadata's temperature must be a number in"):
+        ExportedModel.load(tmp_path / "crafted.onnx")
 
 
 def test_calibrating_again_replaces_the_temperature(run, capsys):
