@@ -185,3 +185,41 @@ async def test_many_classes_list_the_worst_confusions_and_n_steps_to_an_older_re
         assert "mnist-lenet-0002-report.json  (2 of 2" in str(app.screen.query_one("#report-title").render())
         assert static_text(app, "#report-matrix-title").startswith("confusion matrix")
         assert len(matrix_rows(app)) == 11
+
+
+@synced
+async def test_m_makes_the_report_with_a_real_score(scored_run):
+    """No report yet: m runs `lit-imgcls score --checkpoint CKPT --report CKPT-STEM-report.html` as a process, and
+    the screen then shows the JSON it wrote beside the page."""
+    app = LitImgclsApp(runs_dir="runs", recipes_dir=RECIPES)
+    async with app.run_test(size=SIZE) as pilot:
+        await open_report(pilot)
+        assert "no report of this run yet" in static_text(app, "#report-figures")
+        await pilot.press("m")
+        await pilot.pause()
+        assert static_text(app, "#report-status").startswith(
+            f"scoring...  lit-imgcls score --checkpoint {scored_run} --report {scored_run.parent}/npz-mlp-0001-report.html")
+        await wait_until(pilot, lambda: app.screen.reports or app.screen.error, 120, "the report")
+        await pilot.pause()
+        assert not app.screen.error, app.screen.error
+        assert not app.screen.query_one("#report-progress").display
+        html, [made] = scored_run.parent / "npz-mlp-0001-report.html", app.screen.reports
+        assert html.is_file() and made.path.parent == scored_run.parent and made.path.suffix == ".json"
+        data = json.loads(made.path.read_text())
+        assert [row[:2] for row in class_rows(app)] == [[c["name"], str(c["support"])] for c in data["classes"]]
+        assert [row[1:] for row in matrix_rows(app)[1:]] == [[str(v) for v in row] for row in data["confusion"]]
+
+
+@synced
+async def test_a_failed_score_shows_its_one_line_error(scored_run):
+    scored_run.write_bytes(b"not a checkpoint")  # damaged after the run
+    app = LitImgclsApp(runs_dir="runs", recipes_dir=RECIPES)
+    async with app.run_test(size=SIZE) as pilot:
+        await open_report(pilot)
+        await pilot.press("m")
+        await wait_until(pilot, lambda: app.screen.error, 120, "the score's end")
+        await pilot.pause()
+        notes = static_text(app, "#report-notes")
+        assert notes.startswith("score failed: lit-imgcls: error:") and "npz-mlp-0001.ckpt" in notes, notes
+        assert "Traceback" not in notes and "no report of this run yet" in static_text(app, "#report-figures")
+        assert list(scored_run.parent.iterdir()) == [scored_run]  # nothing written

@@ -177,6 +177,7 @@ class ReportScreen(Screen):
         matrix = self.query_one("#report-matrix", Static)
         matrix_title = self.query_one("#report-matrix-title", Label)
         classes_title = self.query_one("#report-classes-title", Label)
+        self.query_one("#report-body").display = bool(self.reports)  # no empty table while there is no report
         if not self.reports:
             self.query_one("#report-title", Label).update(title)
             ckpt = newest_checkpoint(self.checkpoints)
