@@ -95,7 +95,7 @@ async def test_the_report_screen_shows_the_reports_classes_and_matrix(scored_run
         figures = static_text(app, "#report-figures")
         assert f"top-1 {data['top1']:.4f}" in figures and f"images {data['count']}" in figures
         assert f"ECE {data['calibration']['ece']:.4f}" in figures
-        assert "checkpoint model/npz-mlp-0001.ckpt" in figures
+        assert "checkpoint model/npz-mlp-0001.ckpt" in figures and "calibrated" not in figures  # temperature 1
 
         # a click on the recall header sorts the classes by recall, largest first; again: back to class order
         await pilot.click("#report-classes", offset=(30, 0))
@@ -171,6 +171,7 @@ async def test_many_classes_list_the_worst_confusions_and_n_steps_to_an_older_re
     old, new = tmp_path / "model" / "mnist-lenet-0002-report.json", tmp_path / "model" / "mnist-lenet-0003-report.json"
     old.write_text(json.dumps(fixed_report([str(i) for i in range(10)], "model/mnist-lenet-0002.ckpt")))
     many = fixed_report([f"class{i}" for i in range(25)], "model/mnist-lenet-0003.ckpt")
+    many["temperature"] = 1.5  # a calibrated checkpoint's
     new.write_text(json.dumps(many))
     os.utime(old, (1_700_000_000, 1_700_000_000))  # the older of the two
     app = LitImgclsApp(runs_dir="runs", recipes_dir=RECIPES)
@@ -178,6 +179,7 @@ async def test_many_classes_list_the_worst_confusions_and_n_steps_to_an_older_re
         await open_report(pilot)
         assert "(1 of 2; n: older)" in str(app.screen.query_one("#report-title").render())
         assert static_text(app, "#report-matrix-title").startswith("worst confusions  (25 classes")
+        assert "calibrated at temperature 1.5000" in static_text(app, "#report-figures")
         worst = many["worst_confusions"][0]
         assert matrix_rows(app)[1] == [worst["true"], worst["predicted"], str(worst["count"]), f"{worst['share']:.1%}"]
         await pilot.press("n")

@@ -76,14 +76,13 @@ def sorted_classes(classes: list[dict[str, Any]], column: str | None) -> list[tu
 
 def figures(data: dict[str, Any], cwd: Path) -> str:
     """The report's header figures (each held together by no-break spaces so a narrow terminal wraps between
-    them), then a line of what was scored: the checkpoint, the data set, the speed, EMA weights and flip averaging."""
+    them), then a line of what was scored: the checkpoint, the data set, the speed, EMA weights, flip averaging and a
+    calibrated checkpoint's temperature."""
     out = [f"[b]top-1 {fmt(data['top1'])}[/b]"]
     if data.get("top_k"):
         out.append(f"top-{data['top_k']} {fmt(data['topk'])}")
     out += [f"balanced acc {fmt(data['balanced_accuracy'])}", f"macro F1 {fmt(data['macro_f1'])}",
             f"ECE {fmt(data['calibration'].get('ece'))}"]
-    if data.get("temperature") is not None:
-        out.append(f"temperature {fmt(data['temperature'], '.3f')}")
     out.append(f"images {data['count']}")
     where = [f"checkpoint {escape(relative(data['checkpoint'], cwd))}"]
     if isinstance(data.get("dataset"), str):
@@ -91,6 +90,8 @@ def figures(data: dict[str, Any], cwd: Path) -> str:
     if isinstance(data.get("images_per_sec"), (int, float)):
         where.append(f"{data['images_per_sec']:.0f} images/s")
     where += [name for name in ("ema", "tta_flip") if data.get(name) is True]
+    if data.get("temperature") not in (None, 1):  # as score prints it: 1 is an uncalibrated checkpoint
+        where.append(f"calibrated at temperature {data['temperature']:.4f}")
     return "  ".join(f.replace(" ", "\u00a0") for f in out) + "\n[dim]" + "  ".join(where) + "[/dim]"
 
 
