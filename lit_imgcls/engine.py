@@ -533,6 +533,7 @@ def fit(recipe: Recipe, datamodule=None, allow_any_class: bool = False, overwrit
     # before model/ and runs/ are made: a refused run leaves nothing behind.
     accelerator, _, count = devices(recipe)
     strategies.get(recipe.kv_store)(count, accelerator, num_nodes=num_nodes(count), timeout=recipe.dist_timeout)
+    check_accumulation(recipe, count * num_nodes(count))  # a flag conflict, before any data is read
     datamodule = datamodule if datamodule is not None else build_datamodule(recipe)
     where = data_where(recipe, train=True)
     check_classes(datamodule.class_names, where)
@@ -547,7 +548,6 @@ def fit(recipe: Recipe, datamodule=None, allow_any_class: bool = False, overwrit
                            count * num_nodes(count), where)
     weights = resolve_class_weights(recipe.class_weights, datamodule.class_names, counts, where)
     module = build_module(recipe, DataSpec.of(datamodule), weights)
-    check_accumulation(recipe, count * num_nodes(count))
     check_batch_norm(module.net, recipe.batch_size, recipe.network)
     check_train_sizes(module, recipe)
     rank_zero = is_global_zero()

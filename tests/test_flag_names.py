@@ -95,6 +95,11 @@ MODULES: list[tuple[str, tuple[str, tuple[str, ...]]]] = [
     ("tui/screens/launch.py", ("ALL", ("fit",))),
     ("tui/screens/recipe_builder.py", ("ALL", ("fit",))),
     ("tui/screens/pack.py", ("ALL", ("dataset pack",))),
+    # the run's report: the TUI runs `score --report` for it
+    ("tui/reports.py", ("ALL", ("score",))),
+    ("tui/screens/report.py", ("ALL", ("score",))),
+    # the help lists the keys of every screen, the report's (score --report) among them
+    ("tui/screens/help.py", ("ANY", ("fit", "tui", "dataset pack", "score"))),
     ("tui/", ("ANY", ("fit", "tui", "dataset pack"))),
 ]
 

@@ -82,8 +82,8 @@ def test_a_fit_trains_each_epoch_at_its_scheduled_size_and_validates_at_the_inpu
     seen: list[_Sizes] = []
     build = engine.build_module
 
-    def build_and_watch(recipe, spec):  # the module fit builds, with a hook on its network (nothing replaced)
-        module = build(recipe, spec)
+    def build_and_watch(recipe, spec, *rest):  # the module fit builds, with a hook on its network (nothing replaced)
+        module = build(recipe, spec, *rest)
         seen.append(_Sizes(module))
         return module
 
