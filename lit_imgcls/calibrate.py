@@ -91,7 +91,7 @@ def target(checkpoint: str, out: str | None) -> Path:
     from lit_imgcls.checkpoints import CALIBRATED_SUFFIX, calibrated_path, is_calibrated_name
     from lit_imgcls.export import exported_format
     from lit_imgcls.owned_files import check_owned
-    from lit_imgcls.storage import basename, is_url, local
+    from lit_imgcls.storage import basename, is_url, local, local_output
 
     if exported_format(checkpoint):
         raise UsageError(f"{checkpoint} is an exported model, which has no place for a temperature: calibrate its "
@@ -99,9 +99,7 @@ def target(checkpoint: str, out: str | None) -> Path:
     if out is None:
         default = calibrated_path(checkpoint)
         out = basename(default) if is_url(checkpoint) else local(default)
-    if is_url(str(out)):
-        raise UsageError(f"--calibrated-out must be a local file, got {out}; write it here, then copy it")
-    path = Path(out).expanduser()
+    path = local_output(out, "--calibrated-out", "write it here, then copy it")
     if path.is_dir():
         raise UsageError(f"--calibrated-out {path} is a folder; give the file to write, like "
                          f"{path / ('model' + CALIBRATED_SUFFIX)}")

@@ -130,11 +130,9 @@ def check_out(out: str | Path, overwrite: bool) -> Path:
         UsageError: one line naming the file and what to do.
     """
     from lit_imgcls.owned_files import check_owned
-    from lit_imgcls.storage import is_url
+    from lit_imgcls.storage import local_output
 
-    if is_url(str(out)):
-        raise UsageError(f"--out must be a local file, got {out}; export here, then copy it")
-    out = Path(out).expanduser()
+    out = local_output(out, "--out", "export here, then copy it")
     if out.is_dir():
         raise UsageError(f"--out {out} is a folder; give the file to write, like {out / 'model.onnx'}")
     if out.name == RECORD:  # the record's own name: refused by the ownership rule before "exists" is said

@@ -40,11 +40,9 @@ def report_paths(report: str) -> tuple[Path, Path]:
         UsageError: another ending, a URL, a folder, or a file of either name that is not ours (one line).
     """
     from lit_imgcls.owned_files import check_owned
-    from lit_imgcls.storage import is_url
+    from lit_imgcls.storage import local_output
 
-    if is_url(report):
-        raise UsageError(f"--report must be a local file, got {report}; write the report here, then copy it")
-    page = Path(report).expanduser()
+    page = local_output(report, "--report", "write the report here, then copy it")
     if page.suffix.lower() != ".html":
         raise UsageError(f"--report must name an .html file (the JSON is written beside it), got {report}")
     if page.is_dir():

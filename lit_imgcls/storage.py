@@ -42,6 +42,30 @@ def local(location: str) -> str:
     return str(location).removeprefix("file://")
 
 
+def local_output(location: str | os.PathLike, flag: str, then: str):
+    """The local file a write flag (``--report``, ``--out``, ``--calibrated-out``) names, checked before any work.
+
+    A ``file://`` URL is the local path it names (as for ``--model-prefix``), ``~`` is the home folder. An existing
+    file where a folder of the path should be is refused here, so the later checks and writes see only folders.
+
+    Returns:
+        The path, a :class:`pathlib.Path`.
+
+    Raises:
+        UsageError: a URL other than ``file://`` (``then`` says what to do instead), or a folder of the path that
+            is a file (one line).
+    """
+    from pathlib import Path
+
+    if is_url(str(location)):
+        raise UsageError(f"{flag} must be a local file, got {location}; {then}")
+    path = Path(local(str(location))).expanduser()
+    for folder in reversed(path.parents):  # the outermost first: the one to move away
+        if folder.exists() and not folder.is_dir():
+            raise UsageError(f"{flag} {location}: {folder} is a file, not a folder; give a path in a folder")
+    return path
+
+
 def split(location: str) -> tuple[str, str]:
     """(folder, name) of a URL or a local path: ``s3://b/model/x`` -> (``s3://b/model``, ``x``)."""
     if is_url(location):

@@ -215,6 +215,27 @@ def test_refusals_are_one_line_before_scoring(scored, tmp_path, capsys):
     assert not (tmp_path / "c.png").exists()  # refused before scoring (the PNG comes after it)
 
 
+def test_write_flags_take_a_file_url_and_refuse_a_file_as_their_folder(scored, tmp_path, capsys, monkeypatch):
+    """--report, --calibrated-out and export's --out share one check (lit_imgcls.storage.local_output): a path
+    under an existing file was a NotADirectoryError traceback, and file:///x wrote into a folder named "file:"."""
+    _, _, ckpt, _ = scored
+    monkeypatch.chdir(tmp_path)
+    mine = tmp_path / "mine.html"
+    mine.write_text("my page\n")
+    for command, *flags in (["score", "--report", f"{mine}/r.html"],
+                            ["score", "--calibrate", "--calibrated-out", f"{mine}/sub/m-calibrated.ckpt"],
+                            ["export", "--format", "onnx", "--out", f"{mine}/m.onnx"]):
+        assert main([command, "--checkpoint", str(ckpt), *flags]) == 2, flags
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and "Traceback" not in err and "is a file, not a folder" in err, err
+    assert mine.read_text() == "my page\n"
+    page = tmp_path / "out" / "r.html"
+    assert main(["score", "--checkpoint", str(ckpt), "--report", f"file://{page}", "--confusion-png",
+                 str(tmp_path / "c.png")]) == 0
+    assert f"report: {page}" in capsys.readouterr().out
+    assert page.is_file() and page.with_suffix(".json").is_file() and not (tmp_path / "file:").exists()
+
+
 def test_a_report_of_ours_is_replaced_and_an_edited_one_is_not(scored):
     """The pair written by the fixture's run is recorded as ours: checked as replaceable; once a person edits
     the page, it is theirs."""
