@@ -112,6 +112,22 @@ def test_a_bad_class_weights_file_is_one_line(tmp_path, text, needle):
     assert err.value.key == "class_weights"
 
 
+def test_class_weights_auto_on_arrays_whose_last_class_has_no_training_image_is_one_line(tmp_path):
+    """An npz without class_names takes its classes from the training labels: a validation label beyond them
+    (the last class never in training) was a ValueError traceback from the class count --class-weights needs."""
+    rng = np.random.default_rng(0)
+    data = tmp_path / "missing.npz"
+    np.savez(data, x_train=rng.integers(0, 256, (40, 8, 8, 1), dtype=np.uint8), y_train=np.arange(40) % 2,
+             x_val=rng.integers(0, 256, (9, 8, 8, 1), dtype=np.uint8), y_val=np.arange(9) % 3)
+    res = run_cli("fit", "--network", "mlp", "--dataset", "npz", "--data-train", str(data), "--class-weights", "auto",
+                  "--batch-size", "8", "--num-epochs", "1", "--model-prefix", str(tmp_path / "model" / "m"),
+                  "--run-dir", str(tmp_path / "runs"), cwd=tmp_path)
+    assert res.returncode == 2, res.stderr
+    err = res.stderr.strip()
+    assert len(err.splitlines()) == 1 and "val labels must lie in [0, 2), found 0..2" in err and "class_names" in err
+    assert not (tmp_path / "model").exists()
+
+
 def test_class_weight_formats_and_the_auto_formula(tmp_path):
     (tmp_path / "w.tsv").write_text("# rare is 10 times rarer\nrare class\t10\n\ncommon 1.5\n")
     assert read_class_weights(str(tmp_path / "w.tsv"), ["common", "rare class"]) == [1.5, 10.0]

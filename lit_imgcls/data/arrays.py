@@ -296,7 +296,10 @@ class ArrayDataModule(ImageDataModule):
                 continue
             labels = torch.as_tensor(np.asarray(y)).long().view(-1)
             if len(labels) and (int(labels.min()) < 0 or int(labels.max()) >= self.num_classes):
-                raise ValueError(f"{split} labels must lie in [0, {self.num_classes}), found {int(labels.min())}..{int(labels.max())}")
+                # the data's own fault (an npz whose last class has no training image), so one line, not a trace
+                raise UsageError(f"{split} labels must lie in [0, {self.num_classes}), found {int(labels.min())}.."
+                                 f"{int(labels.max())}: the classes are class_names, else 0 to the largest training "
+                                 "label; give class_names with the arrays")
             x = self._conform(x, split)
             uint8 = np.asarray(x[:1]).dtype == np.uint8
             if split == "train" and (self.stages or (self.augment_on_device and uint8)):
