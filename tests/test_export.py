@@ -239,11 +239,14 @@ def test_bad_inputs_are_one_line_and_nothing_is_replaced(checkpoints, tmp_path, 
         (["--checkpoint", ckpt, "--format", "onnx", "--tol-prob", "-1"], ("--tol-prob",)),
         (["--checkpoint", ckpt, "--format", "onnx", "--out", "s3://bucket/m.onnx"], ("local file",)),
         (["--checkpoint", ckpt, "--format", "onnx", "--out", str(tmp_path)], ("is a folder",)),
+        # the check's data flags are refused before the file is written (it was written, then the check refused)
+        (["--checkpoint", ckpt, "--format", "onnx", "--check", "--out", str(tmp_path / "typo.onnx"), "--data-val",
+          str(tmp_path / "nothere")], ("data_val does not exist",)),
     ]
     for args, needles in cases:
         assert main(["export", *args]) == 2, args
         _one_line(capsys, *needles)
-    assert mine.read_bytes() == b"a user's own file"
+    assert mine.read_bytes() == b"a user's own file" and not (tmp_path / "typo.onnx").exists()
     # a file export wrote is replaced with --overwrite, and refused without it
     ours = tmp_path / "ours.torchscript.pt"
     assert main(["export", "--checkpoint", ckpt, "--format", "torchscript", "--out", str(ours)]) == 0

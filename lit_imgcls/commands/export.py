@@ -71,6 +71,14 @@ def export(
     else:
         path = ex.check_out(out or ex.default_out(checkpoint, format), overwrite)  # before minutes of work
         model, meta = ex.build(checkpoint)
+        if check:  # the check's data keys, refused before the file is written: a typo must not leave an export
+            from lit_imgcls.engine import build_datamodule
+            from lit_imgcls.recipe import validate
+            from lit_imgcls.score import resolve_recipe
+
+            recipe = resolve_recipe(meta, overrides)
+            validate(recipe)
+            build_datamodule(recipe)  # made, not read: a dataset's own required keys (npz's data_train)
         path = ex.write(path, ex.to_bytes(model, meta, format), overwrite)
         c, h, w = meta.image_shape
         print(f"export: {path} ({format}, {path.stat().st_size / 1e6:.1f} MB): uint8 images (N, {h}, {w}, {c}) -> "
