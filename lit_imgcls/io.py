@@ -25,8 +25,11 @@ def atomic_write(path: str | Path, write: Callable[[Any], None], mode: str = "wb
 
     A crash or a full disk leaves the old file (or none), never a truncated one.
     """
+    import signal
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    term = _TermRaises()
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         # mkstemp makes the file private (0600); the result should get the permissions of any new file.
@@ -38,10 +41,46 @@ def atomic_write(path: str | Path, write: Callable[[Any], None], mode: str = "wb
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        if isinstance(exc, _Terminated):
+            term.restore()
+            os.kill(os.getpid(), signal.SIGTERM)  # die of it as before, the temporary file gone
         raise
+    finally:
+        term.restore()
+
+
+class _Terminated(BaseException):
+    """SIGTERM arrived while :func:`atomic_write` had a temporary file open."""
+
+
+class _TermRaises:
+    """While alive, SIGTERM raises :class:`_Terminated` instead of killing the process at once, so that
+    :func:`atomic_write` removes its temporary file first (``score``, ``export`` and the other short commands leave
+    SIGTERM at its default, which skips every ``except`` and ``finally``). Only where SIGTERM has its default
+    action, in the main thread: a handler of a run's own (Lightning's stop on SIGTERM, ``launch``'s) is kept."""
+
+    def __init__(self) -> None:
+        import signal
+        import threading
+
+        self.active = (threading.current_thread() is threading.main_thread()
+                       and signal.getsignal(signal.SIGTERM) is signal.SIG_DFL)
+        if self.active:
+            signal.signal(signal.SIGTERM, self._raise)
+
+    @staticmethod
+    def _raise(signum, frame) -> None:
+        raise _Terminated()
+
+    def restore(self) -> None:
+        import signal
+
+        if self.active:
+            self.active = False
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:

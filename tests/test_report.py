@@ -236,6 +236,28 @@ def test_write_flags_take_a_file_url_and_refuse_a_file_as_their_folder(scored, t
     assert page.is_file() and page.with_suffix(".json").is_file() and not (tmp_path / "file:").exists()
 
 
+def test_sigterm_while_a_file_is_written_leaves_no_temporary_file(tmp_path):
+    """score --report/--calibrate and export leave SIGTERM at its default, which skipped atomic_write's clean-up: a
+    score killed while writing left a `.NAME.XXXX.tmp` beside the confusion PNG. The writer here stalls inside the
+    write, so the signal lands there every time; the process still dies of SIGTERM, the old file intact."""
+    import signal
+    import subprocess
+    import sys
+
+    target = tmp_path / "report.html"
+    target.write_text("the report written before\n")
+    code = ("import sys, time\nfrom lit_imgcls.io import atomic_write\n"
+            "def stalled(f):\n    f.write(b'<html>'); f.flush(); print('writing', flush=True); time.sleep(60)\n"
+            "atomic_write(sys.argv[1], stalled)\n")
+    proc = subprocess.Popen([sys.executable, "-c", code, str(target)], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline() == "writing\n"
+    assert len(list(tmp_path.glob(".report.html.*.tmp"))) == 1
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=30) == -signal.SIGTERM
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["report.html"]
+    assert target.read_text() == "the report written before\n"
+
+
 def test_a_report_of_ours_is_replaced_and_an_edited_one_is_not(scored):
     """The pair written by the fixture's run is recorded as ours: checked as replaceable; once a person edits
     the page, it is theirs."""
