@@ -258,8 +258,34 @@ def report(result: ScoreResult, max_matrix_classes: int = 20) -> str:
     return "\n".join(lines) + "\n"
 
 
-def save_confusion_png(result: ScoreResult, path: str | Path) -> Path:
-    """The confusion matrix as a heat map (rows normalised per true class), written atomically."""
+CONFUSION_RECORD = ".lit-imgcls-confusion"  # the folder's record of the --confusion-png files score wrote
+
+
+def confusion_target(checkpoint: str, given: str | None) -> tuple[Path, bool]:
+    """Where ``score`` writes the confusion PNG, checked before any scoring, and whether it is a ``--confusion-png``
+    the user named: such a path is replaced only while it holds a PNG score wrote there (:mod:`lit_imgcls.owned_files`,
+    record :data:`CONFUSION_RECORD`); the default, ``CKPT-STEM-confusion.png`` (:func:`default_png`), is a name of
+    lit-imgcls's own beside the checkpoint, replaced as before.
+
+    Raises:
+        UsageError: a URL, a folder, a path under a file, or a file there that score did not write (one line).
+    """
+    if not given:
+        return default_png(checkpoint), False
+    from lit_imgcls.owned_files import check_owned
+    from lit_imgcls.storage import local_output
+
+    path = local_output(given, "--confusion-png", "write it here, then copy it")
+    if path.is_dir():
+        raise UsageError(f"--confusion-png {path} is a folder; give the file to write, like {path / 'confusion.png'}")
+    if path.parent.exists():
+        check_owned(path.parent, [path.name], CONFUSION_RECORD, "give another --confusion-png")
+    return path, True
+
+
+def save_confusion_png(result: ScoreResult, path: str | Path, owned: bool = False) -> Path:
+    """The confusion matrix as a heat map (rows normalised per true class), written atomically; ``owned``
+    (a ``--confusion-png`` from :func:`confusion_target`): recorded as ours, and only a file of ours replaced."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -292,8 +318,20 @@ def save_confusion_png(result: ScoreResult, path: str | Path) -> Path:
     ax.set_title(printable(f"{str(result.checkpoint).rpartition('/')[2]} on {result.dataset}: top-1 {result.top1:.4f}{topk}"),
                  parse_math=False)
     fig.tight_layout()
-    atomic_write(path, lambda f: fig.savefig(f, format="png"))
-    return Path(path)
+    if not owned:
+        atomic_write(path, lambda f: fig.savefig(f, format="png"))
+        return Path(path)
+    import io
+
+    from lit_imgcls.owned_files import write_owned
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_owned(path.parent, {path.name: buffer.getvalue()}, CONFUSION_RECORD, prune=False,
+                elsewhere="give another --confusion-png")
+    return path
 
 
 #: The ``format`` field of the JSON ``score --report`` writes beside its page; the TUI finds reports by it.

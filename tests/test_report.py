@@ -236,6 +236,24 @@ def test_write_flags_take_a_file_url_and_refuse_a_file_as_their_folder(scored, t
     assert page.is_file() and page.with_suffix(".json").is_file() and not (tmp_path / "file:").exists()
 
 
+def test_a_confusion_png_of_the_users_is_never_overwritten(scored, tmp_path, capsys):
+    """--confusion-png replaced any file, and one that named the report's JSON was written before the report
+    refused: both now refused in one line before scoring; a PNG score wrote there is replaced."""
+    _, _, ckpt, _ = scored
+    mine = tmp_path / "mine.png"
+    mine.write_bytes(b"my own picture")
+    for flags in (["--confusion-png", str(mine)],
+                  ["--confusion-png", str(tmp_path / "r.json"), "--report", str(tmp_path / "r.html")]):
+        assert main(["score", "--checkpoint", str(ckpt), *flags]) == 2, flags
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and "Traceback" not in err and "--confusion-png" in err, err
+    assert mine.read_bytes() == b"my own picture" and sorted(p.name for p in tmp_path.iterdir()) == ["mine.png"]
+    ours = tmp_path / "out" / "c.png"
+    for _ in range(2):
+        assert main(["score", "--checkpoint", str(ckpt), "--top-k", "0", "--confusion-png", str(ours)]) == 0
+    assert ours.read_bytes().startswith(b"\x89PNG")
+
+
 def test_sigterm_while_a_file_is_written_leaves_no_temporary_file(tmp_path):
     """score --report/--calibrate and export leave SIGTERM at its default, which skipped atomic_write's clean-up: a
     score killed while writing left a `.NAME.XXXX.tmp` beside the confusion PNG. The writer here stalls inside the

@@ -10,7 +10,7 @@ from lit_imgcls.recipe import Recipe
 
 _OWN = {
     "checkpoint": (str | None, "the checkpoint to score (PREFIX-NNNN.ckpt written by fit), or a model file `lit-imgcls export` wrote (ONNX or TorchScript: run on the CPU, with --dataset and its data given, as the file holds no recipe); required."),
-    "confusion_png": (str | None, "where to write the confusion matrix PNG; default CKPT-STEM-confusion.png beside it (in the current folder for a checkpoint at a URL)."),
+    "confusion_png": (str | None, "where to write the confusion matrix PNG; default CKPT-STEM-confusion.png beside it (in the current folder for a checkpoint at a URL). A --confusion-png file that score did not write there is refused."),
     "report": (str | None, "also write an evaluation report: PATH.html (one self-contained offline page: per-class precision/recall/F1, balanced accuracy, the confusion matrix, the worst confusions, the most confident mistakes as thumbnails, top-k accuracy, expected calibration error with a reliability diagram) and the same numbers as PATH.json beside it. A file of either name that lit-imgcls did not write there is refused."),
     "calibrate": (bool | None, "fit temperature scaling (Guo et al. 2017) on the validation split, print the temperature and the ECE (15 bins) and NLL before and after, and write a calibrated checkpoint that predict, score and export use; the checkpoint scored is never changed."),
     "calibrated_out": (str | None, "where --calibrate writes; default CKPT-STEM-calibrated.ckpt beside the checkpoint (in the current folder for one at a URL). The name must end in -calibrated.ckpt; a file there that lit-imgcls did not write is refused."),
@@ -76,7 +76,7 @@ def score(options: ScoreOptions) -> None:
             --top-k K, and recipe keys overriding the checkpoint's.
     """
     from lit_imgcls.errors import UsageError
-    from lit_imgcls.score import default_png, report, save_confusion_png
+    from lit_imgcls.score import confusion_target, report, save_confusion_png
     from lit_imgcls.score import score as run_score
 
     if not options.checkpoint:
@@ -96,11 +96,14 @@ def score(options: ScoreOptions) -> None:
 
         pages = report_paths(options.report)
         thumbnails = MistakeThumbnails()
+    png, owned = confusion_target(options.checkpoint, options.confusion_png)  # before scoring: not a file of theirs
+    if any(png.absolute() == other.absolute() for other in [*(pages or ()), *([calibrated] if calibrated else [])]):
+        raise UsageError(f"--confusion-png {png} is also a file --report or --calibrate writes; give another")
     # --calibrate fits on the raw probabilities (temperature 1), also of a checkpoint already calibrated.
     result = run_score(options.checkpoint, options.given(), top_k=top_k, observe=thumbnails,
                        temperature=1.0 if calibrated else None)
     fitted = calibrate.run(result, options.checkpoint, calibrated) if calibrated else None
-    png = save_confusion_png(result, options.confusion_png or default_png(options.checkpoint))
+    png = save_confusion_png(result, png, owned)
     print(report(result) + f"confusion matrix PNG: {png}", flush=True)
     if fitted:
         from lit_imgcls.printable import printable_lines
