@@ -270,7 +270,7 @@ def confusion_target(checkpoint: str, given: str | None) -> tuple[Path, bool]:
     Raises:
         UsageError: a URL, a folder, a path under a file, or a file there that score did not write (one line).
     """
-    if not given:
+    if given is None:
         return default_png(checkpoint), False
     from lit_imgcls.owned_files import check_owned
     from lit_imgcls.storage import local_output

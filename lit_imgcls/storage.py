@@ -52,11 +52,13 @@ def local_output(location: str | os.PathLike, flag: str, then: str):
         The path, a :class:`pathlib.Path`.
 
     Raises:
-        UsageError: a URL other than ``file://`` (``then`` says what to do instead), or a folder of the path that
-            is a file (one line).
+        UsageError: an empty name, a URL other than ``file://`` (``then`` says what to do instead), or a folder of
+            the path that is a file (one line).
     """
     from pathlib import Path
 
+    if not str(location).strip():  # "" would be the current folder, or a flag silently dropped by its caller
+        raise UsageError(f"{flag} needs a file name, got {str(location)!r}")
     if is_url(str(location)):
         raise UsageError(f"{flag} must be a local file, got {location}; {then}")
     path = Path(local(str(location))).expanduser()

@@ -236,6 +236,21 @@ def test_write_flags_take_a_file_url_and_refuse_a_file_as_their_folder(scored, t
     assert page.is_file() and page.with_suffix(".json").is_file() and not (tmp_path / "file:").exists()
 
 
+def test_an_empty_write_flag_is_refused_not_dropped(scored, tmp_path, capsys, monkeypatch):
+    """--report '' was ignored (the run went on, no report) and export --out '' meant the default path: an empty
+    name is refused in one line by the shared check, before any scoring or export."""
+    _, _, ckpt, _ = scored
+    monkeypatch.chdir(tmp_path)
+    for command, *flags in (["score", "--report", ""], ["score", "--confusion-png", " "],
+                            ["score", "--calibrate", "--calibrated-out", ""], ["score", "--calibrated-out", ""],
+                            ["export", "--format", "onnx", "--out", ""]):
+        assert main([command, "--checkpoint", str(ckpt), *flags]) == 2, flags
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and "Traceback" not in err, err
+        assert "needs a file name" in err or "give --calibrate too" in err, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # nothing written where it ran
+
+
 def test_a_confusion_png_of_the_users_is_never_overwritten(scored, tmp_path, capsys):
     """--confusion-png replaced any file, and one that named the report's JSON was written before the report
     refused: both now refused in one line before scoring; a PNG score wrote there is replaced."""

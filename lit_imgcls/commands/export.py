@@ -69,7 +69,8 @@ def export(
     if check_file:
         result = ex.check(checkpoint, check_file, overrides, tol_top1, tol_prob)
     else:
-        path = ex.check_out(out or ex.default_out(checkpoint, format), overwrite)  # before minutes of work
+        # refused before minutes of work (an empty --out too: it is not the default)
+        path = ex.check_out(ex.default_out(checkpoint, format) if out is None else out, overwrite)
         model, meta = ex.build(checkpoint)
         if check:  # the check's data keys, refused before the file is written: a typo must not leave an export
             from lit_imgcls.engine import build_datamodule

@@ -89,9 +89,9 @@ def score(options: ScoreOptions) -> None:
         from lit_imgcls import calibrate
 
         calibrated = calibrate.target(options.checkpoint, options.calibrated_out)
-    elif options.calibrated_out:
+    elif options.calibrated_out is not None:
         raise UsageError("--calibrated-out names the file --calibrate writes: give --calibrate too")
-    if options.report:  # refused before minutes of scoring: a bad name, or files there that are not ours
+    if options.report is not None:  # refused before minutes of scoring: a bad name, or files there that are not ours
         from lit_imgcls.report import MistakeThumbnails, report_paths
 
         pages = report_paths(options.report)
