@@ -291,6 +291,20 @@ def test_inspect_suggests_the_options_for_skewed_classes(skewed_pack, capsys):
     assert skew_hint([20, 7]) is None and skew_hint([21, 7]) is not None  # the threshold: 3 times
 
 
+def test_inspect_of_a_wds_only_pack_suggests_class_weights_not_the_sampler_it_refuses(skewed_pack, capsys):
+    from lit_imgcls.commands.dataset_inspect import inspect_pack
+    from lit_imgcls.data.encode import EncodeOptions
+    from lit_imgcls.data.pack import PackOptions, pack_dataset
+
+    wds_only = skewed_pack.parent / "pack8-wds"
+    pack_dataset(str(skewed_pack.parent / "tree8"), str(wds_only), PackOptions(format="wds"), EncodeOptions())
+    capsys.readouterr()
+    inspect_pack(str(wds_only))
+    hint = next(line for line in capsys.readouterr().out.splitlines() if "hint: train:" in line)
+    assert "`fit --class-weights auto`" in hint and "classes drawn equally often" not in hint
+    assert "`--sampler balanced` needs the pack's FFCV copy (pack it again with `dataset pack --format both`)" in hint
+
+
 def test_a_sampler_change_is_refused_inside_an_epoch_and_reported_at_its_end():
     import dataclasses
 

@@ -54,7 +54,7 @@ def inspect_pack(out: str) -> None:
         if warning:
             warnings.append(f"{split}: {warning}")
     warnings += missing_class_warnings(m["splits"], names)
-    hint = skew_hint(m["splits"]["train"]["per_class"]) if "train" in m["splits"] else None
+    hint = skew_hint(m["splits"]["train"]["per_class"], "ffcv" in m["formats"]) if "train" in m["splits"] else None
     if hint:
         say(f"  hint: train: {hint}")
     if dup is None:

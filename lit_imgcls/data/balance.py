@@ -166,19 +166,23 @@ def check_sampler(sampler: str, dataset: str, draws_balanced: bool) -> None:
     if sampler == "balanced" and not draws_balanced:
         raise UsageError(f"sampler balanced is not available for dataset {dataset}: its loader streams shards in "
                          "order and cannot draw single samples at random; it works with datasets mnist, cifar10, "
-                         "npz, folder and ffcv (the same pack: --dataset ffcv); or keep sampler shuffle and use "
-                         "--class-weights auto", key="sampler")
+                         "npz, folder and ffcv (--dataset ffcv, for a pack made with `dataset pack --format both`); "
+                         "or keep sampler shuffle and use --class-weights auto", key="sampler")
 
 
-def skew_hint(per_class: Sequence[int]) -> str | None:
+def skew_hint(per_class: Sequence[int], draws_balanced: bool = True) -> str | None:
     """For ``dataset inspect``: a suggestion of the imbalance options when the largest class has at least
-    :data:`SKEW_HINT_RATIO` times the samples of the smallest (non-empty) one, else None."""
+    :data:`SKEW_HINT_RATIO` times the samples of the smallest (non-empty) one, else None. ``draws_balanced``
+    False (a pack with no FFCV copy, whose wds loader cannot draw single samples) suggests class weights alone."""
     present = [n for n in per_class if n > 0]
     if len(present) < 2:
         return None
     ratio = max(present) / min(present)
     if ratio < SKEW_HINT_RATIO:
         return None
-    return (f"classes are skewed: the largest has {ratio:.1f}x the samples of the smallest (>= "
-            f"{SKEW_HINT_RATIO:g}); consider `fit --class-weights auto` (loss weights N / (K * n_c)) or "
-            "`--sampler balanced` (classes drawn equally often)")
+    skewed = (f"classes are skewed: the largest has {ratio:.1f}x the samples of the smallest (>= "
+              f"{SKEW_HINT_RATIO:g}); consider `fit --class-weights auto` (loss weights N / (K * n_c))")
+    if not draws_balanced:
+        return (skewed + "; `--sampler balanced` needs the pack's FFCV copy (pack it again with "
+                "`dataset pack --format both`), as its WebDataset shards are read in order")
+    return skewed + " or `--sampler balanced` (classes drawn equally often)"
