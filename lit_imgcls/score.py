@@ -318,9 +318,6 @@ def save_confusion_png(result: ScoreResult, path: str | Path, owned: bool = Fals
     ax.set_title(printable(f"{str(result.checkpoint).rpartition('/')[2]} on {result.dataset}: top-1 {result.top1:.4f}{topk}"),
                  parse_math=False)
     fig.tight_layout()
-    if not owned:
-        atomic_write(path, lambda f: fig.savefig(f, format="png"))
-        return Path(path)
     import io
 
     from lit_imgcls.owned_files import write_owned
@@ -328,6 +325,9 @@ def save_confusion_png(result: ScoreResult, path: str | Path, owned: bool = Fals
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png")
     path = Path(path)
+    if not owned:
+        atomic_write(path, lambda f: f.write(buffer.getvalue()))
+        return path
     path.parent.mkdir(parents=True, exist_ok=True)
     write_owned(path.parent, {path.name: buffer.getvalue()}, CONFUSION_RECORD, prune=False,
                 elsewhere="give another --confusion-png")

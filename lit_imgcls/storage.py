@@ -19,9 +19,12 @@ line naming the object.
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lit_imgcls.errors import RemoteUnavailable, UsageError
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 # fsspec protocols of object stores, written with one pipe() as Lightning's _atomic_save does.
 _OBJECT_STORES = {"s3", "s3a", "gs", "gcs", "az", "abfs", "abfss", "adl", "oss", "r2"}
@@ -42,7 +45,7 @@ def local(location: str) -> str:
     return str(location).removeprefix("file://")
 
 
-def local_output(location: str | os.PathLike, flag: str, then: str):
+def local_output(location: str | os.PathLike, flag: str, then: str) -> Path:
     """The local file a write flag (``--report``, ``--out``, ``--calibrated-out``) names, checked before any work.
 
     A ``file://`` URL is the local path it names (as for ``--model-prefix``), ``~`` is the home folder. An existing
